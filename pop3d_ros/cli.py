@@ -1,0 +1,47 @@
+"""The `pop3d` command line: one entry point, subcommands registered by each component.
+
+Subcommand modules are imported only when their command runs, so `pop3d --help` stays
+fast and never imports torch or rclpy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from pop3d_ros import __version__
+
+# name -> (module, help). Each module has `add_arguments(parser)` and `run(args) -> int`.
+COMMANDS: dict[str, tuple[str, str]] = {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pop3d",
+        description="pop3d_ros: open-vocabulary 3D occupancy — data, training, evaluation, export.",
+    )
+    parser.add_argument("--version", action="version", version=f"pop3d {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        parser.parse_args(argv)  # handles --help / --version / unknown command errors
+        parser.print_help()
+        return 2
+    module_name, help_text = COMMANDS[argv[0]]
+    module = importlib.import_module(module_name)
+    sub_parser = argparse.ArgumentParser(prog=f"pop3d {argv[0]}", description=help_text)
+    module.add_arguments(sub_parser)
+    args = sub_parser.parse_args(argv[1:])
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

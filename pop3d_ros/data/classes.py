@@ -1,0 +1,29 @@
+"""The 16 semantic classes of POP-3D's nuScenes evaluation (lidarseg, merged as in the
+occupancy benchmarks), and the ids used throughout the project.
+
+Class ids 0..15 index CLASS_NAMES. In occupancy grids EMPTY marks free space and IGNORE
+marks unknown/unobserved; in per-point labels IGNORE marks points without a class.
+"""
+
+CLASS_NAMES = (
+    "barrier",
+    "bicycle",
+    "bus",
+    "car",
+    "construction_vehicle",
+    "motorcycle",
+    "pedestrian",
+    "traffic_cone",
+    "trailer",
+    "truck",
+    "driveable_surface",
+    "other_flat",
+    "sidewalk",
+    "terrain",
+    "manmade",
+    "vegetation",
+)
+NUM_CLASSES = len(CLASS_NAMES)
+EMPTY = 16
+IGNORE = 255
+CLASS_ID = {name: i for i, name in enumerate(CLASS_NAMES)}

@@ -1,0 +1,1 @@
+"""Text side: text encoders (open_clip or a synthetic text space) behind one interface."""
