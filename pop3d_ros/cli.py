@@ -13,7 +13,17 @@ import sys
 from pop3d_ros import __version__
 
 # name -> (module, help). Each module has `add_arguments(parser)` and `run(args) -> int`.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "render": ("pop3d_ros.data.cli_render", "render a synthetic surround-view drive to disk"),
+    "show": ("pop3d_ros.viz.cli_show", "render a sample to PNG (camera mosaic, bird's-eye view)"),
+    "play": ("pop3d_ros.ros.cli_play", "publish a sequence as six ROS 2 camera topics"),
+    "export-bag": ("pop3d_ros.data.cli_bag", "write a sequence as a rosbag2 (MCAP)"),
+    "teacher-cache": ("pop3d_ros.training.cli_teacher", "precompute 2D teacher features"),
+    "train": ("pop3d_ros.training.cli_train", "train a model (POP-3D recipe)"),
+    "eval": ("pop3d_ros.training.cli_eval", "evaluate a checkpoint with the POP-3D protocol"),
+    "export": ("pop3d_ros.export.cli_export", "export a checkpoint to ONNX + manifest"),
+    "build-engine": ("pop3d_ros.export.cli_engine", "build a TensorRT engine from the ONNX"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
