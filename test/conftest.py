@@ -8,3 +8,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+# ROS tests: one ROS_DOMAIN_ID per pytest session (set before any rclpy context exists, and
+# inherited by started nodes), and the harness fixtures (ros_context, ros_node, node_process).
+import pytest  # noqa: E402
+
+pytest.register_assert_rewrite("ros_harness")
+import ros_harness  # noqa: E402
+
+ros_harness.configure_ros_environment()
+pytest_plugins = ["ros_harness"]
