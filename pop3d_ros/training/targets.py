@@ -1,0 +1,107 @@
+"""Training targets from one sample (paper sec. 3.2), computed without manual labels.
+
+- Occupancy: a voxel holding >= 1 LiDAR point is occupied (1), every other voxel empty (0).
+- Features: the 2D teacher's dense feature map sampled bilinearly at the pixels where
+  camera-visible LiDAR points project, for every camera that sees the point. The language
+  head is evaluated only at those points' voxels, so the targets are aggregated per voxel:
+  the mean over the voxel's (point, camera) pairs with the pair count as weight gives the
+  same gradient as the per-point MSE (see losses.FeatureLoss) at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pop3d_ros.geometry.camera import PinholeCamera
+from pop3d_ros.geometry.grid import VoxelGrid
+
+
+def sample_cameras(sample: dict) -> list[PinholeCamera]:
+    """The sample's cameras at its own image size."""
+    images = sample["images"]
+    h, w = int(images.shape[1]), int(images.shape[2])
+    names = sample.get("camera_names") or [str(i) for i in range(len(images))]
+    return [
+        PinholeCamera(sample["intrinsics"][i], sample["cam_to_ego"][i], w, h, names[i])
+        for i in range(len(images))
+    ]
+
+
+def project_points(sample: dict, points: np.ndarray):
+    """Pixels (N_cam, N, 2) and visibility (N_cam, N) of ego-frame points in the sample's images."""
+    uvs, valids = [], []
+    for cam in sample_cameras(sample):
+        uv, _, valid = cam.project(points)
+        uvs.append(uv)
+        valids.append(valid)
+    return np.stack(uvs).astype(np.float32), np.stack(valids)
+
+
+def occupancy_target(points: np.ndarray, grid: VoxelGrid) -> np.ndarray:
+    """(X, Y, Z) uint8: 1 where a voxel holds at least one point, else 0."""
+    occ = np.zeros(grid.num_voxels, dtype=np.uint8)
+    idx, inside = grid.points_to_index(points)
+    occ[grid.flat_index(idx[inside])] = 1
+    return occ.reshape(grid.shape)
+
+
+def sample_feature_map(features, uv: np.ndarray, image_hw: tuple[int, int]) -> torch.Tensor:
+    """Bilinear samples of a dense map (D, h, w) at image pixels uv (N, 2) -> (N, D) float32.
+
+    The map covers the whole image, so pixel u maps to normalised x = (u + 0.5) / W * 2 - 1
+    (grid_sample with align_corners=False uses the same pixel-area convention).
+    """
+    fmap = torch.as_tensor(features).float()[None]
+    H, W = image_hw
+    uv = torch.as_tensor(uv, dtype=torch.float32)
+    gx = (uv[:, 0] + 0.5) / W * 2 - 1
+    gy = (uv[:, 1] + 0.5) / H * 2 - 1
+    grid = torch.stack([gx, gy], -1)[None, None]  # (1, 1, N, 2)
+    out = F.grid_sample(fmap, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out[0, :, 0].T.contiguous()
+
+
+def point_feature_pairs(sample: dict, teacher_features, points=None):
+    """Teacher features at every (camera-visible point, camera) pair.
+
+    Returns (point_index (M,) int64, camera_index (M,) int64, features (M, D) float32).
+    `teacher_features` is (N_cam, D, h, w) (any float dtype).
+    """
+    points = sample["lidar_points"] if points is None else points
+    uv, valid = project_points(sample, points)
+    hw = (int(sample["images"].shape[1]), int(sample["images"].shape[2]))
+    pidx, cidx, feats = [], [], []
+    for c in range(valid.shape[0]):
+        sel = np.nonzero(valid[c])[0]
+        if sel.size == 0:
+            continue
+        pidx.append(sel)
+        cidx.append(np.full(sel.size, c))
+        feats.append(sample_feature_map(teacher_features[c], uv[c, sel], hw))
+    if not pidx:
+        d = int(teacher_features.shape[1])
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), torch.zeros(0, d)
+    return np.concatenate(pidx), np.concatenate(cidx), torch.cat(feats)
+
+
+def voxel_feature_targets(sample: dict, teacher_features, grid: VoxelGrid) -> dict:
+    """Per-voxel feature targets for the language head.
+
+    Returns {"voxel_index": (M,) int64 flat voxel indices, "features": (M, D) float32 mean
+    teacher feature over the voxel's (point, camera) pairs, "weight": (M,) float32 pair counts}.
+    """
+    points = sample["lidar_points"]
+    pidx, _, feats = point_feature_pairs(sample, teacher_features, points)
+    idx, inside = grid.points_to_index(points[pidx])
+    flat = grid.flat_index(idx[inside])
+    feats = feats[torch.from_numpy(np.nonzero(inside)[0])]
+    uniq, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    sums = torch.zeros(len(uniq), feats.shape[1]).index_add_(0, torch.from_numpy(inverse), feats)
+    counts_t = torch.from_numpy(counts).float()
+    return {
+        "voxel_index": torch.from_numpy(uniq.astype(np.int64)),
+        "features": sums / counts_t[:, None],
+        "weight": counts_t,
+    }
