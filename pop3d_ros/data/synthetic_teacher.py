@@ -1,0 +1,139 @@
+"""A synthetic dense 2D "CLIP" teacher built from per-pixel classes.
+
+Stands in for MaskCLIP where no pretrained weights exist. Like a real dense CLIP teacher
+its features are coarse (one vector per patch), noisy and sometimes wrong: each patch gets
+the embedding of its majority (or area-averaged) class in the synthetic text space, a
+configurable chance of a confusable class instead (car <-> truck, ...), and Gaussian
+noise. Deterministic given the seed and the frame's token.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from pop3d_ros.data.classes import CLASS_ID, IGNORE, NUM_CLASSES
+from pop3d_ros.data.synthetic_text import SyntheticTextSpace
+
+# Classes a weak dense teacher mixes up (symmetric pairs by name).
+CONFUSABLE: dict[str, tuple[str, ...]] = {
+    "car": ("truck",),
+    "truck": ("car", "bus", "construction_vehicle"),
+    "bus": ("truck", "trailer"),
+    "trailer": ("truck", "bus"),
+    "construction_vehicle": ("truck",),
+    "bicycle": ("motorcycle",),
+    "motorcycle": ("bicycle",),
+    "pedestrian": ("bicycle",),
+    "barrier": ("traffic_cone",),
+    "traffic_cone": ("barrier",),
+    "driveable_surface": ("other_flat",),
+    "other_flat": ("driveable_surface", "sidewalk"),
+    "sidewalk": ("other_flat",),
+    "terrain": ("vegetation",),
+    "vegetation": ("terrain",),
+    "manmade": ("vegetation",),
+}
+
+
+@dataclass
+class TeacherConfig:
+    """Degradations of the synthetic teacher."""
+
+    stride: int = 16  # patch size in pixels (ViT-B/16 -> 16); output is ceil(H/stride) rows
+    mode: str = "majority"  # "majority": patch = its majority class; "average": area-weighted
+    noise_std: float = 0.3  # norm (expected) of the Gaussian noise added to each patch vector
+    confusion_prob: float = 0.1  # chance that a patch takes a confusable class instead
+    sky: str = "zero"  # "zero": sky/ignore patches are zero vectors; "vector": the sky vector
+    seed: int = 0  # noise and confusion seed (combined with the frame token)
+    dtype: str = "float32"  # "float32" or "float16" output
+
+
+class SyntheticTeacher:
+    """Dense teacher features `(N_cam, D, ceil(H/stride), ceil(W/stride))` from semantics."""
+
+    def __init__(self, text_space: SyntheticTextSpace | None = None, config=None):
+        self.text_space = text_space or SyntheticTextSpace()
+        self.config = config or TeacherConfig()
+        c = self.config
+        if c.mode not in ("majority", "average"):
+            raise ValueError(f"teacher mode must be 'majority' or 'average', got {c.mode!r}")
+        if c.sky not in ("zero", "vector"):
+            raise ValueError(f"teacher sky must be 'zero' or 'vector', got {c.sky!r}")
+        if c.stride < 1 or not 0.0 <= c.confusion_prob <= 1.0 or c.noise_std < 0:
+            raise ValueError("teacher needs stride >= 1, 0 <= confusion_prob <= 1, noise >= 0")
+        emb = self.text_space.class_embeddings().astype(np.float64)
+        sky = self.text_space.sky_embedding() if c.sky == "vector" else np.zeros(emb.shape[1])
+        # row NUM_CLASSES = sky / ignore
+        self._table = np.concatenate([emb, np.asarray(sky, np.float64)[None]], axis=0)
+        self._confuse = [
+            np.array([CLASS_ID[n] for n in CONFUSABLE.get(name, ())], dtype=np.int64)
+            for name in sorted(CLASS_ID, key=CLASS_ID.get)
+        ]
+
+    @property
+    def embed_dim(self) -> int:
+        return self._table.shape[1]
+
+    def patch_histogram(self, semantic: np.ndarray) -> np.ndarray:
+        """Per-patch pixel counts `(N_cam, h, w, NUM_CLASSES + 1)`; last bin = sky/ignore."""
+        sem = np.asarray(semantic)
+        if sem.ndim != 3:
+            raise ValueError(f"semantic must be (N_cam, H, W), got shape {sem.shape}")
+        s = self.config.stride
+        n, H, W = sem.shape
+        h, w = -(-H // s), -(-W // s)
+        padded = np.full((n, h * s, w * s), IGNORE, dtype=np.uint8)
+        padded[:, :H, :W] = sem
+        lab = np.where(padded < NUM_CLASSES, padded, NUM_CLASSES).astype(np.int64)
+        lab = lab.reshape(n, h, s, w, s).transpose(0, 1, 3, 2, 4).reshape(n * h * w, s * s)
+        flat = lab + (np.arange(n * h * w)[:, None] * (NUM_CLASSES + 1))
+        counts = np.bincount(flat.ravel(), minlength=n * h * w * (NUM_CLASSES + 1))
+        return counts.reshape(n, h, w, NUM_CLASSES + 1)
+
+    def __call__(self, sample_or_semantic, token: str | None = None) -> dict:
+        """Teacher output for a sample dict (uses `semantic`, `token`) or a semantic array.
+
+        Returns {"features": (N_cam, D, h, w), "patch_classes": uint8 (N_cam, h, w) after
+        confusion (IGNORE where sky), "stride": int}.
+        """
+        if isinstance(sample_or_semantic, dict):
+            if "semantic" not in sample_or_semantic:
+                raise ValueError("the synthetic teacher needs a sample with 'semantic' classes")
+            semantic = sample_or_semantic["semantic"]
+            token = token if token is not None else sample_or_semantic.get("token", "")
+        else:
+            semantic = sample_or_semantic
+        c = self.config
+        hist = self.patch_histogram(semantic).astype(np.float64)
+        rng = np.random.default_rng([c.seed, zlib.crc32(str(token or "").encode())])
+        majority = hist.argmax(-1)  # NUM_CLASSES = sky
+        confused = majority.copy()
+        if c.confusion_prob > 0:
+            flip = rng.random(majority.shape) < c.confusion_prob
+            pick = rng.random(majority.shape)
+            for cls in range(NUM_CLASSES):
+                options = self._confuse[cls]
+                sel = flip & (majority == cls)
+                if options.size and sel.any():
+                    confused[sel] = options[(pick[sel] * options.size).astype(np.int64)]
+        if c.mode == "majority":
+            feats = self._table[confused]
+        else:
+            weights = hist / hist.sum(-1, keepdims=True)
+            # confusion moves the patch's majority share onto the confusable class
+            moved = confused != majority
+            if moved.any():
+                idx = np.nonzero(moved)
+                share = weights[idx + (majority[moved],)]
+                weights[idx + (majority[moved],)] = 0.0
+                weights[idx + (confused[moved],)] += share
+            feats = weights @ self._table
+        if c.noise_std > 0:
+            noise = rng.standard_normal(feats.shape) * (c.noise_std / np.sqrt(self.embed_dim))
+            feats = feats + noise * (majority != NUM_CLASSES)[..., None]
+        feats = np.ascontiguousarray(feats.transpose(0, 3, 1, 2)).astype(c.dtype)
+        classes = np.where(confused == NUM_CLASSES, IGNORE, confused).astype(np.uint8)
+        return {"features": feats, "patch_classes": classes, "stride": c.stride}

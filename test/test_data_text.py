@@ -1,0 +1,117 @@
+"""Synthetic text space and synthetic dense teacher."""
+
+import numpy as np
+import pytest
+
+from pop3d_ros.data.classes import CLASS_ID, CLASS_NAMES, IGNORE
+from pop3d_ros.data.synthetic_teacher import SyntheticTeacher, TeacherConfig
+from pop3d_ros.data.synthetic_text import VOCABULARY, SyntheticTextSpace
+from pop3d_ros.text.base import TextEncoder, TextEncodingError
+
+
+def test_space_implements_text_encoder_and_is_seeded():
+    space = SyntheticTextSpace(seed=0)
+    assert isinstance(space, TextEncoder)
+    assert space.space_id == "synthetic:v1:seed=0:dim=512"
+    assert space.embed_dim == 512 and space.context_length == 77
+    a = space.encode(["car", "bus"])
+    assert a.shape == (2, 512) and a.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(a, SyntheticTextSpace(seed=0).encode(["car", "bus"]))
+    b = SyntheticTextSpace(seed=1).encode(["car", "bus"])
+    assert np.abs(a - b).max() > 0.1
+
+
+def test_classes_near_orthogonal_synonyms_close_templates_work():
+    space = SyntheticTextSpace(seed=3, dim=256)
+    emb = space.class_embeddings()
+    cos = emb @ emb.T
+    off = cos[~np.eye(len(CLASS_NAMES), dtype=bool)]
+    assert np.abs(off).max() < 0.35
+    car, auto, photo = space.encode(["car", "automobile", "a photo of a car."])
+    assert car @ auto > 0.9
+    np.testing.assert_allclose(photo, car, atol=1e-6)
+    # plurals, multi-word phrases, and no spurious "man" inside "manmade"
+    assert space.classes_of("two buses and some trees") == ["bus", "vegetation"]
+    assert space.classes_of("a traffic cone") == ["traffic_cone"]
+    assert space.classes_of("manmade structure") == ["manmade", "manmade"]
+    assert space.classes_of("People walking") == ["pedestrian"]
+    # every vocabulary phrase is the most similar to its own class
+    for name, phrases in VOCABULARY.items():
+        e = space.encode(list(phrases))
+        assert (np.argmax(e @ emb.T, axis=1) == CLASS_ID[name]).all(), name
+    mixed = space.encode(["a car next to a bus"])[0]
+    assert mixed @ emb[CLASS_ID["car"]] > 0.6 and mixed @ emb[CLASS_ID["bus"]] > 0.6
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "stairs", "a photo of a spaceship"])
+def test_unknown_or_empty_text_raises(bad):
+    with pytest.raises(TextEncodingError):
+        SyntheticTextSpace().encode([bad])
+
+
+def test_description_round_trip():
+    space = SyntheticTextSpace(seed=5, dim=64)
+    again = SyntheticTextSpace.from_description(space.describe())
+    assert again.space_id == space.space_id
+    np.testing.assert_array_equal(again.encode(["road"]), space.encode(["road"]))
+
+
+def _semantic():
+    sem = np.full((6, 40, 70), CLASS_ID["driveable_surface"], dtype=np.uint8)
+    sem[:, :10] = IGNORE  # sky in the first patch row
+    sem[0, 16:32, 16:32] = CLASS_ID["car"]
+    sem[1, 16:32, 0:16] = CLASS_ID["pedestrian"]
+    return sem
+
+
+def test_teacher_clean_features_are_class_embeddings():
+    space = SyntheticTextSpace(seed=0, dim=64)
+    teacher = SyntheticTeacher(space, TeacherConfig(noise_std=0.0, confusion_prob=0.0))
+    out = teacher(_semantic(), token="t")
+    f = out["features"]
+    assert f.shape == (6, 64, 3, 5)  # ceil(40/16), ceil(70/16)
+    emb = space.class_embeddings()
+    np.testing.assert_allclose(f[0, :, 1, 1], emb[CLASS_ID["car"]], atol=1e-6)
+    np.testing.assert_allclose(f[1, :, 1, 0], emb[CLASS_ID["pedestrian"]], atol=1e-6)
+    np.testing.assert_allclose(f[2, :, 1, 3], emb[CLASS_ID["driveable_surface"]], atol=1e-6)
+    assert np.all(f[:, :, 0] == 0)  # sky patches are zero
+    assert out["patch_classes"][0, 0, 0] == IGNORE
+    assert out["patch_classes"][0, 1, 1] == CLASS_ID["car"]
+
+
+def test_teacher_average_mode_mixes_by_area():
+    space = SyntheticTextSpace(seed=0, dim=64)
+    cfg = TeacherConfig(mode="average", noise_std=0.0, confusion_prob=0.0)
+    sem = np.full((6, 16, 16), CLASS_ID["car"], dtype=np.uint8)
+    sem[:, :, :4] = CLASS_ID["truck"]
+    f = SyntheticTeacher(space, cfg)(sem, token="x")["features"][0, :, 0, 0]
+    emb = space.class_embeddings()
+    np.testing.assert_allclose(f, 0.75 * emb[CLASS_ID["car"]] + 0.25 * emb[CLASS_ID["truck"]],
+                               atol=1e-6)  # fmt: skip
+
+
+def test_teacher_noise_and_confusion_deterministic():
+    space = SyntheticTextSpace(seed=0, dim=64)
+    cfg = TeacherConfig(noise_std=0.3, confusion_prob=0.5, seed=7, dtype="float16")
+    sem = np.full((6, 160, 160), CLASS_ID["car"], dtype=np.uint8)
+    a = SyntheticTeacher(space, cfg)(sem, token="frame1")
+    b = SyntheticTeacher(space, cfg)(sem, token="frame1")
+    c = SyntheticTeacher(space, cfg)(sem, token="frame2")
+    assert a["features"].dtype == np.float16
+    np.testing.assert_array_equal(a["features"], b["features"])
+    assert not np.array_equal(a["features"], c["features"])
+    frac_truck = (a["patch_classes"] == CLASS_ID["truck"]).mean()
+    assert 0.4 < frac_truck < 0.6  # car's only confusable class is truck
+    assert set(np.unique(a["patch_classes"])) <= {CLASS_ID["car"], CLASS_ID["truck"]}
+    # noise: the features are near, not equal to, the class vectors
+    emb = space.class_embeddings()
+    f = a["features"].astype(np.float32).transpose(0, 2, 3, 1).reshape(-1, 64)
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    best = np.max(f @ emb.T, axis=1)
+    assert 0.8 < best.mean() < 0.99
+
+
+def test_teacher_rejects_bad_config():
+    with pytest.raises(ValueError, match="mode"):
+        SyntheticTeacher(config=TeacherConfig(mode="median"))
