@@ -1,0 +1,78 @@
+"""The POP-3D network: 2D-to-3D encoder f_3D (backbone, lifting, BEV decoder) + heads g, h."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pop3d_ros.model.backbone import ResNetFPN
+from pop3d_ros.model.config import ModelConfig
+from pop3d_ros.model.decoder import BEVDecoder
+from pop3d_ros.model.heads import MLPHead, language_head, occupancy_head
+from pop3d_ros.model.lifting import BilinearLifting
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Pop3DModel(nn.Module):
+    """forward(images, sampling_grid, sampling_mask) -> {"occupancy_logits", "voxel_features"}.
+
+    images (B, N_cam, 3, H, W) RGB in [0, 1]; sampling_grid (B, N_cam, N_vox, 2) and
+    sampling_mask (B, N_cam, N_vox) from `model.lifting.compute_sampling`. Outputs:
+    occupancy_logits (B, X, Y, Z, 2) (index 1 = occupied), voxel_features (B, X, Y, Z, C_V).
+    The language head is separate (`language_head(features)`), so it runs only on the voxels
+    that need it (feature targets in training, occupied voxels at inference).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        shape = tuple(cfg.grid.shape)
+        self.backbone = ResNetFPN(cfg.backbone)
+        self.lifting = BilinearLifting(shape, cfg.lifting.visibility_channel)
+        lifted = cfg.backbone.out_channels + int(cfg.lifting.visibility_channel)
+        self.decoder = BEVDecoder(lifted, shape, cfg.decoder)
+        c_v, h = cfg.decoder.voxel_channels, cfg.heads
+        self.occupancy_head: MLPHead = occupancy_head(c_v, h.occ_hidden, h.n_blocks)
+        self.lang_head: MLPHead = language_head(c_v, h.lang_hidden, h.clip_dim, h.n_blocks)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
+
+    def encode(
+        self, images: torch.Tensor, sampling_grid: torch.Tensor, sampling_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The 2D-to-3D encoder f_3D: -> voxel features V (B, X, Y, Z, C_V)."""
+        b, n, _, h, w = images.shape
+        x = (images.reshape(b * n, 3, h, w) - self.mean) / self.std
+        feats = self.backbone(x)
+        vox = self.lifting(feats, sampling_grid, sampling_mask)
+        return self.decoder(vox)
+
+    def forward(
+        self, images: torch.Tensor, sampling_grid: torch.Tensor, sampling_mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        voxel_features = self.encode(images, sampling_grid, sampling_mask)
+        return {
+            "occupancy_logits": self.occupancy_head(voxel_features),
+            "voxel_features": voxel_features,
+        }
+
+    def language_head(self, features: torch.Tensor) -> torch.Tensor:
+        """h: (..., C_V) -> (..., clip_dim). Call it on a gathered subset of voxels."""
+        return self.lang_head(features)
+
+
+def build_model(cfg: ModelConfig | dict | str) -> Pop3DModel:
+    """A randomly initialised model (backbone weights only if the config names a local file).
+
+    `cfg` may be a ModelConfig, its dict form, or a preset name.
+    """
+    from pop3d_ros.model.config import get_preset
+
+    if isinstance(cfg, str):
+        cfg = get_preset(cfg)
+    elif isinstance(cfg, dict):
+        cfg = ModelConfig.from_dict(cfg)
+    return Pop3DModel(cfg)
