@@ -1,0 +1,51 @@
+"""Typed training configuration (defaults = the POP-3D recipe, paper sec. 4)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass
+class TrainConfig:
+    """Everything the loop needs besides the model config and the data."""
+
+    steps: int = 1000  # total optimisation steps (the cosine schedule ends here)
+    batch_size: int = 1  # frames per step per process
+    lr: float = 2e-4  # peak learning rate of the non-backbone parameters (AdamW)
+    weight_decay: float = 0.01  # AdamW weight decay
+    backbone_lr_mult: float = 0.1  # the image backbone trains at lr x this
+    warmup_steps: int = 500  # linear warm-up length in steps
+    warmup_start_lr: float = 1e-5  # lr at step 0 of the warm-up
+    final_lr: float = 1e-6  # lr at the end of the cosine decay
+    grad_clip: float = 35.0  # max global gradient norm (0 disables clipping)
+    feature_weight: float = 1.0  # lambda in L = L_occ + lambda * L_ft
+    amp: str = "auto"  # mixed precision: "auto" (on when training on CUDA), "on", "off"
+    checkpoint_every: int = 200  # write last.pt every N steps (and at the end)
+    log_every: int = 10  # TensorBoard scalars every N steps
+    num_workers: int = 0  # DataLoader worker processes per rank
+    seed: int = 0  # seeds data order and initialisation
+    strategy: str = "pop3d"  # supervision strategy name (see training.strategies)
+    device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
+
+    def validate(self) -> None:
+        if self.steps <= 0:
+            raise ValueError(f"steps must be positive, got {self.steps}")
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.lr <= 0 or self.final_lr < 0 or self.warmup_start_lr <= 0:
+            raise ValueError("learning rates must be positive")
+        if self.warmup_steps < 0 or self.checkpoint_every <= 0 or self.log_every <= 0:
+            raise ValueError("warmup_steps must be >= 0, checkpoint_every/log_every > 0")
+        if self.amp not in ("auto", "on", "off"):
+            raise ValueError(f"amp must be auto, on or off, got {self.amp!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training config keys: {sorted(unknown)}")
+        return cls(**d)

@@ -1,0 +1,131 @@
+"""Supervision strategies: how a frame becomes targets, and how outputs become losses.
+
+The loop only calls `prepare` (once per frame, cached to disk), `collate`, and `losses`, so
+other label-free recipes (2D rendering supervision, foundation-model pseudo-labels) plug in
+by adding a class here and a name in `STRATEGIES` — the loop does not change.
+
+Prepared frame (a dict of CPU tensors): `images` uint8 (N, 3, H, W) at the model input size,
+`intrinsics` (N, 3, 3) for that size, `cam_to_ego` (N, 4, 4), `occ_target` uint8 (X, Y, Z)
+in {0, 1, IGNORE}, `voxel_index` int64 (M,) flat voxels where the language head is
+supervised, `features` float16 (M, D) their targets, `weight` float32 (M,).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pop3d_ros.data.classes import EMPTY, IGNORE, NUM_CLASSES
+from pop3d_ros.training.inputs import model_inputs
+from pop3d_ros.training.losses import FeatureLoss, OccupancyLoss
+from pop3d_ros.training.targets import occupancy_target, voxel_feature_targets
+
+
+def _subsample(targets: dict, max_voxels: int, token: str) -> dict:
+    n = targets["voxel_index"].numel()
+    if max_voxels <= 0 or n <= max_voxels:
+        return targets
+    # Seeded by the frame so that a re-run of `prepare` gives the same cache.
+    rng = np.random.default_rng(abs(hash(token)) % (2**32) if token else 0)
+    keep = torch.from_numpy(np.sort(rng.choice(n, max_voxels, replace=False)))
+    return {k: v[keep] for k, v in targets.items()}
+
+
+class Strategy:
+    """Base class: targets shared by all strategies + the loss on them."""
+
+    name = "base"
+
+    def __init__(self, feature_weight: float = 1.0, max_feature_voxels: int = 4096):
+        self.feature_weight = feature_weight
+        self.max_feature_voxels = max_feature_voxels
+        self.occ_loss = OccupancyLoss(ignore_index=IGNORE)
+        self.ft_loss = FeatureLoss()
+
+    def prepare(self, sample: dict, model_cfg) -> dict:
+        raise NotImplementedError
+
+    def collate(self, items: list[dict], num_voxels: int) -> dict:
+        batch = {
+            k: torch.stack([it[k] for it in items])
+            for k in ("images", "intrinsics", "cam_to_ego", "occ_target")
+        }
+        batch["voxel_index"] = torch.cat(
+            [it["voxel_index"] + b * num_voxels for b, it in enumerate(items)]
+        )
+        batch["features"] = torch.cat([it["features"] for it in items])
+        batch["weight"] = torch.cat([it["weight"] for it in items])
+        return batch
+
+    def losses(self, outputs: dict, batch: dict) -> dict:
+        terms = self.occ_loss(outputs["occupancy_logits"], batch["occ_target"])
+        terms.update(self.ft_loss(outputs["language_features"], batch["features"], batch["weight"]))
+        terms["loss"] = terms["occ"] + self.feature_weight * terms["ft"]
+        return terms
+
+
+class Pop3DStrategy(Strategy):
+    """POP-3D's tri-modal self-supervision: occupancy from LiDAR, features from a 2D teacher.
+
+    `teacher(sample) -> {"features": (N_cam, D, h, w)}` (the synthetic teacher, or cached
+    MaskCLIP features wrapped the same way).
+    """
+
+    name = "pop3d"
+
+    def __init__(self, teacher, **kw):
+        super().__init__(**kw)
+        self.teacher = teacher
+
+    def prepare(self, sample: dict, model_cfg) -> dict:
+        grid = model_cfg.voxel_grid
+        item = model_inputs(sample, tuple(model_cfg.image_size))
+        item["occ_target"] = torch.from_numpy(occupancy_target(sample["lidar_points"], grid))
+        tf = self.teacher(sample)["features"]
+        targets = _subsample(
+            voxel_feature_targets(sample, tf, grid),
+            self.max_feature_voxels,
+            str(sample.get("token", "")),
+        )
+        item.update(
+            voxel_index=targets["voxel_index"],
+            features=targets["features"].half(),
+            weight=targets["weight"],
+        )
+        return item
+
+
+class Supervised3DStrategy(Strategy):
+    """The 3D-supervised comparison (synthetic only): occupancy from GT semantic occupancy,
+    language features at GT-occupied voxels supervised to their class's text embedding."""
+
+    name = "supervised_3d"
+
+    def __init__(self, class_embeddings, gt_occupancy_fn, **kw):
+        """`class_embeddings` (16, D); `gt_occupancy_fn(sample, grid) -> (X, Y, Z)` uint8."""
+        super().__init__(**kw)
+        self.class_embeddings = torch.as_tensor(np.asarray(class_embeddings), dtype=torch.float32)
+        self.gt_occupancy_fn = gt_occupancy_fn
+
+    def prepare(self, sample: dict, model_cfg) -> dict:
+        grid = model_cfg.voxel_grid
+        item = model_inputs(sample, tuple(model_cfg.image_size))
+        gt = np.asarray(self.gt_occupancy_fn(sample, grid)).reshape(-1)
+        occ = np.where(gt == EMPTY, 0, np.where(gt < NUM_CLASSES, 1, IGNORE)).astype(np.uint8)
+        item["occ_target"] = torch.from_numpy(occ.reshape(grid.shape))
+        vox = np.nonzero(gt < NUM_CLASSES)[0]
+        targets = {
+            "voxel_index": torch.from_numpy(vox.astype(np.int64)),
+            "features": self.class_embeddings[torch.from_numpy(gt[vox].astype(np.int64))],
+            "weight": torch.ones(len(vox)),
+        }
+        targets = _subsample(targets, self.max_feature_voxels, str(sample.get("token", "")))
+        item.update(
+            voxel_index=targets["voxel_index"],
+            features=targets["features"].half(),
+            weight=targets["weight"],
+        )
+        return item
+
+
+STRATEGIES = {"pop3d": Pop3DStrategy, "supervised_3d": Supervised3DStrategy}
