@@ -73,8 +73,11 @@ class BilinearLifting(nn.Module):
     seeing the voxel is appended as one more channel.
     """
 
-    def __init__(self, grid_shape: tuple[int, int, int], visibility_channel: bool = True):
+    def __init__(
+        self, grid_shape: tuple[int, int, int], num_cameras: int, visibility_channel: bool = True
+    ):
         super().__init__()
+        self.num_cameras = int(num_cameras)
         self.grid_shape = tuple(int(n) for n in grid_shape)
         self.visibility_channel = visibility_channel
 
@@ -93,5 +96,5 @@ class BilinearLifting(nn.Module):
         count = mask.sum(dim=1)  # (B, 1, N_vox)
         fused = (sampled * mask).sum(dim=1) / count.clamp(min=1.0)
         if self.visibility_channel:
-            fused = torch.cat([fused, count / float(n_cam)], dim=1)
+            fused = torch.cat([fused, count * (1.0 / self.num_cameras)], dim=1)
         return fused.reshape(b, fused.shape[1], x, y, z)

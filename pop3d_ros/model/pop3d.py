@@ -31,7 +31,7 @@ class Pop3DModel(nn.Module):
         self.cfg = cfg
         shape = tuple(cfg.grid.shape)
         self.backbone = ResNetFPN(cfg.backbone)
-        self.lifting = BilinearLifting(shape, cfg.lifting.visibility_channel)
+        self.lifting = BilinearLifting(shape, cfg.num_cameras, cfg.lifting.visibility_channel)
         lifted = cfg.backbone.out_channels + int(cfg.lifting.visibility_channel)
         self.decoder = BEVDecoder(lifted, shape, cfg.decoder)
         c_v, h = cfg.decoder.voxel_channels, cfg.heads

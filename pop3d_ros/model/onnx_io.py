@@ -1,0 +1,111 @@
+"""ONNX export of the two deployable graphs (names and shapes: docs/architecture.md).
+
+- encoder: images, sampling_grid, sampling_mask -> occupancy_logits, voxel_features
+  (static shapes, batch 1; calibration enters only through the sampling inputs).
+- language head: voxel_features (N, C_V), N dynamic -> language_features (N, D_clip).
+
+Uses the TorchScript-based exporter (`dynamo=False`): it needs no onnxscript and yields plain
+opset-17 ops (Conv, GridSample, Resize, Gemm/MatMul, Softplus, ...) that TensorRT parses.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pop3d_ros.model.config import ModelConfig
+
+OPSET = 17
+ENCODER_INPUTS = ("images", "sampling_grid", "sampling_mask")
+ENCODER_OUTPUTS = ("occupancy_logits", "voxel_features")
+LANGUAGE_INPUTS = ("voxel_features",)
+LANGUAGE_OUTPUTS = ("language_features",)
+
+
+def encoder_example_inputs(cfg: ModelConfig, batch: int = 1) -> tuple[torch.Tensor, ...]:
+    """Random inputs of the encoder graph's shapes (for export and parity checks)."""
+    gen = torch.Generator().manual_seed(0)
+    h, w = cfg.image_size
+    n, v = cfg.num_cameras, cfg.voxel_grid.num_voxels
+    images = torch.rand(batch, n, 3, h, w, generator=gen)
+    grid = torch.rand(batch, n, v, 2, generator=gen) * 2.0 - 1.0
+    mask = (torch.rand(batch, n, v, generator=gen) > 0.5).float()
+    return images, grid, mask
+
+
+class _EncoderGraph(nn.Module):
+    """Tuple outputs in the contract's order (the exporter does not name dict outputs)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, sampling_grid, sampling_mask):
+        out = self.model(images, sampling_grid, sampling_mask)
+        return out["occupancy_logits"], out["voxel_features"]
+
+
+class _LanguageGraph(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, voxel_features):
+        return self.model.language_head(voxel_features)
+
+
+def _export(module, args, path, inputs, outputs, dynamic_axes=None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        # The legacy exporter's deprecation notice is expected; everything else still shows.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*dynamo.*")
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=list(inputs),
+            output_names=list(outputs),
+            dynamic_axes=dynamic_axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    return path
+
+
+def export_encoder_onnx(model, path, cfg: ModelConfig | None = None) -> Path:
+    """Export encoder + occupancy head (batch 1, static shapes) to `path`."""
+    cfg = cfg or model.cfg
+    was_training = model.training
+    try:
+        return _export(
+            _EncoderGraph(model), encoder_example_inputs(cfg), path, ENCODER_INPUTS, ENCODER_OUTPUTS
+        )
+    finally:
+        model.train(was_training)
+
+
+def export_language_head_onnx(model, path, cfg: ModelConfig | None = None) -> Path:
+    """Export the language head with a dynamic number of voxels N to `path`."""
+    cfg = cfg or model.cfg
+    was_training = model.training
+    example = torch.randn(
+        16, cfg.decoder.voxel_channels, generator=torch.Generator().manual_seed(0)
+    )
+    try:
+        return _export(
+            _LanguageGraph(model),
+            (example,),
+            path,
+            LANGUAGE_INPUTS,
+            LANGUAGE_OUTPUTS,
+            dynamic_axes={"voxel_features": {0: "N"}, "language_features": {0: "N"}},
+        )
+    finally:
+        model.train(was_training)
