@@ -1,0 +1,271 @@
+"""The model at inference time, whichever backend runs it (contract: docs/architecture.md,
+"Runtime contract"; the ROS node and the benchmarks use this).
+
+`load_runtime(checkpoint, backend="auto")` gives a `Pop3DRuntime` whose `encoder` and
+`language_head` are `Backend`s with numpy in/out. For onnxruntime and tensorrt the ONNX
+export (and engines) are created on first use under `cache_dir/<checkpoint sha256[:16]>/`
+and reused while the manifest, file hashes and engine sidecars still match.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pop3d_ros.export.backends.base import Backend, TensorSpec
+from pop3d_ros.export.errors import DeploymentError, RuntimeLoadError
+from pop3d_ros.export.onnx_export import (
+    ENCODER_FILE,
+    ENCODER_INPUTS,
+    ENCODER_OUTPUTS,
+    LANGUAGE_HEAD_FILE,
+    LANGUAGE_INPUTS,
+    LANGUAGE_OUTPUTS,
+)
+
+__all__ = ["BACKENDS", "Pop3DRuntime", "RuntimeLoadError", "choose_backend", "load_runtime"]
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+Log = Callable[[str], None]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("POP3D_CACHE_DIR", Path.home() / ".cache" / "pop3d_ros"))
+
+
+def tensorrt_usable() -> tuple[bool, str]:
+    """(usable, reason): a `tensorrt` module with bindings and a CUDA GPU."""
+    from pop3d_ros.export.trt_builder import gpu_identity, import_tensorrt
+
+    try:
+        import_tensorrt()
+        gpu_identity()
+    except DeploymentError as e:
+        return False, str(e)
+    return True, "tensorrt and a CUDA GPU found"
+
+
+def choose_backend(requested: str = "auto", log: Log = print) -> str:
+    """`auto` -> tensorrt (GPU + tensorrt), else onnxruntime, else torch; says why."""
+    if requested not in BACKENDS:
+        raise ValueError(f"unknown backend {requested!r}; choose one of {', '.join(BACKENDS)}")
+    if requested != "auto":
+        return requested
+    ok, reason = tensorrt_usable()
+    if ok:
+        chosen = "tensorrt"
+    elif importlib.util.find_spec("onnxruntime") is not None:
+        chosen = "onnxruntime"
+    else:
+        chosen, reason = "torch", f"{reason}; onnxruntime not installed"
+    log(
+        f"backend auto -> {chosen} ({reason})"
+        if chosen != "tensorrt"
+        else f"backend auto -> {chosen}"
+    )
+    return chosen
+
+
+class Pop3DRuntime:
+    """Encoder + language head behind one backend. Context manager; `close()` frees both."""
+
+    def __init__(
+        self,
+        config,
+        text_space: dict,
+        backend_name: str,
+        encoder: Backend,
+        language_head: Backend,
+        description: str,
+        export_dir: Path | None = None,
+        manifest: dict | None = None,
+        checkpoint_sha256: str = "",
+    ):
+        self.config = config  # pop3d_ros.model.config.ModelConfig
+        self.text_space = text_space  # feeds text.factory.text_encoder_from_spec
+        self.backend_name = backend_name  # "torch" | "onnxruntime" | "tensorrt"
+        self.encoder = encoder
+        self.language_head = language_head
+        self.description = description  # one line for logs and diagnostics
+        self.export_dir = export_dir  # where the ONNX/engines live (None for torch)
+        self.manifest = manifest  # the export's manifest (None for torch)
+        self.checkpoint_sha256 = checkpoint_sha256
+
+    def close(self) -> None:
+        self.encoder.close()
+        self.language_head.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Pop3DRuntime {self.backend_name}: {self.description}>"
+
+
+def _torch_backends(model, cfg, source: str) -> tuple[Backend, Backend]:
+    from pop3d_ros.export.backends.torch_backend import TorchBackend
+
+    h, w = cfg.image_size
+    n_cam, n_vox, c_v = cfg.num_cameras, int(cfg.voxel_grid.num_voxels), cfg.decoder.voxel_channels
+    x, y, z = cfg.grid.shape
+    enc = TorchBackend(
+        model,
+        [
+            TensorSpec("images", (None, n_cam, 3, h, w)),
+            TensorSpec("sampling_grid", (None, n_cam, n_vox, 2)),
+            TensorSpec("sampling_mask", (None, n_cam, n_vox)),
+        ],
+        [
+            TensorSpec("occupancy_logits", (None, x, y, z, 2)),
+            TensorSpec("voxel_features", (None, x, y, z, c_v)),
+        ],
+        source,
+    )
+    head = TorchBackend(
+        model.language_head,
+        [TensorSpec("voxel_features", (None, c_v))],
+        [TensorSpec("language_features", (None, cfg.heads.clip_dim))],
+        source,
+    )
+    return enc, head
+
+
+def ensure_export(checkpoint: Path, sha: str, cfg, cache_dir: Path, log: Log = print):
+    """(export_dir, manifest): a verified export of this checkpoint, exporting if needed."""
+    from pop3d_ros.export.manifest import verify_export
+    from pop3d_ros.export.onnx_export import export_model
+
+    export_dir = cache_dir / sha[:16]
+    if export_dir.exists():
+        try:
+            manifest = verify_export(export_dir, sha, cfg.to_dict())
+            log(f"export cache hit: {export_dir}")
+            return export_dir, manifest
+        except DeploymentError as e:
+            log(f"export cache invalid, re-exporting ({e})")
+    else:
+        log(f"export cache miss: exporting {checkpoint.name} to {export_dir}")
+    from pop3d_ros.model.checkpoint import load_model
+
+    model, ckpt = load_model(checkpoint)
+    tmp = cache_dir / f".tmp-{sha[:16]}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        export_model(model, model.cfg, ckpt["text_space"], sha, tmp, verify=False, log=log)
+        # Engines of an older export stay valid only if keyed by ONNX sha; keep them.
+        old_engines = export_dir / "engines"
+        if old_engines.is_dir():
+            shutil.move(os.fspath(old_engines), os.fspath(tmp / "engines"))
+        shutil.rmtree(export_dir, ignore_errors=True)
+        os.replace(tmp, export_dir)  # atomic: other processes see old or new, never half
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return export_dir, verify_export(export_dir, sha, cfg.to_dict())
+
+
+def _check_io(backend: Backend, inputs, outputs) -> None:
+    if backend.input_names != list(inputs) or backend.output_names != list(outputs):
+        raise RuntimeLoadError(
+            backend.source,
+            f"graph I/O {backend.input_names} -> {backend.output_names}, "
+            f"expected {list(inputs)} -> {list(outputs)}",
+        )
+
+
+def _tensorrt_backends(export_dir: Path, cfg, precision: str, build: bool, log: Log):
+    from pop3d_ros.export.backends.trt_backend import TrtBackend
+    from pop3d_ros.export.engine_cache import ensure_engine
+    from pop3d_ros.export.hashing import sha256_file
+    from pop3d_ros.export.trt_builder import BuildOptions, build_serialized_engine, engine_key
+
+    c_v, n_vox = cfg.decoder.voxel_channels, int(cfg.voxel_grid.num_voxels)
+    out = []
+    for file, profiles in (
+        (ENCODER_FILE, {}),
+        (LANGUAGE_HEAD_FILE, {"voxel_features": ((1, c_v), (min(4096, n_vox), c_v), (n_vox, c_v))}),
+    ):
+        onnx_path = export_dir / file
+        options = BuildOptions(precision=precision, profiles=profiles)
+        key = engine_key(sha256_file(onnx_path), options)
+
+        def _build(p=onnx_path, o=options):
+            return build_serialized_engine(p, o, log)
+
+        path = ensure_engine(
+            export_dir / "engines", Path(file).stem, key, _build if build else None, log
+        )
+        out.append(TrtBackend(path, key, log))
+    return out[0], out[1]
+
+
+def load_runtime(
+    checkpoint: str | os.PathLike,
+    backend: str = "auto",
+    cache_dir: str | os.PathLike | None = None,
+    providers: Sequence | None = None,
+    precision: str = "fp32",
+    log: Log = print,
+    build_engines: bool = True,
+) -> Pop3DRuntime:
+    """Load a checkpoint for inference; RuntimeLoadError (one line) on any failure.
+
+    backend: auto | torch | onnxruntime | tensorrt. providers: onnxruntime EP list (names
+    or aliases tensorrt/cuda/cpu). precision: fp32 | fp16 | int8 (TensorRT engines and the
+    ORT TensorRT EP). build_engines=False refuses to build missing TensorRT engines.
+    """
+    from pop3d_ros.model.checkpoint import CheckpointError, checkpoint_sha256, read_checkpoint
+    from pop3d_ros.model.config import ModelConfig
+
+    checkpoint = Path(checkpoint)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    try:
+        name = choose_backend(backend, log)
+        if precision not in ("fp32", "fp16", "int8"):
+            raise ValueError(f"precision must be fp32, fp16 or int8, got {precision!r}")
+    except ValueError as e:
+        raise RuntimeLoadError(None, e) from None
+    try:
+        sha = checkpoint_sha256(checkpoint)
+        if name == "torch":
+            from pop3d_ros.model.checkpoint import load_model
+
+            model, ckpt = load_model(checkpoint)
+            cfg = model.cfg
+            enc, head = _torch_backends(model, cfg, os.fspath(checkpoint))
+            desc = f"{enc.description}, checkpoint sha {sha[:10]}.."
+            return Pop3DRuntime(
+                cfg, dict(ckpt["text_space"]), name, enc, head, desc, None, None, sha
+            )
+        ckpt = read_checkpoint(checkpoint)
+        cfg = ModelConfig.from_dict(ckpt["config"])
+        export_dir, manifest = ensure_export(checkpoint, sha, cfg, cache_dir, log)
+        if name == "onnxruntime":
+            from pop3d_ros.export.backends.ort_backend import OrtBackend
+
+            trt_cache = export_dir / "ort_trt_cache"
+            fp16 = precision == "fp16"
+            enc = OrtBackend(export_dir / ENCODER_FILE, providers, trt_cache, fp16, log=log)
+            head = OrtBackend(export_dir / LANGUAGE_HEAD_FILE, providers, trt_cache, fp16, log=log)
+        else:
+            enc, head = _tensorrt_backends(export_dir, cfg, precision, build_engines, log)
+        _check_io(enc, ENCODER_INPUTS, ENCODER_OUTPUTS)
+        _check_io(head, LANGUAGE_INPUTS, LANGUAGE_OUTPUTS)
+        enc_sha = manifest["graphs"]["encoder"]["sha256"]
+        desc = f"{enc.description}, {ENCODER_FILE} sha {enc_sha[:10]}.."
+        return Pop3DRuntime(
+            cfg, dict(ckpt["text_space"]), name, enc, head, desc, export_dir, manifest, sha
+        )
+    except RuntimeLoadError:
+        raise
+    except DeploymentError as e:
+        raise RuntimeLoadError(e.path, e.problem) from None
+    except CheckpointError as e:
+        raise RuntimeLoadError(None, e) from None
+    except (ValueError, OSError) as e:
+        raise RuntimeLoadError(checkpoint, f"{type(e).__name__}: {e}") from None
