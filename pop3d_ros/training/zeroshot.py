@@ -1,0 +1,80 @@
+"""Zero-shot classification as in POP-3D: every class has several phrases, each phrase is
+prompt-ensembled over templates (normalise each, average, normalise), and a feature takes
+the class whose best phrase has the highest cosine similarity."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pop3d_ros.data.classes import CLASS_NAMES
+
+# Used when the text package does not provide its own templates. No template word may be a
+# class word of the synthetic space (e.g. "street" would pull every prompt towards "road").
+FALLBACK_TEMPLATES = (
+    "a photo of a {}.",
+    "a blurry photo of a {}.",
+    "a photo of the {}.",
+    "a cropped photo of a {}.",
+    "there is a {} in the scene.",
+)
+
+
+def prompt_templates() -> tuple[str, ...]:
+    try:
+        from pop3d_ros.text.prompts import TEMPLATES
+    except ImportError:
+        return FALLBACK_TEMPLATES
+    return tuple(TEMPLATES)
+
+
+def class_vocabulary(encoder) -> dict[str, tuple[str, ...]]:
+    """class name -> phrases: the encoder's own vocabulary if it has one, else the default."""
+    vocab = getattr(encoder, "vocabulary", None)
+    if vocab is None:
+        from pop3d_ros.data.synthetic_text import VOCABULARY
+
+        vocab = VOCABULARY
+    return dict(vocab() if callable(vocab) else vocab)
+
+
+def ensembled(encoder, phrase: str, templates) -> np.ndarray:
+    emb = encoder.encode([t.format(phrase) for t in templates]).astype(np.float64)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    mean = emb.mean(0)
+    return (mean / np.linalg.norm(mean)).astype(np.float32)
+
+
+def class_phrase_embeddings(encoder, templates=None) -> list[np.ndarray]:
+    """Per class id (0..15), the (n_phrases, D) ensembled phrase embeddings."""
+    templates = templates or prompt_templates()
+    vocab = class_vocabulary(encoder)
+    return [
+        np.stack([ensembled(encoder, p, templates) for p in vocab[name]]) for name in CLASS_NAMES
+    ]
+
+
+def class_canonical_embeddings(encoder, templates=None) -> np.ndarray:
+    """(16, D): the ensembled embedding of each class's first phrase (supervised targets)."""
+    templates = templates or prompt_templates()
+    vocab = class_vocabulary(encoder)
+    return np.stack([ensembled(encoder, vocab[name][0], templates) for name in CLASS_NAMES])
+
+
+class ZeroShotClassifier:
+    """labels = argmax over classes of max over the class's phrases of cos(feature, phrase)."""
+
+    def __init__(self, phrase_embeddings: list[np.ndarray]):
+        self.owner = torch.cat([torch.full((len(e),), c) for c, e in enumerate(phrase_embeddings)])
+        self.table = torch.from_numpy(np.concatenate(phrase_embeddings)).float()
+        self.num_classes = len(phrase_embeddings)
+
+    def __call__(self, features) -> torch.Tensor:
+        f = torch.as_tensor(features).float()
+        if f.shape[0] == 0:
+            return torch.zeros(0, dtype=torch.long)
+        f = torch.nn.functional.normalize(f, dim=-1)
+        sim = f @ self.table.T  # (N, P)
+        per_class = torch.full((f.shape[0], self.num_classes), -2.0)
+        per_class = per_class.scatter_reduce(1, self.owner.expand(f.shape[0], -1), sim, "amax")
+        return per_class.argmax(1)

@@ -1,0 +1,79 @@
+"""The evaluator on an oracle model (known answers) and the zero-shot classifier."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from train_fixtures import tiny_model_config, tiny_sample  # noqa: E402
+
+from pop3d_ros.data.classes import CLASS_ID, NUM_CLASSES  # noqa: E402
+from pop3d_ros.data.synthetic_teacher import SyntheticTeacher, TeacherConfig  # noqa: E402
+from pop3d_ros.data.synthetic_text import SyntheticTextSpace  # noqa: E402
+from pop3d_ros.training.eval_labels import evaluation_labels  # noqa: E402
+from pop3d_ros.training.evaluate import Evaluator, format_table  # noqa: E402
+from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings  # noqa: E402
+
+
+class Oracle(nn.Module):
+    """Predicts the evaluation labels of one known frame exactly."""
+
+    def __init__(self, sem, occ, class_emb):
+        super().__init__()
+        self.sem = torch.from_numpy(sem.astype(np.int64))
+        self.occ = torch.from_numpy(occ.astype(np.int64))
+        self.class_emb = torch.from_numpy(class_emb)
+
+    def forward(self, images, grid, mask):
+        occupied = (self.occ == 1).float()
+        logits = torch.stack([-5 * occupied, 5 * occupied - 2.5 * (1 - occupied)], -1)
+        cls = self.sem.clamp(max=NUM_CLASSES - 1).float()
+        return {"occupancy_logits": logits[None], "voxel_features": cls[None, ..., None]}
+
+    def language_head(self, f):
+        return self.class_emb[f[..., 0].long()]
+
+
+@pytest.fixture(scope="module")
+def space():
+    return SyntheticTextSpace()
+
+
+def test_zero_shot_classifier_max_over_phrases(space):
+    clf = ZeroShotClassifier(class_phrase_embeddings(space))
+    feats = space.encode(["a photo of a sedan.", "a tree", "asphalt"])
+    assert clf(feats).tolist() == [
+        CLASS_ID["car"],
+        CLASS_ID["vegetation"],
+        CLASS_ID["driveable_surface"],
+    ]
+
+
+def test_oracle_scores_perfect_and_beats_chance(space):
+    cfg = tiny_model_config()
+    sample = tiny_sample(3)
+    sem, occ = evaluation_labels(
+        sample["lidar_points"], sample["lidar_labels"], sample["lidar_origin"], cfg.voxel_grid
+    )
+    model = Oracle(sem, occ, space.class_embeddings())
+    ev = Evaluator(
+        model,
+        cfg,
+        ZeroShotClassifier(class_phrase_embeddings(space)),
+        teacher=SyntheticTeacher(space, TeacherConfig(mode="average", confusion_prob=0.0)),
+        prior=np.zeros(cfg.grid.shape),
+    )
+    res = ev.run([sample], show=False).result()
+    for key in ("iou", "miou", "lidar_miou", "teacher_lidar_miou", "prior_iou", "per_class"):
+        assert key in res
+    assert res["iou"] == pytest.approx(1.0) and res["miou"] == pytest.approx(1.0)
+    assert res["prior_iou"] == pytest.approx(0.0)  # an all-empty prior finds nothing
+    assert res["chance_miou"] < 0.9
+    assert 0.0 < res["teacher_lidar_miou"] <= 1.0 and 0.0 < res["lidar_miou"] <= 1.0
+    assert res["per_class"]["car"]["iou"] == pytest.approx(1.0)
+    assert "car" in format_table(res)
