@@ -1,6 +1,7 @@
 """Checkpoint -> `encoder.onnx` + `language_head.onnx` + `manifest.json` (opset 17).
 
-Graph names and shapes follow docs/architecture.md ("Model I/O"). The export is checked
+Graph names and shapes follow docs/architecture.md ("Model I/O"); the graphs themselves are
+written by `pop3d_ros.model.onnx_io` (the model owns its export details). The export is checked
 before the manifest is written: `onnx.checker`, the TensorRT op table, and (by default) an
 ONNX Runtime vs PyTorch parity run on random inputs, whose max errors go into the manifest.
 """
@@ -18,7 +19,6 @@ from pop3d_ros.export.errors import OnnxFileError
 from pop3d_ros.export.hashing import sha256_file
 from pop3d_ros.export.manifest import FORMAT, tensor_specs, write_manifest
 
-OPSET = 17
 ENCODER_FILE = "encoder.onnx"
 LANGUAGE_HEAD_FILE = "language_head.onnx"
 ENCODER_INPUTS = ("images", "sampling_grid", "sampling_mask")
@@ -42,60 +42,6 @@ def example_inputs(cfg, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
         "sampling_grid": rng.uniform(-1, 1, (batch, n_cam, n_vox, 2)).astype(np.float32),
         "sampling_mask": (rng.random((batch, n_cam, n_vox)) > 0.25).astype(np.float32),
     }
-
-
-def _export_encoder(model, path: Path, cfg, opset: int) -> None:
-    try:  # the model helper's exporter, when present, owns the graph details
-        from pop3d_ros.model.onnx_io import export_encoder_onnx
-    except ImportError:
-        export_encoder_onnx = None
-    if export_encoder_onnx is not None:
-        export_encoder_onnx(model, path, cfg)
-        return
-    import torch
-
-    feed = example_inputs(cfg)
-    args = tuple(torch.from_numpy(feed[n]) for n in ENCODER_INPUTS)
-    torch.onnx.export(
-        model,
-        args,
-        os.fspath(path),
-        input_names=list(ENCODER_INPUTS),
-        output_names=list(ENCODER_OUTPUTS),
-        opset_version=opset,
-        dynamo=False,  # the TorchScript exporter needs no onnxscript and gives static shapes
-    )
-
-
-def _export_language_head(model, path: Path, cfg, opset: int) -> None:
-    try:
-        from pop3d_ros.model.onnx_io import export_language_head_onnx
-    except ImportError:
-        export_language_head_onnx = None
-    if export_language_head_onnx is not None:
-        export_language_head_onnx(model, path, cfg)
-        return
-    import torch
-
-    class _Head(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, voxel_features):
-            return self.m.language_head(voxel_features)
-
-    x = torch.zeros(8, cfg.decoder.voxel_channels)
-    torch.onnx.export(
-        _Head(model),
-        (x,),
-        os.fspath(path),
-        input_names=list(LANGUAGE_INPUTS),
-        output_names=list(LANGUAGE_OUTPUTS),
-        dynamic_axes={"voxel_features": {0: "N"}, "language_features": {0: "N"}},
-        opset_version=opset,
-        dynamo=False,
-    )
 
 
 def validate_onnx(path: str | os.PathLike, inputs, outputs):
@@ -165,7 +111,6 @@ def export_model(
     text_space: dict,
     checkpoint_sha256: str,
     out_dir: str | os.PathLike,
-    opset: int = OPSET,
     verify: bool = True,
     check_ops: bool = True,
     log: Log = print,
@@ -175,6 +120,7 @@ def export_model(
     The manifest is written last, so a directory without one is an unfinished export.
     """
     from pop3d_ros.export.op_check import check_onnx_ops, load_op_table, onnx_op_types
+    from pop3d_ros.model.onnx_io import export_encoder_onnx, export_language_head_onnx
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -185,19 +131,20 @@ def export_model(
     table = load_op_table()
     unsupported = {}
     for name, file, fn, ins, outs in (
-        ("encoder", ENCODER_FILE, _export_encoder, ENCODER_INPUTS, ENCODER_OUTPUTS),
-        ("language_head", LANGUAGE_HEAD_FILE, _export_language_head, LANGUAGE_INPUTS,
+        ("encoder", ENCODER_FILE, export_encoder_onnx, ENCODER_INPUTS, ENCODER_OUTPUTS),
+        ("language_head", LANGUAGE_HEAD_FILE, export_language_head_onnx, LANGUAGE_INPUTS,
          LANGUAGE_OUTPUTS),
     ):  # fmt: skip
         path = out_dir / file
         log(f"export: writing {path}")
-        fn(model, path, cfg, opset)
+        fn(model, path, cfg)
         onnx_model = validate_onnx(path, ins, outs)
         inputs, outputs = tensor_specs(onnx_model)
         problems = check_onnx_ops(onnx_model, table) if check_ops else []
         if problems:
             log(f"export: WARNING {file} uses ops TensorRT cannot parse: {'; '.join(problems)}")
         unsupported[name] = problems
+        opset = max(i.version for i in onnx_model.opset_import if i.domain in ("", "ai.onnx"))
         graphs[name] = {
             "file": file,
             "sha256": sha256_file(path),
