@@ -1,0 +1,251 @@
+"""Inference on camera sets and open-vocabulary queries over the latest occupancy.
+
+`OccupancyPipeline` owns no threads: the ROS node calls `infer` from its worker and `query`
+from its service callbacks. The latest result is an immutable object swapped under a lock, so
+a query always sees one consistent occupancy while the next one is being computed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pop3d_ros.geometry.camera import PinholeCamera
+from pop3d_ros.pipeline.sampling_cache import SamplingCache
+from pop3d_ros.text.base import TextEncodingError
+
+
+@dataclass
+class PipelineConfig:
+    """Inference and query settings (node parameters of the same names)."""
+
+    occupancy_threshold: float = 0.5  # P(occupied) at or above which a voxel is occupied
+    vocabulary: tuple[str, ...] = ()  # class prompts for zero-shot labels; empty = none
+    default_top_k: int = 10  # top_k used when a query asks for 0
+    max_top_k: int = 10000  # upper bound on top_k (a response holds that many points)
+    max_query_chars: int = 1000  # longer text is cut before tokenizing (BPE cost grows fast)
+    text_cache_size: int = 512  # query strings whose embeddings are kept
+
+    def __post_init__(self):
+        if not 0.0 < float(self.occupancy_threshold) < 1.0:
+            raise ValueError(
+                f"occupancy_threshold must be in (0, 1), got {self.occupancy_threshold}"
+            )
+        self.vocabulary = tuple(str(v) for v in self.vocabulary if str(v).strip())
+
+
+@dataclass(frozen=True)
+class OccupancyResult:
+    """The occupied voxels of one camera set (ego frame)."""
+
+    stamp: float  # seconds, the camera set's stamp
+    indices: np.ndarray  # (N, 3) int64 voxel indices
+    centres: np.ndarray  # (N, 3) float32 metres in base_link
+    probabilities: np.ndarray  # (N,) float32 P(occupied)
+    language_features: np.ndarray  # (N, D) float32, L2-normalised
+    labels: np.ndarray | None  # (N,) int64 index into the vocabulary, or None
+    timings_ms: dict = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return int(self.indices.shape[0])
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    success: bool
+    message: str
+    stamp: float = 0.0
+    centres: np.ndarray | None = None  # (N, 3) every occupied voxel
+    scores: np.ndarray | None = None  # (N,) cosine similarity
+    top: np.ndarray | None = None  # indices into centres/scores, best first
+    elapsed_ms: float = 0.0
+    cached: bool = False  # the text embedding came from the cache
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+def prepare_query_text(text: str, context_length: int, max_chars: int) -> tuple[str, str]:
+    """(text to encode, note). Raises TextEncodingError for empty text.
+
+    CLIP's tokenizer keeps `context_length` tokens including start/end; every word is at least
+    one token, so more words than that are cut here and the answer says so.
+    """
+    notes = []
+    if not isinstance(text, str):
+        raise TextEncodingError("query text must be a string")
+    text = "".join(ch if ch.isprintable() else " " for ch in text[: max_chars * 4])
+    text = " ".join(text.split())
+    if not text:
+        raise TextEncodingError("empty query: send a non-empty text, e.g. 'car'")
+    if len(text) > max_chars:
+        text = text[:max_chars].rsplit(" ", 1)[0] or text[:max_chars]
+        notes.append(f"truncated to {len(text)} characters")
+    words = text.split()
+    limit = max(1, int(context_length) - 2)
+    if len(words) > limit:
+        text = " ".join(words[:limit])
+        notes.append(f"truncated to the first {limit} words (text encoder limit)")
+    if notes:
+        return text, f"query {' and '.join(notes)}: {text[:60]!r}..."
+    return text, ""
+
+
+class OccupancyPipeline:
+    """Runtime (encoder + language head) + text encoder + threshold -> occupancy and queries."""
+
+    def __init__(self, runtime, text_encoder, config: PipelineConfig | None = None):
+        self.runtime = runtime
+        self.text_encoder = text_encoder
+        self.config = config or PipelineConfig()
+        model_cfg = runtime.config
+        self.model_config = model_cfg
+        self.grid = model_cfg.voxel_grid
+        self.image_hw = tuple(model_cfg.image_size)
+        self.num_cameras = int(model_cfg.num_cameras)
+        self.sampling = SamplingCache(
+            self.grid, model_cfg.feature_hw, self.image_hw, model_cfg.lifting.min_depth
+        )
+        self._centres = self.grid.centers().reshape(-1, 3)
+        self._latest: OccupancyResult | None = None
+        self._lock = threading.Lock()
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_lock = threading.Lock()
+        self._vocab = None
+        if self.config.vocabulary:
+            self._vocab = _normalise(self.text_encoder.encode(list(self.config.vocabulary)))
+
+    @property
+    def latest(self) -> OccupancyResult | None:
+        with self._lock:
+            return self._latest
+
+    def infer(
+        self, images_rgb: Sequence[np.ndarray], cameras: Sequence[PinholeCamera], stamp: float
+    ) -> OccupancyResult:
+        """Occupancy of one camera set: images RGB uint8 at the network size, cameras
+        calibrated for that size (see `preprocess`), in the model's camera order."""
+        from pop3d_ros.pipeline.preprocess import images_to_input
+
+        if len(images_rgb) != self.num_cameras or len(cameras) != self.num_cameras:
+            raise ValueError(
+                f"need {self.num_cameras} images and cameras, got {len(images_rgb)}/{len(cameras)}"
+            )
+        h, w = self.image_hw
+        for img in images_rgb:
+            if img.shape != (h, w, 3):
+                raise ValueError(f"image of shape {img.shape}, expected {(h, w, 3)}")
+        t = {}
+        t0 = time.perf_counter()
+        sampling_grid, sampling_mask = self.sampling.get(cameras)
+        t1 = time.perf_counter()
+        out = self.runtime.encoder.infer(
+            {
+                "images": images_to_input(images_rgb),
+                "sampling_grid": sampling_grid,
+                "sampling_mask": sampling_mask,
+            }
+        )
+        t2 = time.perf_counter()
+        logits = np.asarray(out["occupancy_logits"], dtype=np.float32)[0].reshape(-1, 2)
+        prob = 1.0 / (1.0 + np.exp(-(logits[:, 1] - logits[:, 0])))
+        flat = np.flatnonzero(prob >= self.config.occupancy_threshold)
+        feats = np.asarray(out["voxel_features"], dtype=np.float32)[0]
+        feats = feats.reshape(-1, feats.shape[-1])[flat]
+        if flat.size:
+            lang = self.runtime.language_head.infer({"voxel_features": feats})
+            lang = _normalise(np.asarray(lang["language_features"], dtype=np.float32))
+        else:
+            lang = np.zeros((0, self.model_config.heads.clip_dim), dtype=np.float32)
+        t3 = time.perf_counter()
+        labels = None
+        if self._vocab is not None:
+            labels = (
+                np.argmax(lang @ self._vocab.T, axis=1)
+                if flat.size
+                else np.zeros(0, dtype=np.int64)
+            )
+        X, Y, Z = self.grid.shape
+        indices = np.stack(np.unravel_index(flat, (X, Y, Z)), axis=-1).astype(np.int64)
+        t["sampling"] = (t1 - t0) * 1e3
+        t["inference"] = (t2 - t1) * 1e3
+        t["language_head"] = (t3 - t2) * 1e3
+        t["postprocess"] = (time.perf_counter() - t3) * 1e3
+        result = OccupancyResult(
+            stamp=float(stamp),
+            indices=indices,
+            centres=self._centres[flat],
+            probabilities=prob[flat].astype(np.float32),
+            language_features=lang,
+            labels=labels,
+            timings_ms=t,
+        )
+        with self._lock:
+            self._latest = result
+        return result
+
+    def embed_text(self, text: str) -> tuple[np.ndarray, bool]:
+        """(normalised embedding (D,), from_cache). Raises TextEncodingError."""
+        with self._text_lock:
+            if text in self._text_cache:
+                self._text_cache.move_to_end(text)
+                return self._text_cache[text], True
+        emb = np.asarray(self.text_encoder.encode([text]), dtype=np.float32).reshape(-1)
+        if not np.all(np.isfinite(emb)) or np.linalg.norm(emb) < 1e-8:
+            raise TextEncodingError(f"the text space gives no embedding for {text[:40]!r}")
+        emb = _normalise(emb)
+        with self._text_lock:
+            self._text_cache[text] = emb
+            while len(self._text_cache) > self.config.text_cache_size:
+                self._text_cache.popitem(last=False)
+        return emb, False
+
+    def query(self, text: str, top_k: int = 0) -> QueryResult:
+        """Cosine similarity of `text` to every occupied voxel of the latest occupancy."""
+        t0 = time.perf_counter()
+        latest = self.latest
+        if latest is None:
+            return QueryResult(False, "no occupancy yet: waiting for a complete camera set")
+        try:
+            prepared, note = prepare_query_text(
+                text, self.text_encoder.context_length, self.config.max_query_chars
+            )
+            emb, cached = self.embed_text(prepared)
+        except TextEncodingError as exc:
+            return QueryResult(False, f"cannot encode query: {exc}", stamp=latest.stamp)
+        if emb.shape[0] != latest.language_features.shape[1]:
+            return QueryResult(
+                False,
+                f"text space width {emb.shape[0]} != model width "
+                f"{latest.language_features.shape[1]}",
+                stamp=latest.stamp,
+            )
+        scores = latest.language_features @ emb
+        k = int(top_k) or self.config.default_top_k
+        k = min(k, self.config.max_top_k, scores.size)
+        if k > 0:
+            part = np.argpartition(-scores, k - 1)[:k]
+            top = part[np.argsort(-scores[part], kind="stable")]
+        else:
+            top = np.zeros(0, dtype=np.int64)
+        notes = [note] if note else []
+        if latest.count == 0:
+            notes.append("the latest occupancy has no occupied voxels")
+        return QueryResult(
+            True,
+            "; ".join(notes),
+            stamp=latest.stamp,
+            centres=latest.centres,
+            scores=scores.astype(np.float32),
+            top=top,
+            elapsed_ms=(time.perf_counter() - t0) * 1e3,
+            cached=cached,
+        )
