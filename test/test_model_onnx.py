@@ -1,0 +1,100 @@
+"""Export-readiness: both graphs export to ONNX opset 17, pass onnx.checker, match torch in
+ONNX Runtime, and use only ops that TensorRT's ONNX parser supports.
+
+Tolerances (fp32, CPU): encoder outputs max abs diff <= 1e-4 (values are O(0.1-1); the
+difference is float reassociation in convs/GridSample), language head <= 1e-4.
+"""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from pop3d_ros.model import build_model, get_preset
+from pop3d_ros.model.onnx_io import (
+    ENCODER_INPUTS,
+    ENCODER_OUTPUTS,
+    OPSET,
+    encoder_example_inputs,
+    export_encoder_onnx,
+    export_language_head_onnx,
+)
+
+# Ops documented as supported by TensorRT 10's ONNX parser (onnx-tensorrt operators.md),
+# restricted to those a plain CNN + sampling + MLP graph may legitimately produce.
+TENSORRT_OPS = {
+    "Add", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape",
+    "Conv", "ConvTranspose", "Div", "Expand", "Flatten", "Gather", "Gemm", "GridSample",
+    "Identity", "MatMul", "Max", "MaxPool", "Min", "Mul", "Pad", "ReduceMean", "ReduceSum",
+    "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice", "Softplus", "Split", "Squeeze",
+    "Sub", "Transpose", "Unsqueeze", "Where",
+}  # fmt: skip
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = get_preset("cpu-small")
+    model = build_model(cfg).eval()
+    out = tmp_path_factory.mktemp("onnx")
+    enc = export_encoder_onnx(model, out / "encoder.onnx", cfg)
+    lang = export_language_head_onnx(model, out / "language_head.onnx", cfg)
+    return cfg, model, enc, lang
+
+
+def _ops(path):
+    m = onnx.load(str(path))
+    onnx.checker.check_model(m, full_check=True)
+    assert any(o.domain in ("", "ai.onnx") and o.version == OPSET for o in m.opset_import)
+    return m, {n.op_type for n in m.graph.node}
+
+
+def test_encoder_graph_contract_and_ops(exported):
+    cfg, _, enc, _ = exported
+    m, ops = _ops(enc)
+    assert [i.name for i in m.graph.input] == list(ENCODER_INPUTS)
+    assert [o.name for o in m.graph.output] == list(ENCODER_OUTPUTS)
+    assert "GridSample" in ops
+    assert ops <= TENSORRT_OPS, f"ops TensorRT may not parse: {sorted(ops - TENSORRT_OPS)}"
+    dims = [d.dim_value for d in m.graph.output[0].type.tensor_type.shape.dim]
+    assert dims == [1, *cfg.grid.shape, 2]  # static shapes, no data-dependent dims
+
+
+def test_encoder_parity_torch_vs_onnxruntime(exported):
+    cfg, model, enc, _ = exported
+    inputs = encoder_example_inputs(cfg)
+    sess = ort.InferenceSession(str(enc), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {k: v.numpy() for k, v in zip(ENCODER_INPUTS, inputs, strict=True)})
+    with torch.no_grad():
+        ref = model(*inputs)
+    for name, arr in zip(ENCODER_OUTPUTS, got, strict=True):
+        expected = ref[name].numpy()
+        assert arr.shape == expected.shape and arr.dtype == np.float32
+        np.testing.assert_allclose(arr, expected, atol=ATOL, rtol=0, err_msg=name)
+
+
+def test_language_head_dynamic_n_parity(exported):
+    cfg, model, _, lang = exported
+    m, ops = _ops(lang)
+    assert ops <= TENSORRT_OPS, f"ops TensorRT may not parse: {sorted(ops - TENSORRT_OPS)}"
+    assert m.graph.input[0].name == "voxel_features"
+    assert m.graph.output[0].name == "language_features"
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+    sess = ort.InferenceSession(str(lang), providers=["CPUExecutionProvider"])
+    for n in (1, 37, 500):  # N differs from the export example's 16
+        x = torch.randn(n, cfg.decoder.voxel_channels)
+        (got,) = sess.run(None, {"voxel_features": x.numpy()})
+        with torch.no_grad():
+            ref = model.language_head(x).numpy()
+        assert got.shape == (n, cfg.heads.clip_dim)
+        np.testing.assert_allclose(got, ref, atol=ATOL, rtol=0)
+
+
+def test_export_leaves_training_mode_alone(tmp_path, exported):
+    cfg, model, _, _ = exported
+    model.train()
+    export_language_head_onnx(model, tmp_path / "lh.onnx", cfg)
+    assert model.training
+    model.eval()
