@@ -145,14 +145,13 @@ def load_calibration_feeds(
     for path in paths:
         try:
             with np.load(path) as data:
-                missing = [n for n in input_names if n not in data.files]
-                if missing:
-                    raise ValueError(f"{path}: calibration frame lacks inputs {missing}")
-                feeds.append(
-                    {n: np.ascontiguousarray(data[n], dtype=np.float32) for n in input_names}
-                )
-        except (OSError, EOFError) as e:
+                arrays = {n: data[n] for n in data.files}
+        except Exception as e:  # OSError, ValueError (pickles/garbage), BadZipFile
             raise ValueError(f"{path}: unreadable calibration frame ({e})") from None
+        missing = [n for n in input_names if n not in arrays]
+        if missing:
+            raise ValueError(f"{path}: calibration frame lacks inputs {missing}")
+        feeds.append({n: np.ascontiguousarray(arrays[n], dtype=np.float32) for n in input_names})
     return feeds
 
 
