@@ -20,12 +20,18 @@ FALLBACK_TEMPLATES = (
 )
 
 
-def prompt_templates() -> tuple[str, ...]:
+def prompt_templates(encoder=None) -> tuple[str, ...]:
+    """The text package's templates, minus any whose own words the encoder already knows
+    (in the closed synthetic space "a photo of a {} in the street." would mix every class
+    with "road")."""
     try:
-        from pop3d_ros.text.prompts import TEMPLATES
+        from pop3d_ros.text.prompts import DEFAULT_TEMPLATES as templates
     except ImportError:
-        return FALLBACK_TEMPLATES
-    return tuple(TEMPLATES)
+        templates = FALLBACK_TEMPLATES
+    match = getattr(encoder, "match", None)
+    if match is not None:
+        templates = tuple(t for t in templates if not match(t.replace("{}", " ")))
+    return tuple(templates) or FALLBACK_TEMPLATES
 
 
 def class_vocabulary(encoder) -> dict[str, tuple[str, ...]]:
@@ -47,7 +53,7 @@ def ensembled(encoder, phrase: str, templates) -> np.ndarray:
 
 def class_phrase_embeddings(encoder, templates=None) -> list[np.ndarray]:
     """Per class id (0..15), the (n_phrases, D) ensembled phrase embeddings."""
-    templates = templates or prompt_templates()
+    templates = templates or prompt_templates(encoder)
     vocab = class_vocabulary(encoder)
     return [
         np.stack([ensembled(encoder, p, templates) for p in vocab[name]]) for name in CLASS_NAMES
@@ -56,7 +62,7 @@ def class_phrase_embeddings(encoder, templates=None) -> list[np.ndarray]:
 
 def class_canonical_embeddings(encoder, templates=None) -> np.ndarray:
     """(16, D): the ensembled embedding of each class's first phrase (supervised targets)."""
-    templates = templates or prompt_templates()
+    templates = templates or prompt_templates(encoder)
     vocab = class_vocabulary(encoder)
     return np.stack([ensembled(encoder, vocab[name][0], templates) for name in CLASS_NAMES])
 

@@ -1,0 +1,106 @@
+"""`pop3d eval`: the POP-3D evaluation of a checkpoint; writes JSON (design.md section 4)
+and prints a per-class table. Runs under torchrun too (frames sharded, metrics summed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (.pt)")
+    p.add_argument("--data", choices=["synthetic", "nuscenes"], default="synthetic")
+    p.add_argument("--seeds", default="100-101", help="held-out synthetic seeds")
+    p.add_argument("--frames-per-seed", type=int, default=10, help="synthetic frames per seed")
+    p.add_argument("--root", help="nuScenes root (with --data nuscenes)")
+    p.add_argument("--split", default="val", help="nuScenes split (default: val)")
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--teacher-cache", help="MaskCLIP feature cache for the teacher baseline")
+    p.add_argument("--threshold", type=float, default=0.5, help="occupancy probability threshold")
+    p.add_argument("--max-frames", type=int, default=0, help="evaluate at most N frames (0 = all)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+
+def run(args) -> int:
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"pop3d eval: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _teacher(args, ckpt: dict, encoder):
+    """The teacher the model was trained with, for the back-projection baseline."""
+    if args.teacher_cache:
+        from pop3d_ros.training.teacher_cache import CachedTeacher
+
+        return CachedTeacher(args.teacher_cache)
+    info = ckpt.get("meta", {}).get("teacher", {})
+    if info.get("kind") == "synthetic":
+        from pop3d_ros.data.synthetic_teacher import SyntheticTeacher, TeacherConfig
+
+        fields = TeacherConfig.__dataclass_fields__
+        return SyntheticTeacher(
+            encoder, TeacherConfig(**{k: v for k, v in info.items() if k in fields})
+        )
+    return None
+
+
+def _run(args) -> int:
+    import numpy as np
+
+    from pop3d_ros.model.checkpoint import load_model
+    from pop3d_ros.text.factory import text_encoder_from_spec
+    from pop3d_ros.training.distributed import cleanup, init_distributed
+    from pop3d_ros.training.evaluate import Evaluator, format_table
+    from pop3d_ros.training.sources import nuscenes_source, parse_seeds, synthetic_source
+    from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
+
+    info = init_distributed(args.device)
+    model, ckpt = load_model(args.checkpoint)
+    cfg = model.cfg
+    encoder = text_encoder_from_spec(ckpt["text_space"])
+    classifier = ZeroShotClassifier(class_phrase_embeddings(encoder))
+    if args.data == "synthetic":
+        keys, make = synthetic_source(
+            parse_seeds(args.seeds), args.frames_per_seed, grid=cfg.voxel_grid
+        )
+    else:
+        if not args.root:
+            raise ValueError("--data nuscenes needs --root DIR")
+        keys, make = nuscenes_source(args.root, args.split)
+    if args.max_frames > 0:
+        keys = keys[: args.max_frames]
+    mine = keys[info.rank :: info.world_size]
+    prior = ckpt.get("occupancy_prior")
+    ev = Evaluator(
+        model,
+        cfg,
+        classifier,
+        teacher=_teacher(args, ckpt, encoder),
+        prior=None if prior is None else np.asarray(prior.float()),
+        prior_threshold=float(ckpt.get("prior_threshold", 0.5)),
+        occupancy_threshold=args.threshold,
+        device=info.device,
+    )
+    ev.run((make(k) for k in mine), total=len(mine), show=info.is_main)
+    ev.all_reduce()
+    result = ev.result()
+    result["frames"] = len(keys)
+    result.update(
+        checkpoint=str(args.checkpoint),
+        data=args.data,
+        seeds=args.seeds if args.data == "synthetic" else None,
+        split=args.split if args.data == "nuscenes" else None,
+        text_space=ckpt["text_space"].get("space_id", ckpt["text_space"].get("kind")),
+    )
+    if info.is_main:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        print(format_table(result))
+        print(f"wrote {out}")
+    cleanup(info)
+    return 0

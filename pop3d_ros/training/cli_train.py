@@ -1,0 +1,202 @@
+"""`pop3d train`: prepare frames (render/teacher/targets, cached and resumable), then train.
+
+Runs alone or under `torchrun --nproc_per_node N` (DDP; gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pop3d_ros.training.config import TrainConfig
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    p.add_argument("--preset", default="cpu-small", help="model preset (default: cpu-small)")
+    p.add_argument("--data", choices=["synthetic", "nuscenes"], default="synthetic")
+    p.add_argument("--seeds", default="0-7", help="synthetic world seeds, e.g. 0-7")
+    p.add_argument("--frames-per-seed", type=int, default=25, help="synthetic frames per seed")
+    p.add_argument("--root", help="nuScenes root (with --data nuscenes)")
+    p.add_argument("--split", default="train", help="nuScenes split (default: train)")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, TensorBoard)")
+    p.add_argument("--prepared", help="prepared-frame cache (default: <out>/frames)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--strategy", choices=["pop3d", "supervised_3d"], default=d.strategy)
+    p.add_argument(
+        "--teacher",
+        choices=["synthetic", "maskclip"],
+        default=None,
+        help="2D teacher (default: synthetic for synthetic data, else maskclip)",
+    )
+    p.add_argument("--teacher-cache", help="MaskCLIP feature cache dir (pop3d teacher-cache)")
+    p.add_argument("--text-seed", type=int, default=0, help="synthetic text space seed")
+    p.add_argument(
+        "--max-feature-voxels",
+        type=int,
+        default=4096,
+        help="cap on supervised language-head voxels per frame (0 = all)",
+    )
+    p.add_argument("--stop-after", type=int, help="end this invocation at this step")
+    for name in (
+        "steps",
+        "batch_size",
+        "warmup_steps",
+        "checkpoint_every",
+        "log_every",
+        "num_workers",
+        "seed",
+    ):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    for name in (
+        "lr",
+        "weight_decay",
+        "backbone_lr_mult",
+        "warmup_start_lr",
+        "final_lr",
+        "grad_clip",
+        "feature_weight",
+    ):
+        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    p.add_argument("--amp", choices=["auto", "on", "off"], default=d.amp)
+    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+
+
+def _teacher_and_space(args, model_cfg):
+    """(teacher callable, text_space dict, meta about the teacher)."""
+    kind = args.teacher or ("synthetic" if args.data == "synthetic" else "maskclip")
+    if kind == "synthetic":
+        from dataclasses import asdict
+
+        from pop3d_ros.data.synthetic_teacher import SyntheticTeacher, TeacherConfig
+        from pop3d_ros.data.synthetic_text import SyntheticTextSpace
+
+        space = SyntheticTextSpace(seed=args.text_seed, dim=model_cfg.heads.clip_dim)
+        tcfg = TeacherConfig()
+        return (
+            SyntheticTeacher(space, tcfg),
+            space.describe(),
+            {"kind": "synthetic", **asdict(tcfg)},
+        )
+    from pop3d_ros.training.teacher_cache import CachedTeacher
+
+    if not args.teacher_cache:
+        raise ValueError("--teacher maskclip needs --teacher-cache DIR (run pop3d teacher-cache)")
+    cached = CachedTeacher(args.teacher_cache)
+    return cached, cached.text_space, {"kind": "maskclip", "cache": str(args.teacher_cache)}
+
+
+def _source(args, model_cfg, seeds_text=None, split=None):
+    from pop3d_ros.training.sources import nuscenes_source, parse_seeds, synthetic_source
+
+    if args.data == "synthetic":
+        return synthetic_source(
+            parse_seeds(seeds_text or args.seeds), args.frames_per_seed, grid=model_cfg.voxel_grid
+        )
+    if not args.root:
+        raise ValueError("--data nuscenes needs --root DIR")
+    return nuscenes_source(args.root, split or args.split)
+
+
+def run(args) -> int:
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"pop3d train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    import torch
+
+    from pop3d_ros.model.config import get_preset
+    from pop3d_ros.model.pop3d import build_model
+    from pop3d_ros.training.distributed import barrier, cleanup, init_distributed
+    from pop3d_ros.training.evaluate import best_prior_threshold, occupancy_prior
+    from pop3d_ros.training.frames import PreparedFrames, prepare_frames
+    from pop3d_ros.training.loop import train
+    from pop3d_ros.training.strategies import Pop3DStrategy, Supervised3DStrategy
+    from pop3d_ros.training.zeroshot import class_canonical_embeddings
+
+    fields = TrainConfig.__dataclass_fields__
+    cfg = TrainConfig(**{k: getattr(args, k) for k in fields if hasattr(args, k)})
+    cfg.validate()
+    model_cfg = get_preset(args.preset)
+    info = init_distributed(cfg.device)
+    out = Path(args.out)
+    teacher, text_space, teacher_meta = _teacher_and_space(args, model_cfg)
+    common = dict(feature_weight=cfg.feature_weight, max_feature_voxels=args.max_feature_voxels)
+    if cfg.strategy == "pop3d":
+        strategy = Pop3DStrategy(teacher, **common)
+    else:
+        if args.data != "synthetic":
+            raise ValueError("--strategy supervised_3d needs ground-truth occupancy (synthetic)")
+        from pop3d_ros.text.factory import text_encoder_from_spec
+
+        encoder = text_encoder_from_spec(text_space)
+        strategy = Supervised3DStrategy(
+            class_canonical_embeddings(encoder), _gt_occupancy, **common
+        )
+    prepared = Path(args.prepared) if args.prepared else out / "frames" / cfg.strategy
+    keys, make_sample = _source(args, model_cfg)
+    if info.is_main:
+        prepare_frames(
+            keys,
+            make_sample,
+            lambda s: strategy.prepare(s, model_cfg),
+            prepared,
+            desc=f"prepare ({cfg.strategy})",
+        )
+    barrier(info)
+    dataset = PreparedFrames(prepared)
+    prior = occupancy_prior((dataset[i] for i in range(len(dataset))), model_cfg.grid.shape)
+    threshold = best_prior_threshold(prior, lambda: (dataset[i] for i in range(len(dataset))))
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_cfg)
+    meta = {
+        "data": args.data,
+        "seeds": args.seeds if args.data == "synthetic" else None,
+        "frames_per_seed": args.frames_per_seed if args.data == "synthetic" else None,
+        "root": args.root,
+        "split": args.split if args.data == "nuscenes" else None,
+        "frames": len(dataset),
+        "strategy": cfg.strategy,
+        "teacher": teacher_meta,
+        "command": "pop3d train " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "",
+    }
+    extra = {"occupancy_prior": torch.from_numpy(prior).half(), "prior_threshold": threshold}
+    summary = train(
+        model,
+        model_cfg,
+        dataset,
+        strategy,
+        cfg,
+        out,
+        info=info,
+        resume=args.resume,
+        text_space=text_space,
+        meta=meta,
+        extra=extra,
+        stop_after=args.stop_after,
+    )
+    if info.is_main:
+        last = summary["history"][-1][1] if summary["history"] else {}
+        print(
+            f"trained to step {summary['step']} in {summary['seconds']:.0f} s; "
+            f"final loss {last.get('loss', float('nan')):.4f}; checkpoint {summary['checkpoint']}"
+        )
+    cleanup(info)
+    return 0
+
+
+def _gt_occupancy(sample: dict, grid):
+    occ = sample.get("occupancy")
+    if occ is None:
+        raise ValueError(f"frame {sample.get('token')!r} has no ground-truth occupancy")
+    if tuple(occ.shape) != tuple(grid.shape):
+        raise ValueError(
+            f"ground-truth occupancy {tuple(occ.shape)} is not on the model grid "
+            f"{tuple(grid.shape)}"
+        )
+    return occ
