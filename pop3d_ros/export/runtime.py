@@ -242,6 +242,11 @@ def load_runtime(
             return Pop3DRuntime(
                 cfg, dict(ckpt["text_space"]), name, enc, head, desc, None, None, sha
             )
+        if name == "tensorrt":  # fail before a possibly long export
+            from pop3d_ros.export.trt_builder import gpu_identity, import_tensorrt
+
+            import_tensorrt()
+            gpu_identity()
         ckpt = read_checkpoint(checkpoint)
         cfg = ModelConfig.from_dict(ckpt["config"])
         export_dir, manifest = ensure_export(checkpoint, sha, cfg, cache_dir, log)
