@@ -45,6 +45,10 @@ def class_vocabulary(encoder) -> dict[str, tuple[str, ...]]:
 
 
 def ensembled(encoder, phrase: str, templates) -> np.ndarray:
+    """The phrase's prompt-ensembled embedding. Encoders that ensemble templates themselves
+    (open_clip's, with `templates` set) get the bare phrase."""
+    if getattr(encoder, "templates", None):
+        return encoder.encode([phrase])[0].astype(np.float32)
     emb = encoder.encode([t.format(phrase) for t in templates]).astype(np.float64)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     mean = emb.mean(0)

@@ -1,0 +1,74 @@
+"""On-disk cache of 2D teacher features: one fp16 `.npy` per frame (keyed by sample token)
+plus `meta.json` (teacher model, stride, the text space it is aligned with). Resumable."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _file(root: Path, token: str) -> Path:
+    return root / "features" / (_SAFE.sub("_", str(token)) + ".npy")
+
+
+def build_cache(
+    keys: Iterable[str],
+    make_sample: Callable[[str], dict],
+    features_fn: Callable[[dict], np.ndarray],
+    out_dir,
+    meta: dict,
+) -> dict:
+    """Compute `features_fn(sample)` for every frame not yet cached. Returns counts."""
+    root = Path(out_dir)
+    (root / "features").mkdir(parents=True, exist_ok=True)
+    meta_file = root / "meta.json"
+    if meta_file.exists():
+        old = json.loads(meta_file.read_text())
+        if {k: old.get(k) for k in ("model_name", "checkpoint")} != {
+            k: meta.get(k) for k in ("model_name", "checkpoint")
+        }:
+            raise ValueError(
+                f"{root}: holds features of another teacher ({old.get('model_name')}, "
+                f"{old.get('checkpoint')}); use another --out"
+            )
+    meta_file.write_text(json.dumps(meta, indent=1))
+    done = skipped = 0
+    for key in tqdm(list(keys), desc="teacher-cache", unit="frame"):
+        sample = make_sample(key)
+        path = _file(root, sample["token"])
+        if path.exists():
+            skipped += 1
+            continue
+        feats = np.asarray(features_fn(sample), dtype=np.float16)
+        tmp = path.with_name(path.name + ".tmp.npy")
+        np.save(tmp, feats)
+        tmp.replace(path)  # atomic: an interrupted run never leaves a truncated file
+        done += 1
+    return {"computed": done, "skipped": skipped}
+
+
+class CachedTeacher:
+    """A teacher that reads cached features: `teacher(sample) -> {"features", "stride"}`."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        meta = self.root / "meta.json"
+        if not meta.exists():
+            raise FileNotFoundError(f"{meta}: not a teacher cache (run pop3d teacher-cache)")
+        self.meta = json.loads(meta.read_text())
+        self.text_space = dict(self.meta.get("text_space") or {"kind": "open_clip"})
+
+    def __call__(self, sample: dict) -> dict:
+        path = _file(self.root, sample["token"])
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path}: frame {sample['token']!r} is not in the teacher cache"
+            )
+        return {"features": np.load(path), "stride": int(self.meta.get("stride", 16))}
