@@ -212,12 +212,15 @@ def load_runtime(
     precision: str = "fp32",
     log: Log = print,
     build_engines: bool = True,
+    threads: int = 0,
 ) -> Pop3DRuntime:
     """Load a checkpoint for inference; RuntimeLoadError (one line) on any failure.
 
     backend: auto | torch | onnxruntime | tensorrt. providers: onnxruntime EP list (names
     or aliases tensorrt/cuda/cpu). precision: fp32 | fp16 | int8 (TensorRT engines and the
     ORT TensorRT EP). build_engines=False refuses to build missing TensorRT engines.
+    threads: onnxruntime intra-op threads (0 = its default, all cores); set it equal to
+    torch's thread count for like-for-like timings.
     """
     from pop3d_ros.model.checkpoint import CheckpointError, checkpoint_sha256, read_checkpoint
     from pop3d_ros.model.config import ModelConfig
@@ -255,8 +258,10 @@ def load_runtime(
 
             trt_cache = export_dir / "ort_trt_cache"
             fp16 = precision == "fp16"
-            enc = OrtBackend(export_dir / ENCODER_FILE, providers, trt_cache, fp16, log=log)
-            head = OrtBackend(export_dir / LANGUAGE_HEAD_FILE, providers, trt_cache, fp16, log=log)
+            enc = OrtBackend(export_dir / ENCODER_FILE, providers, trt_cache, fp16, threads, log)
+            head = OrtBackend(
+                export_dir / LANGUAGE_HEAD_FILE, providers, trt_cache, fp16, threads, log
+            )
         else:
             enc, head = _tensorrt_backends(export_dir, cfg, precision, build_engines, log)
         _check_io(enc, ENCODER_INPUTS, ENCODER_OUTPUTS)
