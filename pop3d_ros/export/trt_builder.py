@@ -210,7 +210,8 @@ def build_serialized_engine(
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
-    if options.precision in ("fp16", "int8") and builder.platform_has_fast_fp16:
+    # platform_has_fast_* are deprecated in late 10.x; absent means "assume yes".
+    if options.precision in ("fp16", "int8") and getattr(builder, "platform_has_fast_fp16", True):
         config.set_flag(trt.BuilderFlag.FP16)
 
     profile = None
@@ -230,7 +231,7 @@ def build_serialized_engine(
         config.add_optimization_profile(profile)
 
     if options.precision == "int8":
-        if not builder.platform_has_fast_int8:
+        if not getattr(builder, "platform_has_fast_int8", True):
             raise EngineError(onnx_path, "this GPU has no fast int8; use fp16")
         if not options.calibration_feeds and not (
             options.calibration_cache and options.calibration_cache.is_file()
