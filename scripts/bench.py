@@ -1,0 +1,329 @@
+"""`make bench`: side-by-side measurements in one run, written to bench/results.json.
+
+Every figure is the median of several timed runs after warm-up, with min and max. Ratios
+compare two variants timed in this same process on the same inputs, so they hold on other
+machines even where absolute numbers do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CHECKPOINT = ROOT / "models" / "default" / "model.pt"
+
+
+def timed(fn, repeat: int, warmup: int = 1) -> dict:
+    """Median/min/max milliseconds of `fn()` over `repeat` runs after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return {
+        "median_ms": statistics.median(samples),
+        "min_ms": min(samples),
+        "max_ms": max(samples),
+        "runs": repeat,
+    }
+
+
+def machine_info() -> dict:
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def checkpoint_or_random(tmp: Path) -> tuple[Path, str]:
+    """The default checkpoint, or a random-init cpu-small one when none is committed."""
+    if DEFAULT_CHECKPOINT.is_file():
+        return DEFAULT_CHECKPOINT, "models/default/model.pt"
+    from pop3d_ros.data.synthetic_text import SyntheticTextSpace
+    from pop3d_ros.model import build_model, get_preset
+    from pop3d_ros.model.checkpoint import save_checkpoint
+
+    cfg = get_preset("cpu-small")
+    path = tmp / "random_cpu_small.pt"
+    save_checkpoint(path, build_model(cfg), cfg, SyntheticTextSpace().describe(), {})
+    return path, "random-init cpu-small (no default checkpoint found)"
+
+
+def bench_render(frames: int) -> dict:
+    from pop3d_ros.data.synthetic.world import render_benchmark
+
+    return render_benchmark(frames=frames)
+
+
+def frame_inputs(runtime):
+    """One synthetic frame as the node sees it: raw rgb8 buffers, cameras, and the encoder feed."""
+    from pop3d_ros.data.synthetic.world import SyntheticWorld
+    from pop3d_ros.geometry.camera import PinholeCamera
+
+    world = SyntheticWorld(seed=1000, num_frames=1)
+    sample = world.sample(0, grid=runtime.config.voxel_grid)
+    h, w = sample["images"].shape[1:3]
+    cameras = [
+        PinholeCamera(sample["intrinsics"][i], sample["cam_to_ego"][i], w, h, name)
+        for i, name in enumerate(sample["camera_names"])
+    ]
+    buffers = [bytes(np.ascontiguousarray(img)) for img in sample["images"]]
+    return sample, buffers, cameras
+
+
+def bench_node_stages(runtime, text_encoder, repeat: int) -> tuple[dict, dict]:
+    """Per-stage latency of the node's processing chain, run in-process on one frame."""
+    from pop3d_ros.pipeline.images import raw_image_view
+    from pop3d_ros.pipeline.messages import cloud_array, height_colors, marker_arrays
+    from pop3d_ros.pipeline.occupancy import OccupancyPipeline, PipelineConfig
+    from pop3d_ros.pipeline.preprocess import cameras_for_input, resize_to_rgb
+
+    pipeline = OccupancyPipeline(runtime, text_encoder, PipelineConfig())
+    sample, buffers, cameras = frame_inputs(runtime)
+    h, w = sample["images"].shape[1:3]
+    hw = pipeline.image_hw
+
+    def decode():
+        return [raw_image_view(b, h, w, w * 3, "rgb8") for b in buffers]
+
+    views = decode()
+
+    def preprocess():
+        return [resize_to_rgb(v, "rgb8", hw) for v in views], cameras_for_input(cameras, hw)
+
+    images, cams = preprocess()
+
+    def infer():
+        return pipeline.infer(images, cams, stamp=0.0)
+
+    result = infer()
+    z_range = runtime.config.voxel_grid.z_range
+
+    def build_messages():
+        marker_arrays(result.centres, height_colors(result.centres[:, 2], z_range))
+        cloud_array(result.centres, result.probabilities).tobytes()
+
+    stages = {
+        "decode": timed(decode, repeat * 5),
+        "preprocess": timed(preprocess, repeat * 5),
+        "inference": timed(infer, repeat),
+        "marker_cloud_build": timed(build_messages, repeat * 5),
+    }
+    query_text = "car"
+    stages["query"] = timed(lambda: pipeline.query(query_text, 10), repeat * 5)
+    return stages, {"occupied_voxels": result.count, "pipeline": pipeline, "result": result}
+
+
+def bench_query(pipeline, repeat: int) -> dict:
+    """Cold = an uncached text (embedding computed), cached = the same text again."""
+    from pop3d_ros.data.classes import CLASS_NAMES
+
+    colds = []
+    for i in range(repeat):
+        pipeline._text_cache.clear()  # noqa: SLF001 - the cold path is what is measured
+        name = CLASS_NAMES[i % len(CLASS_NAMES)].replace("_", " ")
+        t0 = time.perf_counter()
+        pipeline.query(name, 10)
+        colds.append((time.perf_counter() - t0) * 1e3)
+    cached = timed(lambda: pipeline.query("car", 10), repeat * 5)
+    return {
+        "cold": {"median_ms": statistics.median(colds), "min_ms": min(colds), "max_ms": max(colds)},
+        "cached": cached,
+    }
+
+
+def encoder_feed(runtime) -> dict:
+    """The encoder inputs of one real synthetic frame, as the node would build them."""
+    from pop3d_ros.pipeline.preprocess import cameras_for_input, images_to_input, resize_to_rgb
+    from pop3d_ros.pipeline.sampling_cache import SamplingCache
+
+    cfg = runtime.config
+    sample, _, cameras = frame_inputs(runtime)
+    hw = tuple(cfg.image_size)
+    sampling = SamplingCache(cfg.voxel_grid, cfg.feature_hw, hw, cfg.lifting.min_depth)
+    grid, mask = sampling.get(cameras_for_input(cameras, hw))
+    images = [resize_to_rgb(im, "rgb8", hw) for im in sample["images"]]
+    return {"images": images_to_input(images), "sampling_grid": grid, "sampling_mask": mask}
+
+
+def bench_backends(checkpoint: Path, cache_dir: Path, repeat: int, threads: int) -> dict:
+    """Encoder + language head: PyTorch eager vs ONNX Runtime on the same feeds."""
+    from pop3d_ros.export.runtime import load_runtime
+
+    out = {}
+    feeds = {}
+    for backend in ("torch", "onnxruntime"):
+        runtime = load_runtime(
+            checkpoint, backend=backend, cache_dir=cache_dir, log=lambda s: None, threads=threads
+        )
+        if not feeds:
+            feeds["encoder"] = encoder_feed(runtime)
+            c_v = runtime.config.decoder.voxel_channels
+            rng = np.random.default_rng(0)
+            feeds["language"] = {"voxel_features": rng.standard_normal((4000, c_v), np.float32)}
+        out[backend] = {
+            "encoder": timed(lambda r=runtime: r.encoder.infer(feeds["encoder"]), repeat),
+            "language_head_4000": timed(
+                lambda r=runtime: r.language_head.infer(feeds["language"]), repeat
+            ),
+            "description": runtime.description,
+        }
+        runtime.close()
+    out["ort_vs_torch_speedup"] = (
+        out["torch"]["encoder"]["median_ms"] / out["onnxruntime"]["encoder"]["median_ms"]
+    )
+    out["ort_vs_torch_speedup_language_head"] = (
+        out["torch"]["language_head_4000"]["median_ms"]
+        / out["onnxruntime"]["language_head_4000"]["median_ms"]
+    )
+    return out
+
+
+def bench_markers(centres: np.ndarray, probabilities: np.ndarray, z_range, repeat: int) -> dict:
+    """Vectorised vs per-voxel construction of the marker colours and cloud bytes."""
+    from pop3d_ros.pipeline.messages import (
+        cloud_array,
+        cloud_bytes_loop,
+        height_colors,
+        height_colors_loop,
+        marker_arrays,
+    )
+
+    def vectorised():
+        marker_arrays(centres, height_colors(centres[:, 2], z_range))
+        return cloud_array(centres, probabilities).tobytes()
+
+    def loop():
+        height_colors_loop(centres[:, 2], z_range)
+        return cloud_bytes_loop(centres, probabilities)
+
+    if vectorised() != loop():
+        raise RuntimeError("vectorised and per-voxel cloud bytes differ")
+    vec, slow = timed(vectorised, repeat * 5), timed(loop, repeat)
+    return {
+        "voxels": int(len(centres)),
+        "vectorized": vec,
+        "per_voxel_loop": slow,
+        "markers_vectorized_speedup": slow["median_ms"] / vec["median_ms"],
+    }
+
+
+def bench_matmul_fraction(runtime, encoder_ms: float) -> dict:
+    """Model GFLOP/s as a fraction of this machine's fp32 matmul GFLOP/s (same threads)."""
+    import torch
+
+    from pop3d_ros.model.flops import estimate_gflops
+
+    gflops = estimate_gflops(runtime.config)["encoder_occupancy"]
+    n = 1024
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    mm = timed(lambda: torch.mm(a, b), 10, warmup=3)
+    matmul_gflops = 2 * n**3 / (mm["median_ms"] * 1e-3) / 1e9
+    model_gflops_per_s = gflops / (encoder_ms * 1e-3)
+    return {
+        "model_forward_gflops": gflops,
+        "model_gflops_per_s": model_gflops_per_s,
+        "matmul_gflops_per_s": matmul_gflops,
+        "model_gflops_fraction_of_matmul": model_gflops_per_s / matmul_gflops,
+    }
+
+
+def print_table(results: dict) -> None:
+    rows = [
+        ("ONNX Runtime vs PyTorch eager (encoder)", f"{results['ort_vs_torch_speedup']:.2f}x"),
+        ("vectorised vs per-voxel markers+cloud", f"{results['markers_vectorized_speedup']:.1f}x"),
+        ("query latency cold / cached (ms)",
+         f"{results['query_ms_cold']:.2f} / {results['query_ms_cached']:.3f}"),
+        ("model GFLOP/s / matmul GFLOP/s", f"{results['model_gflops_fraction_of_matmul']:.3f}"),
+        ("synthetic render (s per frame)", f"{results['render_s_per_frame']:.2f}"),
+    ]  # fmt: skip
+    rows += [(f"node stage: {k} (ms)", f"{v:.2f}") for k, v in results["node_stage_ms"].items()]
+    width = max(len(r[0]) for r in rows)
+    print("\n| measure".ljust(width + 3) + " | value |")
+    print("|" + "-" * (width + 2) + "|-------|")
+    for name, value in rows:
+        print(f"| {name.ljust(width)} | {value} |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="bench/results.json")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per figure")
+    parser.add_argument("--render-frames", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    from pop3d_ros.export.runtime import load_runtime
+    from pop3d_ros.text.factory import text_encoder_from_spec
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        checkpoint, model_desc = checkpoint_or_random(tmp)
+        print(f"[bench] model: {model_desc}", flush=True)
+        print("[bench] backends: torch vs onnxruntime", flush=True)
+        backends = bench_backends(checkpoint, tmp / "cache", args.repeat, torch.get_num_threads())
+        runtime = load_runtime(checkpoint, backend="onnxruntime", cache_dir=tmp / "cache",
+                               log=lambda s: None, threads=torch.get_num_threads())  # fmt: skip
+        text_encoder = text_encoder_from_spec(runtime.text_space)
+        print("[bench] node stages", flush=True)
+        stages, extra = bench_node_stages(runtime, text_encoder, args.repeat)
+        print("[bench] query, markers, matmul, render", flush=True)
+        query = bench_query(extra["pipeline"], args.repeat)
+        result = extra["result"]
+        markers = bench_markers(result.centres, result.probabilities,
+                                runtime.config.voxel_grid.z_range, args.repeat)  # fmt: skip
+        matmul = bench_matmul_fraction(runtime, backends["torch"]["encoder"]["median_ms"])
+        render = bench_render(args.render_frames)
+        runtime.close()
+
+    results = {
+        "machine": machine_info(),
+        "model": model_desc,
+        "ort_vs_torch_speedup": backends["ort_vs_torch_speedup"],
+        "markers_vectorized_speedup": markers["markers_vectorized_speedup"],
+        "query_ms_cold": query["cold"]["median_ms"],
+        "query_ms_cached": query["cached"]["median_ms"],
+        "model_gflops_fraction_of_matmul": matmul["model_gflops_fraction_of_matmul"],
+        "render_s_per_frame": render["total_s"],
+        "node_stage_ms": {k: v["median_ms"] for k, v in stages.items()},
+        "details": {
+            "backends": backends,
+            "markers": markers,
+            "query": query,
+            "matmul": matmul,
+            "render": render,
+            "node_stages": stages,
+            "occupied_voxels": extra["occupied_voxels"],
+            "tensorrt": "not measured: no GPU / TensorRT on this machine",
+        },
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print_table(results)
+    print(f"\n[bench] wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
