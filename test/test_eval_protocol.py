@@ -77,3 +77,48 @@ def test_oracle_scores_perfect_and_beats_chance(space):
     assert 0.0 < res["teacher_lidar_miou"] <= 1.0 and 0.0 < res["lidar_miou"] <= 1.0
     assert res["per_class"]["car"]["iou"] == pytest.approx(1.0)
     assert "car" in format_table(res)
+
+
+def test_eval_cli_writes_all_keys(tmp_path, space):
+    import json
+
+    from pop3d_ros.cli import main
+    from pop3d_ros.model.checkpoint import save_checkpoint
+    from pop3d_ros.model.pop3d import build_model
+
+    cfg = tiny_model_config()
+    ckpt = tmp_path / "m.pt"
+    teacher = {"kind": "synthetic", "stride": 16, "noise_std": 0.3, "confusion_prob": 0.1}
+    save_checkpoint(
+        ckpt,
+        build_model(cfg),
+        cfg,
+        space.describe(),
+        {"teacher": teacher},
+        occupancy_prior=torch.full(tuple(cfg.grid.shape), 0.3).half(),
+        prior_threshold=0.25,
+    )
+    out = tmp_path / "eval.json"
+    rc = main(
+        [
+            "eval",
+            "--checkpoint",
+            str(ckpt),
+            "--data",
+            "synthetic",
+            "--seeds",
+            "100",
+            "--frames-per-seed",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    res = json.loads(out.read_text())
+    for key in ("iou", "miou", "lidar_miou", "teacher_lidar_miou", "prior_iou", "per_class"):
+        assert key in res and res[key] is not None, key
+    assert res["frames"] == 1 and set(res["per_class"]) >= {"car", "empty"}
+    # An all-occupied prior (0.3 >= 0.25) scores the occupied share of observed voxels.
+    assert 0.0 < res["prior_iou"] < 1.0
+    assert main(["eval", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out)]) != 0

@@ -59,3 +59,12 @@ def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def sync_buffers(model: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BatchNorm running stats) to all ranks. DDP broadcasts them
+    before each forward, so after the last step the replicas differ only there; syncing
+    makes every rank hold exactly the model rank 0 saves."""
+    if info.enabled and dist.is_initialized():
+        for buf in model.buffers():
+            dist.broadcast(buf, 0)

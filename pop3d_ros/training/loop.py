@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from pop3d_ros.training.config import TrainConfig
-from pop3d_ros.training.distributed import DistInfo, all_reduce_mean, barrier
+from pop3d_ros.training.distributed import DistInfo, all_reduce_mean, barrier, sync_buffers
 from pop3d_ros.training.inputs import SamplingCache
 from pop3d_ros.training.schedule import lr_factor
 
@@ -230,6 +230,7 @@ def train(
             if step >= limit:
                 break
     bar.close()
+    sync_buffers(model, info)
     final = out / "model.pt"
     if info.is_main:
         if step >= cfg.steps:
