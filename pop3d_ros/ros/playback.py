@@ -1,0 +1,144 @@
+"""Publish samples as the six camera topics (image_raw or image_raw/compressed + camera_info).
+
+`CameraPlayback(node, PlaybackConfig(...))` is a library class: `pop3d play`, the demo and the
+node tests use it. Message fields come from the ROS-free `pop3d_ros.data.messages`.
+"""
+
+from __future__ import annotations
+
+import array
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from pop3d_ros.data.messages import (
+    camera_info_fields,
+    compressed_image_fields,
+    image_fields,
+    optical_frame,
+    topics_for,
+)
+from pop3d_ros.geometry.rig import CAMERA_NAMES
+
+
+@dataclass
+class PlaybackConfig:
+    """How samples are published."""
+
+    rate_hz: float = 2.0  # camera sets per second
+    compressed: bool = False  # publish JPEG sensor_msgs/CompressedImage instead of raw Image
+    reliability: str = "reliable"  # "reliable" or "best_effort" publisher QoS
+    depth: int = 5  # publisher history depth (KEEP_LAST)
+    restamp: bool = True  # stamp with the node clock now; False: the sample's own timestamp
+    jitter_s: float = 0.0  # each camera's stamp moves by up to +- this much (robustness tests)
+    drop_cameras: tuple[str, ...] = ()  # cameras never published
+    drop_prob: float = 0.0  # chance that one camera's image is skipped in a frame
+    jpeg_quality: int = 90  # for compressed
+    seed: int = 0  # jitter / drop randomness
+
+    def __post_init__(self):
+        if self.reliability not in ("reliable", "best_effort"):
+            raise ValueError(f"reliability must be reliable|best_effort, got {self.reliability!r}")
+        if self.rate_hz <= 0:
+            raise ValueError(f"rate_hz must be > 0, got {self.rate_hz}")
+
+
+def _fill(msg, fields: dict):
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            _fill(getattr(msg, key), value)
+        elif isinstance(value, bytes):
+            setattr(msg, key, array.array("B", value))
+        else:
+            setattr(msg, key, value)
+    return msg
+
+
+class CameraPlayback:
+    """Publishers for the cameras of a node; publish one sample or play a sequence."""
+
+    def __init__(self, node, config: PlaybackConfig | None = None, camera_names=CAMERA_NAMES):
+        self.node = node
+        self.config = config or PlaybackConfig()
+        c = self.config
+        unknown = set(c.drop_cameras) - set(camera_names)
+        if unknown:
+            raise ValueError(f"unknown cameras to drop: {sorted(unknown)}")
+        qos = QoSProfile(
+            depth=c.depth,
+            history=HistoryPolicy.KEEP_LAST,
+            reliability=ReliabilityPolicy.RELIABLE
+            if c.reliability == "reliable"
+            else ReliabilityPolicy.BEST_EFFORT,
+        )
+        self.camera_names = list(camera_names)
+        self._image_type = CompressedImage if c.compressed else Image
+        self._pubs = {}
+        for cam in self.camera_names:
+            topics = topics_for(cam, c.compressed)
+            self._pubs[cam] = (
+                node.create_publisher(self._image_type, topics["image"], qos),
+                node.create_publisher(CameraInfo, topics["camera_info"], qos),
+            )
+        self._rng = np.random.default_rng(c.seed)
+        self.frames_published = 0
+
+    def topics(self) -> list[str]:
+        return [p.topic_name for pair in self._pubs.values() for p in pair]
+
+    def publish_sample(self, sample: dict, stamp_us: int | None = None) -> int:
+        """Publish one camera set with one stamp (plus jitter); returns the stamp in us."""
+        c = self.config
+        if stamp_us is None:
+            if c.restamp:
+                stamp_us = self.node.get_clock().now().nanoseconds // 1000
+            else:
+                stamp_us = int(sample["timestamp"])
+        names = sample.get("camera_names", self.camera_names)
+        _, H, W, _ = sample["images"].shape
+        for i, cam in enumerate(names):
+            if cam in c.drop_cameras or cam not in self._pubs:
+                continue
+            if c.drop_prob > 0 and self._rng.random() < c.drop_prob:
+                continue
+            t = stamp_us
+            if c.jitter_s > 0:
+                t += int(self._rng.uniform(-c.jitter_s, c.jitter_s) * 1e6)
+            frame = optical_frame(cam)
+            if c.compressed:
+                fields = compressed_image_fields(sample["images"][i], t, frame, c.jpeg_quality)
+            else:
+                fields = image_fields(sample["images"][i], t, frame)
+            img_pub, info_pub = self._pubs[cam]
+            info_pub.publish(
+                _fill(CameraInfo(), camera_info_fields(sample["intrinsics"][i], W, H, t, frame))
+            )
+            img_pub.publish(_fill(self._image_type(), fields))
+        self.frames_published += 1
+        return stamp_us
+
+    def play(self, samples: Iterable[dict], max_frames: int | None = None,
+             stop: threading.Event | None = None) -> int:  # fmt: skip
+        """Publish samples at `rate_hz` (wall clock) until exhausted, max_frames or stop."""
+        period = 1.0 / self.config.rate_hz
+        next_t = time.monotonic()
+        count = 0
+        for sample in samples:
+            if (max_frames is not None and count >= max_frames) or (stop and stop.is_set()):
+                break
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                if stop is not None:
+                    if stop.wait(delay):
+                        break
+                else:
+                    time.sleep(delay)
+            self.publish_sample(sample)
+            count += 1
+            next_t += period
+        return count
