@@ -15,6 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="100-101", help="held-out synthetic seeds")
     p.add_argument("--frames-per-seed", type=int, default=10, help="synthetic frames per seed")
     p.add_argument("--root", help="nuScenes root (with --data nuscenes)")
+    p.add_argument("--version", default="v1.0-mini", help="nuScenes table folder under --root")
     p.add_argument("--split", default="val", help="nuScenes split (default: val)")
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--teacher-cache", help="MaskCLIP feature cache for the teacher baseline")
@@ -70,7 +71,7 @@ def _run(args) -> int:
     else:
         if not args.root:
             raise ValueError("--data nuscenes needs --root DIR")
-        keys, make = nuscenes_source(args.root, args.split)
+        keys, make = nuscenes_source(args.root, args.split, args.version)
     if args.max_frames > 0:
         keys = keys[: args.max_frames]
     mine = keys[info.rank :: info.world_size]

@@ -9,6 +9,7 @@ import sys
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", choices=["synthetic", "nuscenes"], default="nuscenes")
     p.add_argument("--root", help="nuScenes root (with --data nuscenes)")
+    p.add_argument("--version", default="v1.0-mini", help="nuScenes table folder under --root")
     p.add_argument("--split", default="train", help="nuScenes split")
     p.add_argument("--seeds", default="0-7", help="synthetic seeds (with --data synthetic)")
     p.add_argument("--frames-per-seed", type=int, default=25)
@@ -31,7 +32,7 @@ def run(args) -> int:
         elif not args.root:
             raise ValueError("--data nuscenes needs --root DIR")
         else:
-            keys, make = nuscenes_source(args.root, args.split)
+            keys, make = nuscenes_source(args.root, args.split, args.version)
         dev = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
         dev = "cpu" if dev == "auto" else dev
         teacher = build_maskclip(args.model, args.checkpoint).to(dev)

@@ -19,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0-7", help="synthetic world seeds, e.g. 0-7")
     p.add_argument("--frames-per-seed", type=int, default=25, help="synthetic frames per seed")
     p.add_argument("--root", help="nuScenes root (with --data nuscenes)")
+    p.add_argument("--version", default="v1.0-mini", help="nuScenes table folder under --root")
     p.add_argument("--split", default="train", help="nuScenes split (default: train)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, TensorBoard)")
     p.add_argument("--prepared", help="prepared-frame cache (default: <out>/frames)")
@@ -96,7 +97,7 @@ def _source(args, model_cfg, seeds_text=None, split=None):
         )
     if not args.root:
         raise ValueError("--data nuscenes needs --root DIR")
-    return nuscenes_source(args.root, split or args.split)
+    return nuscenes_source(args.root, split or args.split, args.version)
 
 
 def run(args) -> int:

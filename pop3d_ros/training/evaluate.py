@@ -103,7 +103,7 @@ class Evaluator:
             )
             self.teacher_lidar.update(self.classifier(mean).numpy(), labels[uniq])
         else:
-            from pop3d_ros.training.targets import project_points
+            from pop3d_ros.data.sample import project_points
 
             _, valid = project_points(sample, points)
             uniq = np.nonzero(keep & valid.any(0))[0]

@@ -51,10 +51,11 @@ def synthetic_source(
     return keys, make
 
 
-def nuscenes_source(root: str, split: str) -> tuple[list[str], Callable[[str], dict]]:
-    """Keys = sample tokens of a nuScenes split (v1.0 tables under `root`)."""
+def nuscenes_source(root: str, split: str, version: str = "v1.0-mini"):
+    """Keys = sample tokens of a nuScenes split (`root/<version>/*.json` tables); `split` is
+    a split name the reader knows or a file with one scene name per line."""
     from pop3d_ros.data.nuscenes import NuScenesReader
 
-    reader = NuScenesReader(root)
+    reader = NuScenesReader(root, version=version)
     tokens = reader.sample_tokens(split)
     return list(tokens), reader.sample

@@ -14,29 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pop3d_ros.geometry.camera import PinholeCamera
+from pop3d_ros.data.sample import project_points
 from pop3d_ros.geometry.grid import VoxelGrid
-
-
-def sample_cameras(sample: dict) -> list[PinholeCamera]:
-    """The sample's cameras at its own image size."""
-    images = sample["images"]
-    h, w = int(images.shape[1]), int(images.shape[2])
-    names = sample.get("camera_names") or [str(i) for i in range(len(images))]
-    return [
-        PinholeCamera(sample["intrinsics"][i], sample["cam_to_ego"][i], w, h, names[i])
-        for i in range(len(images))
-    ]
-
-
-def project_points(sample: dict, points: np.ndarray):
-    """Pixels (N_cam, N, 2) and visibility (N_cam, N) of ego-frame points in the sample's images."""
-    uvs, valids = [], []
-    for cam in sample_cameras(sample):
-        uv, _, valid = cam.project(points)
-        uvs.append(uv)
-        valids.append(valid)
-    return np.stack(uvs).astype(np.float32), np.stack(valids)
 
 
 def occupancy_target(points: np.ndarray, grid: VoxelGrid) -> np.ndarray:
