@@ -85,6 +85,12 @@ def _teacher_and_space(args, model_cfg):
     if not args.teacher_cache:
         raise ValueError("--teacher maskclip needs --teacher-cache DIR (run pop3d teacher-cache)")
     cached = CachedTeacher(args.teacher_cache)
+    dim = cached.meta.get("dim")
+    if dim is not None and int(dim) != model_cfg.heads.clip_dim:
+        raise ValueError(
+            f"teacher features are {dim}-d but the {model_cfg.name} language head "
+            f"outputs {model_cfg.heads.clip_dim}-d; use a matching CLIP model"
+        )
     return cached, cached.text_space, {"kind": "maskclip", "cache": str(args.teacher_cache)}
 
 
