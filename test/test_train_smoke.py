@@ -87,3 +87,17 @@ def test_resume_continues_the_same_run(frames, tmp_path):
     assert s_res["history"][-1][1]["lr"] == pytest.approx(s_full["history"][-1][1]["lr"])
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a.float(), b.float(), atol=1e-5), k
+
+
+def test_release_checkpoint_is_half_size_and_loads(frames, tmp_path):
+    from pop3d_ros.model.checkpoint import load_model
+    from pop3d_ros.training.release import make_release
+
+    model, _ = _run(frames, tmp_path, steps=2)
+    rel = make_release(tmp_path / "last.pt", tmp_path / "rel" / "model.pt")
+    assert rel.stat().st_size < 0.6 * (tmp_path / "model.pt").stat().st_size
+    loaded, ckpt = load_model(rel)
+    assert "train_state" not in ckpt and ckpt["meta"]["weights_dtype"] == "float16"
+    for k, v in model.state_dict().items():
+        w = loaded.state_dict()[k]
+        assert w.dtype == v.dtype and torch.allclose(w.float(), v.float(), rtol=1e-3, atol=1e-3), k

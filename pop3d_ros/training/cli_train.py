@@ -40,6 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="cap on supervised language-head voxels per frame (0 = all)",
     )
     p.add_argument("--stop-after", type=int, help="end this invocation at this step")
+    p.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="only render/prepare the frames (do this once before a torchrun job)",
+    )
     for name in (
         "steps",
         "batch_size",
@@ -156,6 +161,9 @@ def _run(args) -> int:
             desc=f"prepare ({cfg.strategy})",
         )
     barrier(info)
+    if args.prepare_only:
+        cleanup(info)
+        return 0
     dataset = PreparedFrames(prepared)
     prior = occupancy_prior((dataset[i] for i in range(len(dataset))), model_cfg.grid.shape)
     threshold = best_prior_threshold(prior, lambda: (dataset[i] for i in range(len(dataset))))

@@ -1,0 +1,23 @@
+"""A release checkpoint: the training checkpoint without optimizer state, float weights
+stored as float16 (half the size; `load_model` casts them back into the float32 model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def make_release(src, dst, note: str = "") -> Path:
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    ckpt.pop("train_state", None)
+    ckpt["model"] = {
+        k: v.half() if torch.is_floating_point(v) else v for k, v in ckpt["model"].items()
+    }
+    ckpt["meta"] = {**ckpt.get("meta", {}), "weights_dtype": "float16", "release_note": note}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_suffix(".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(dst)
+    return dst
