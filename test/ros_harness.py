@@ -135,8 +135,13 @@ class RosTestNode:
     def publisher(self, msg_type, topic: str, qos: QoSProfile | int = 10):
         return self.node.create_publisher(msg_type, topic, qos)
 
-    def client(self, srv_type, name: str):
-        return self.node.create_client(srv_type, name, callback_group=self.group)
+    def client(self, srv_type, name: str, depth: int = 100):
+        """A service client with a deep response history: every client of a service in one
+        process receives every response (filtered at take time), so with the default depth of
+        10 a burst of concurrent calls overwrites answers before they are taken."""
+        return self.node.create_client(
+            srv_type, name, qos_profile=QoSProfile(depth=depth), callback_group=self.group
+        )
 
     def call(self, client, request, timeout: float = 10.0):
         """Call a service and wait for the response (AssertionError on timeout)."""

@@ -117,11 +117,15 @@ class OccupancyPipeline:
         self._centres = self.grid.centers().reshape(-1, 3)
         self._latest: OccupancyResult | None = None
         self._lock = threading.Lock()
-        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_cache: OrderedDict[str, tuple] = OrderedDict()
         self._text_lock = threading.Lock()
         self._vocab = None
         if self.config.vocabulary:
-            self._vocab = _normalise(self.text_encoder.encode(list(self.config.vocabulary)))
+            from pop3d_ros.text.query import encode_classes
+
+            self._vocab = encode_classes(
+                self.text_encoder, {v: [v] for v in self.config.vocabulary}
+            )
 
     @property
     def latest(self) -> OccupancyResult | None:
@@ -168,11 +172,9 @@ class OccupancyPipeline:
         t3 = time.perf_counter()
         labels = None
         if self._vocab is not None:
-            labels = (
-                np.argmax(lang @ self._vocab.T, axis=1)
-                if flat.size
-                else np.zeros(0, dtype=np.int64)
-            )
+            from pop3d_ros.text.query import classify
+
+            labels = classify(lang, self._vocab) if flat.size else np.zeros(0, dtype=np.int64)
         X, Y, Z = self.grid.shape
         indices = np.stack(np.unravel_index(flat, (X, Y, Z)), axis=-1).astype(np.int64)
         t["sampling"] = (t1 - t0) * 1e3
@@ -192,21 +194,27 @@ class OccupancyPipeline:
             self._latest = result
         return result
 
-    def embed_text(self, text: str) -> tuple[np.ndarray, bool]:
-        """(normalised embedding (D,), from_cache). Raises TextEncodingError."""
+    def embed_text(self, text: str) -> tuple[np.ndarray, bool, tuple[str, ...]]:
+        """(normalised embedding (D,), from_cache, encoder notes). Raises TextEncodingError.
+
+        Uses the text package's `encode_query` (prompt handling of the encoder in use)."""
+        from pop3d_ros.text.query import encode_query
+
         with self._text_lock:
             if text in self._text_cache:
                 self._text_cache.move_to_end(text)
-                return self._text_cache[text], True
-        emb = np.asarray(self.text_encoder.encode([text]), dtype=np.float32).reshape(-1)
+                emb, notes = self._text_cache[text]
+                return emb, True, notes
+        emb, notes = encode_query(self.text_encoder, text)
+        emb = np.asarray(emb, dtype=np.float32).reshape(-1)
         if not np.all(np.isfinite(emb)) or np.linalg.norm(emb) < 1e-8:
             raise TextEncodingError(f"the text space gives no embedding for {text[:40]!r}")
-        emb = _normalise(emb)
+        emb, notes = _normalise(emb), tuple(str(n) for n in notes)
         with self._text_lock:
-            self._text_cache[text] = emb
+            self._text_cache[text] = (emb, notes)
             while len(self._text_cache) > self.config.text_cache_size:
                 self._text_cache.popitem(last=False)
-        return emb, False
+        return emb, False, notes
 
     def query(self, text: str, top_k: int = 0) -> QueryResult:
         """Cosine similarity of `text` to every occupied voxel of the latest occupancy."""
@@ -218,7 +226,7 @@ class OccupancyPipeline:
             prepared, note = prepare_query_text(
                 text, self.text_encoder.context_length, self.config.max_query_chars
             )
-            emb, cached = self.embed_text(prepared)
+            emb, cached, enc_notes = self.embed_text(prepared)
         except TextEncodingError as exc:
             return QueryResult(False, f"cannot encode query: {exc}", stamp=latest.stamp)
         if emb.shape[0] != latest.language_features.shape[1]:
@@ -236,7 +244,7 @@ class OccupancyPipeline:
             top = part[np.argsort(-scores[part], kind="stable")]
         else:
             top = np.zeros(0, dtype=np.int64)
-        notes = [note] if note else []
+        notes = ([note] if note else []) + list(enc_notes)
         if latest.count == 0:
             notes.append("the latest occupancy has no occupied voxels")
         return QueryResult(

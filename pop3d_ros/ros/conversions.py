@@ -1,0 +1,152 @@
+"""Conversions between ROS messages and the pipeline's numpy structures (no logic here).
+
+CUBE_LIST markers hold one geometry_msgs/Point object per voxel; building tens of thousands of
+Python objects costs far more than the inference output is worth. `MarkerArraySerializer`
+instead serialises a one-point template with the ROS serializer itself and splices the numpy
+point and colour buffers into the CDR bytes, which `Publisher.publish(bytes)` sends as is.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Point
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import PointCloud2, PointField
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
+
+from pop3d_ros.pipeline import messages
+from pop3d_ros.pipeline.images import decode_compressed, raw_image_view
+
+
+def stamp_to_sec(stamp) -> float:
+    return float(stamp.sec) + float(stamp.nanosec) * 1e-9
+
+
+def sec_to_stamp(t: float) -> Time:
+    sec = math.floor(t)
+    nanosec = int(round((t - sec) * 1e9))
+    if nanosec >= 1_000_000_000:
+        sec, nanosec = sec + 1, nanosec - 1_000_000_000
+    return Time(sec=int(sec), nanosec=nanosec)
+
+
+def make_header(stamp: float, frame_id: str) -> Header:
+    return Header(stamp=sec_to_stamp(stamp), frame_id=frame_id)
+
+
+def image_view(msg) -> np.ndarray:
+    """(H, W, C) uint8 view over a sensor_msgs/Image's buffer (ImageDecodeError if bad)."""
+    return raw_image_view(msg.data, msg.height, msg.width, msg.step, msg.encoding)
+
+
+def compressed_rgb(msg) -> np.ndarray:
+    return decode_compressed(msg.data, msg.format)
+
+
+def camera_info_k(msg) -> tuple[np.ndarray, int, int]:
+    """(K 3x3, width, height) of a CameraInfo (validated by the caller via PinholeCamera)."""
+    return np.asarray(msg.k, dtype=np.float64).reshape(3, 3), int(msg.width), int(msg.height)
+
+
+def point_cloud(arr: np.ndarray, header: Header) -> PointCloud2:
+    """PointCloud2 of a packed structured array (one point per row)."""
+    msg = PointCloud2(header=header, height=1, width=int(arr.shape[0]))
+    msg.fields = [
+        PointField(name=name, offset=offset, datatype=code, count=1)
+        for name, offset, code in messages.point_fields(arr.dtype)
+    ]
+    msg.is_bigendian = False
+    msg.point_step = int(arr.dtype.itemsize)
+    msg.row_step = msg.point_step * msg.width
+    msg.data = np.ascontiguousarray(arr).tobytes()
+    msg.is_dense = True
+    return msg
+
+
+# Sentinels whose bytes appear exactly once in the template's serialisation.
+_PT = (1.2345678901234e-300, -9.87654321e-299, 3.1415926535e-297)
+_COL = (0.12345679, 0.87654322, 0.31415927, 0.27182817)
+
+
+def cube_list_marker(header, ns: str, marker_id: int, scale, points=(), colors=()) -> Marker:
+    m = Marker(header=header, ns=ns, id=int(marker_id), type=Marker.CUBE_LIST)
+    m.action = Marker.ADD
+    m.pose.orientation.w = 1.0
+    m.scale.x, m.scale.y, m.scale.z = (float(s) for s in scale)
+    m.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+    m.points = list(points)
+    m.colors = list(colors)
+    return m
+
+
+class MarkerArraySerializer:
+    """Serialised MarkerArray with one CUBE_LIST whose points/colours come from numpy arrays."""
+
+    def __init__(self):
+        self.spliced = 0  # messages built by splicing (vs. the object fallback)
+
+    def serialize(
+        self, header: Header, ns: str, scale, points: np.ndarray, colors: np.ndarray
+    ) -> bytes:
+        points, colors = messages.marker_arrays(points, colors)
+        n = points.shape[0]
+        if n == 0 or colors.shape[0] != n:
+            return serialize_message(self.objects(header, ns, scale, points, colors))
+        template = MarkerArray(
+            markers=[
+                cube_list_marker(
+                    header, ns, 0, scale, [Point(x=_PT[0], y=_PT[1], z=_PT[2])],
+                    [ColorRGBA(r=_COL[0], g=_COL[1], b=_COL[2], a=_COL[3])],
+                )
+            ]
+        )  # fmt: skip
+        raw = serialize_message(template)
+        if raw[1] != 1:  # not little-endian CDR: fall back to message objects
+            return serialize_message(self.objects(header, ns, scale, points, colors))
+        p = raw.index(struct.pack("<ddd", *_PT))
+        count_p = p - 4 if raw[p - 4 : p] == b"\x01\0\0\0" else p - 8
+        q = raw.index(struct.pack("<ffff", *_COL))
+        count_q = q - 4
+        if raw[count_p : count_p + 4] != b"\x01\0\0\0" or raw[count_q:q] != b"\x01\0\0\0":
+            return serialize_message(self.objects(header, ns, scale, points, colors))
+        self.spliced += 1
+        return b"".join(
+            (
+                raw[:count_p],
+                struct.pack("<I", n),
+                raw[count_p + 4 : p],
+                points.tobytes(),
+                raw[p + 24 : count_q],
+                struct.pack("<I", n),
+                colors.tobytes(),
+                raw[q + 16 :],
+            )
+        )
+
+    @staticmethod
+    def objects(header, ns, scale, points, colors) -> MarkerArray:
+        """The same MarkerArray built from one message object per voxel (slow reference)."""
+        pts = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in np.asarray(points)]
+        cols = [
+            ColorRGBA(r=float(r), g=float(g), b=float(b), a=float(a))
+            for r, g, b, a in np.asarray(colors)
+        ]
+        return MarkerArray(markers=[cube_list_marker(header, ns, 0, scale, pts, cols)])
+
+
+def fill_query_response(response, result, header: Header, heatmap_arr) -> None:
+    """Copy a pipeline QueryResult into a QueryText response."""
+    response.success = bool(result.success)
+    response.message = result.message
+    response.header = header
+    if heatmap_arr is not None:
+        response.heatmap = point_cloud(heatmap_arr, header)
+    if result.success and result.top is not None and len(result.top):
+        top = result.centres[result.top].astype(np.float64)
+        response.top_points = [Point(x=x, y=y, z=z) for x, y, z in top.tolist()]
+        response.top_scores = result.scores[result.top].astype(np.float32).tolist()

@@ -1,0 +1,354 @@
+"""The `pop3d_occupancy` node: six cameras in, occupancy markers/cloud out, `/query_text`.
+
+Thin glue: callbacks decode and resize images and feed the camera-set matcher; a worker thread
+runs the newest complete set through `OccupancyPipeline` (a queue of one: sets that arrive
+while it is busy replace each other and are counted); the query service has its own callback
+group, so it answers while inference runs. The model loads in the worker, so the node is up
+(and answers queries with the reason) even when the model is missing or broken; a failed load
+is retried every `model_retry_s` seconds, so dropping a valid model in place recovers the node.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from functools import partial
+
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from visualization_msgs.msg import MarkerArray
+
+from pop3d_ros.geometry.camera import PinholeCamera, validate_intrinsics
+from pop3d_ros.geometry.rig import RigError, load_rig
+from pop3d_ros.pipeline import messages
+from pop3d_ros.pipeline.images import ImageDecodeError
+from pop3d_ros.pipeline.preprocess import resize_to_rgb
+from pop3d_ros.pipeline.sync import CameraSetMatcher, Frame, LatestSlot
+from pop3d_ros.ros import conversions as conv
+from pop3d_ros.ros.diagnostics import InvalidCounter, RateMeter, StageTimes
+from pop3d_ros.ros.node_diagnostics import build_diagnostics
+from pop3d_ros.ros.params import declare, share_path
+
+NODE_NAME = "pop3d_occupancy"
+MARKERS_TOPIC = "/pop3d/occupancy_markers"
+CLOUD_TOPIC = "/pop3d/occupancy_cloud"
+HEATMAP_TOPIC = "/pop3d/query_heatmap"
+SERVICE = "/query_text"
+
+
+class OccupancyNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        p = self.params = declare(self)
+        self.log = self.get_logger()
+        rig_path = p.rig_file or share_path("config", "rig_nuscenes.yaml")
+        self.rig = {c.name: c for c in load_rig(rig_path, names=p.camera_names)}
+        self.extrinsics_note = "rig file " + str(rig_path)
+        if p.extrinsics_source == "tf":
+            self.extrinsics_note = "tf requested but tf2_ros is not used here; using the rig"
+            self.log.warning(self.extrinsics_note)
+        self.matcher = CameraSetMatcher(p.camera_names, p.max_camera_time_diff)
+        self.slot = LatestSlot()
+        self.stages = StageTimes()
+        self.invalid = InvalidCounter()
+        self.input_rates = {n: RateMeter() for n in p.camera_names}
+        self.output_rate = RateMeter()
+        self.intrinsics: dict[str, tuple] = {}
+        self.reliability: dict[str, str] = {}
+        self.pipeline = None
+        self.runtime = None
+        self.model_error = "model not loaded yet"
+        self.sets_processed = 0
+        self.inference_errors = 0
+        self.queries = 0
+        self.last_latency_s = 0.0
+        self.serializer = conv.MarkerArraySerializer()
+        self._warned: dict[str, float] = {}
+        self._stop = threading.Event()
+
+        self.image_group = ReentrantCallbackGroup()
+        self.query_group = MutuallyExclusiveCallbackGroup()
+        self.timer_group = MutuallyExclusiveCallbackGroup()
+        out_qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+        self.markers_pub = self.create_publisher(MarkerArray, MARKERS_TOPIC, out_qos)
+        self.cloud_pub = self.create_publisher(conv.PointCloud2, CLOUD_TOPIC, out_qos)
+        self.heatmap_pub = self.create_publisher(MarkerArray, HEATMAP_TOPIC, out_qos)
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        from pop3d_ros.srv import QueryText
+
+        # Deep request history: with the default depth of 10 a burst of concurrent queries
+        # overwrites requests before they are taken, and those clients never get an answer.
+        self.service = self.create_service(
+            QueryText,
+            SERVICE,
+            self._on_query,
+            qos_profile=QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE),
+            callback_group=self.query_group,
+        )
+        for name in p.camera_names:
+            self.create_subscription(
+                CameraInfo,
+                f"/{name}/camera_info",
+                partial(self._on_camera_info, name),
+                qos_profile_sensor_data,
+                callback_group=self.image_group,
+            )
+        self._pending = list(p.camera_names)
+        self._subscribe_images()
+        if self._pending:
+            self._sub_timer = self.create_timer(
+                0.5, self._subscribe_images, callback_group=self.timer_group
+            )
+        self.create_timer(
+            p.diagnostics_period_s, self._publish_diagnostics, callback_group=self.timer_group
+        )
+        self._worker = threading.Thread(target=self._work, name="pop3d_worker", daemon=True)
+        self._worker.start()
+        self.log.info(
+            f"{NODE_NAME}: cameras {p.camera_names}, transport {p.image_transport}, "
+            f"model {p.checkpoint_path}, backend {p.backend}"
+        )
+
+    # -- inputs -------------------------------------------------------------------------------
+    def _image_topic(self, name: str) -> str:
+        suffix = "/compressed" if self.params.image_transport == "compressed" else ""
+        return f"/{name}/image_raw{suffix}"
+
+    def _subscribe_images(self) -> None:
+        """Create the image subscriptions whose reliability is known (see image_reliability)."""
+        for name in list(self._pending):
+            topic = self._image_topic(name)
+            mode = self.params.image_reliability
+            if mode == "auto":
+                infos = self.get_publishers_info_by_topic(topic)
+                if not infos:
+                    continue  # decide once a publisher shows up
+                best_effort = any(
+                    i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in infos
+                )
+                mode = "best_effort" if best_effort else "reliable"
+            qos = QoSProfile(
+                depth=2,
+                reliability=ReliabilityPolicy.BEST_EFFORT
+                if mode == "best_effort"
+                else ReliabilityPolicy.RELIABLE,
+            )
+            msg_type = CompressedImage if self.params.image_transport == "compressed" else Image
+            self.create_subscription(
+                msg_type, topic, partial(self._on_image, name), qos, callback_group=self.image_group
+            )
+            self.reliability[name] = mode
+            self._pending.remove(name)
+            self.log.info(f"subscribed {topic} ({mode})")
+        if not self._pending and getattr(self, "_sub_timer", None) is not None:
+            self._sub_timer.cancel()
+
+    def _warn(self, key: str, text: str, period: float = 5.0) -> None:
+        now = time.monotonic()
+        if now - self._warned.get(key, -1e9) >= period:
+            self._warned[key] = now
+            self.log.warning(text)
+
+    def _reject(self, reason: str, camera: str, detail) -> None:
+        self.invalid.add(reason)
+        self._warn(f"{reason}:{camera}", f"{camera}: dropped message ({reason}): {detail}")
+
+    def _on_camera_info(self, name: str, msg: CameraInfo) -> None:
+        try:
+            K, w, h = conv.camera_info_k(msg)
+            validate_intrinsics(K)
+            if w < 0 or h < 0:
+                raise ValueError(f"negative image size {w}x{h}")
+        except ValueError as exc:
+            self._reject("bad_camera_info", name, exc)
+            return
+        self.intrinsics[name] = (K, w, h)
+
+    def _camera(self, name: str, width: int, height: int, image_hw) -> PinholeCamera:
+        """The camera calibrated for the network input: CameraInfo K if any, else the rig's."""
+        info = self.intrinsics.get(name)
+        rig = self.rig[name]
+        if info is not None:
+            K, w, h = info
+            cam = PinholeCamera(K, rig.cam_to_ego, w or width, h or height, name)
+        else:
+            cam = rig
+        return cam.resized(width, height).resized(int(image_hw[1]), int(image_hw[0]))
+
+    def _on_image(self, name: str, msg) -> None:
+        received = time.monotonic()
+        self.input_rates[name].tick(received)
+        pipe = self.pipeline
+        if pipe is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            if self.params.image_transport == "compressed":
+                img, encoding = conv.compressed_rgb(msg), "rgb8"
+            else:
+                img, encoding = conv.image_view(msg), msg.encoding.strip().lower()
+            camera = self._camera(name, img.shape[1], img.shape[0], pipe.image_hw)
+            small = resize_to_rgb(img, encoding, pipe.image_hw)
+        except ImageDecodeError as exc:
+            self._reject(exc.reason, name, exc)
+            return
+        except ValueError as exc:
+            self._reject("bad_calibration", name, exc)
+            return
+        self.stages.record("convert", (time.perf_counter() - t0) * 1e3)
+        frame = Frame(name, conv.stamp_to_sec(msg.header.stamp), (small, camera), received)
+        camera_set = self.matcher.add(frame)
+        if camera_set is not None:
+            self.slot.put(camera_set)
+
+    # -- model and inference ----------------------------------------------------------------
+    def _load_model(self) -> None:
+        from pop3d_ros.export.runtime import load_runtime
+        from pop3d_ros.pipeline.occupancy import OccupancyPipeline, PipelineConfig
+        from pop3d_ros.text.factory import text_encoder_from_spec
+
+        p = self.params
+        path = p.checkpoint_path
+        try:
+            if not path.is_file():
+                raise ValueError(f"{path}: checkpoint not found (parameters model_dir/checkpoint)")
+            runtime = load_runtime(path, p.backend, p.cache_dir or None, log=self.log.info)
+            if runtime.config.num_cameras != len(p.camera_names):
+                raise ValueError(
+                    f"model expects {runtime.config.num_cameras} cameras, "
+                    f"camera_names has {len(p.camera_names)}"
+                )
+            text = text_encoder_from_spec(runtime.text_space)
+            config = PipelineConfig(
+                occupancy_threshold=p.occupancy_threshold, vocabulary=tuple(p.vocabulary)
+            )
+            self.pipeline = OccupancyPipeline(runtime, text, config)
+        except Exception as exc:  # noqa: BLE001 - any failure: report, keep running, retry
+            self.model_error = " ".join(str(exc).split()) or type(exc).__name__
+            self.log.error(f"model not loaded: {self.model_error}")
+            return
+        self.runtime = runtime
+        self.model_error = ""
+        self.log.info(f"model loaded: {runtime.description}")
+
+    def _work(self) -> None:
+        next_load = 0.0
+        while not self._stop.is_set():
+            if self.pipeline is None:
+                if time.monotonic() >= next_load:
+                    self._load_model()
+                    retry = self.params.model_retry_s
+                    next_load = time.monotonic() + retry if retry > 0 else float("inf")
+                else:
+                    self._stop.wait(0.1)
+                continue
+            camera_set = self.slot.get(timeout=0.2)
+            if camera_set is not None:
+                self._process(camera_set)
+
+    def _process(self, camera_set) -> None:
+        pipe = self.pipeline
+        images = [f.payload[0] for f in camera_set.frames]
+        cameras = [f.payload[1] for f in camera_set.frames]
+        try:
+            result = pipe.infer(images, cameras, camera_set.stamp)
+        except Exception as exc:  # noqa: BLE001 - one bad set must not stop the worker
+            self.inference_errors += 1
+            self._warn("inference", f"inference failed: {exc}")
+            return
+        for stage, ms in result.timings_ms.items():
+            self.stages.record(stage, ms)
+        t0 = time.perf_counter()
+        header = conv.make_header(camera_set.stamp, self.params.target_frame)
+        alpha = self.params.marker_alpha
+        if result.labels is not None:
+            colors = messages.class_colors(result.labels % len(messages.CLASS_PALETTE), alpha)
+        else:
+            colors = messages.height_colors(result.centres[:, 2], pipe.grid.z_range, alpha)
+        raw = self.serializer.serialize(
+            header, "occupancy", pipe.grid.voxel_size, result.centres, colors
+        )
+        self.markers_pub.publish(raw)
+        cloud = messages.cloud_array(result.centres, result.probabilities, labels=result.labels)
+        self.cloud_pub.publish(conv.point_cloud(cloud, header))
+        now = time.monotonic()
+        self.stages.record("publish", (time.perf_counter() - t0) * 1e3)
+        self.last_latency_s = now - max(f.received for f in camera_set.frames)
+        self.stages.record("end_to_end", self.last_latency_s * 1e3)
+        self.sets_processed += 1
+        self.output_rate.tick(now)
+
+    # -- query service --------------------------------------------------------------------------
+    def _on_query(self, request, response):
+        t0 = time.perf_counter()
+        self.queries += 1
+        pipe = self.pipeline
+        header = conv.make_header(0.0, self.params.target_frame)
+        if pipe is None:
+            response.success = False
+            response.message = f"model not loaded: {self.model_error}"
+            response.header = header
+            return response
+        try:
+            result = pipe.query(request.text, int(request.top_k))
+        except Exception as exc:  # noqa: BLE001 - a query must always get an answer
+            response.success, response.message = False, f"query failed: {exc}"
+            response.header = header
+            return response
+        if result.stamp:
+            header = conv.make_header(result.stamp, self.params.target_frame)
+        heat = None
+        if result.success:
+            heat = messages.cloud_array(result.centres, result.scores, extra="score")
+        conv.fill_query_response(response, result, header, heat)
+        if result.success:
+            colors = messages.score_colors(result.scores, self.params.marker_alpha)
+            raw = self.serializer.serialize(
+                header, "query_heatmap", pipe.grid.voxel_size, result.centres, colors
+            )
+            self.heatmap_pub.publish(raw)
+        self.stages.record("query", (time.perf_counter() - t0) * 1e3)
+        return response
+
+    # -- diagnostics and shutdown -------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        self.diag_pub.publish(build_diagnostics(self))
+
+    def close(self) -> None:
+        self._stop.set()
+        self.slot.close()
+        self._worker.join(timeout=10.0)
+        if self.runtime is not None:
+            self.runtime.close()
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = OccupancyNode()
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (ValueError, RigError) as exc:
+        print(f"{NODE_NAME}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

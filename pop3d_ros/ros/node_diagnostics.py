@@ -1,0 +1,85 @@
+"""The occupancy node's /diagnostics content: model, pipeline, cameras."""
+
+from __future__ import annotations
+
+import time
+
+from pop3d_ros.ros import conversions as conv
+from pop3d_ros.ros.diagnostics import ERROR, OK, WARN, array, status
+
+
+def build_diagnostics(node):
+    """DiagnosticArray with three statuses: model (backend), pipeline (latency, rates, drops,
+    invalid input by reason) and cameras (receive rate and staleness each)."""
+    p = node.params
+    hw = node.get_fully_qualified_name()
+    now = time.monotonic()
+    statuses = []
+
+    runtime = node.runtime
+    if node.pipeline is None:
+        level, msg = ERROR, f"model not loaded: {node.model_error}"
+    else:
+        level, msg = OK, f"{runtime.backend_name} backend"
+    statuses.append(
+        status(
+            f"{node.get_name()}: model",
+            level,
+            msg,
+            {
+                "backend_requested": p.backend,
+                "backend": runtime.backend_name if runtime else "",
+                "engine": runtime.description if runtime else "",
+                "checkpoint": str(p.checkpoint_path),
+                "error": node.model_error,
+                "retry_s": p.model_retry_s,
+                "extrinsics": node.extrinsics_note,
+            },
+            hw,
+        )
+    )
+
+    last, mean = node.stages.snapshot()
+    values = {f"{k}_ms": v for k, v in sorted(mean.items())}
+    values.update({f"{k}_last_ms": v for k, v in sorted(last.items())})
+    stats = node.matcher.stats
+    values.update(
+        {
+            "output_rate_hz": node.output_rate.rate(now),
+            "sets_processed": node.sets_processed,
+            "sets_matched": stats.sets_emitted,
+            "sets_dropped": node.slot.dropped,
+            "frames_dropped": stats.frames_dropped,
+            "late_frames": stats.late_frames,
+            "inference_errors": node.inference_errors,
+            "queries": node.queries,
+            "invalid_messages": sum(node.invalid.values()),
+            "markers_spliced": node.serializer.spliced,
+        }
+    )
+    values.update({f"invalid_{k}": v for k, v in sorted(node.invalid.items())})
+    level, msg = OK, "ok"
+    if node.last_latency_s > p.max_latency_warn_s:
+        level, msg = WARN, f"latency {node.last_latency_s:.2f} s > {p.max_latency_warn_s} s"
+    if node.invalid:
+        kinds = ", ".join(f"{k} x{v}" for k, v in sorted(node.invalid.items()))
+        msg = f"{msg}; invalid input: {kinds}" if level else f"invalid input: {kinds}"
+    statuses.append(status(f"{node.get_name()}: pipeline", level, msg, values, hw))
+
+    stale = node.matcher.staleness(now)
+    cam_values, silent = {}, []
+    for name in p.camera_names:
+        cam_values[f"{name}_rate_hz"] = node.input_rates[name].rate(now)
+        cam_values[f"{name}_age_s"] = stale[name] if stale[name] != float("inf") else "never"
+        cam_values[f"{name}_reliability"] = node.reliability.get(name, "waiting for publisher")
+        cam_values[f"{name}_calibration"] = "camera_info" if name in node.intrinsics else "rig"
+        if stale[name] > p.camera_stale_s:
+            silent.append(name)
+    if silent:
+        level, msg = WARN, f"no images for > {p.camera_stale_s} s from: {', '.join(silent)}"
+    else:
+        level, msg = OK, "all cameras publishing"
+    statuses.append(status(f"{node.get_name()}: cameras", level, msg, cam_values, hw))
+    header = conv.make_header(time.time(), p.target_frame)
+    header.stamp = node.get_clock().now().to_msg()
+    return array(header, statuses)

@@ -1,0 +1,102 @@
+"""The occupancy node's parameters: one typed dataclass, declared and read in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.parameter import Parameter
+
+from pop3d_ros.geometry.rig import CAMERA_NAMES
+
+
+@dataclass
+class NodeParams:
+    """Every field is a ROS parameter of the same name (defaults: design.md §2)."""
+
+    camera_names: list[str] = field(default_factory=lambda: list(CAMERA_NAMES))  # model order
+    rig_file: str = ""  # camera extrinsics; "" = the package's config/rig_nuscenes.yaml
+    extrinsics_source: str = "rig"  # rig | tf (tf needs tf2_ros; falls back to rig)
+    image_transport: str = "raw"  # raw (/<cam>/image_raw) | compressed (.../compressed)
+    image_reliability: str = "auto"  # auto (match publishers) | reliable | best_effort
+    max_camera_time_diff: float = 0.05  # seconds between the images of one set
+    backend: str = "auto"  # auto | tensorrt | onnxruntime | torch
+    model_dir: str = ""  # directory with the checkpoint; "" = the package's models/default
+    checkpoint: str = "model.pt"  # checkpoint file name inside model_dir
+    cache_dir: str = ""  # ONNX/engine cache; "" = ~/.cache/pop3d_ros
+    occupancy_threshold: float = 0.5  # P(occupied) at or above which a voxel is shown
+    vocabulary: list[str] = field(default_factory=list)  # class prompts -> colour by class
+    target_frame: str = "base_link"  # frame of markers, cloud and query answers
+    max_latency_warn_s: float = 1.0  # diagnostics WARN above this end-to-end latency
+    camera_stale_s: float = 1.0  # diagnostics WARN when a camera is silent this long
+    diagnostics_period_s: float = 1.0  # how often /diagnostics is published
+    model_retry_s: float = 5.0  # retry loading a failed model this often; 0 = never
+    marker_alpha: float = 0.9  # opacity of the occupancy cubes
+
+    def validate(self) -> None:
+        choices = {
+            "extrinsics_source": ("rig", "tf"),
+            "image_transport": ("raw", "compressed"),
+            "image_reliability": ("auto", "reliable", "best_effort"),
+            "backend": ("auto", "tensorrt", "onnxruntime", "torch"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"parameter {name}={getattr(self, name)!r}: use one of {allowed}")
+        if not self.camera_names:
+            raise ValueError("parameter camera_names must not be empty")
+        if not 0.0 < self.occupancy_threshold < 1.0:
+            raise ValueError("parameter occupancy_threshold must be in (0, 1)")
+        if self.max_camera_time_diff < 0:
+            raise ValueError("parameter max_camera_time_diff must be >= 0")
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.model_dir or default_model_dir()) / self.checkpoint
+
+
+def _share_candidates(*parts: str) -> list[Path]:
+    out = []
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            out.append(Path(prefix, "share", "pop3d_ros", *parts))
+    # Source checkout (tests, pip -e): the repository next to this package.
+    out.append(Path(__file__).resolve().parents[2].joinpath(*parts))
+    return out
+
+
+def share_path(*parts: str) -> Path:
+    """A file of the package's share directory (first that exists; else the source tree)."""
+    candidates = _share_candidates(*parts)
+    return next((p for p in candidates if p.exists()), candidates[-1])
+
+
+def default_model_dir() -> Path:
+    return share_path("models", "default")
+
+
+def declare(node) -> NodeParams:
+    """Declare every parameter on `node` and read it (`declare_parameter(...).value`)."""
+    values = {}
+    defaults = NodeParams()
+    for f in fields(NodeParams):
+        default = getattr(defaults, f.name)
+        desc = ParameterDescriptor(description=f.name)
+        if isinstance(default, list) and not default:
+            # An empty list has no type of its own: declare the type explicitly.
+            param = node.declare_parameter(f.name, Parameter.Type.STRING_ARRAY, desc)
+            value = param.value if param.value is not None else []
+        else:
+            value = node.declare_parameter(f.name, default, desc).value
+        values[f.name] = list(value) if isinstance(default, list) else value
+    params = NodeParams(**values)
+    params.vocabulary = [v for v in params.vocabulary if v.strip()]
+    params.validate()
+    return params
+
+
+def declared_names() -> list[str]:
+    """Names the node declares (for the launch-file test)."""
+    return [f.name for f in fields(NodeParams)] + ["use_sim_time"]

@@ -1,0 +1,116 @@
+"""Helpers for tests against the installed occupancy node: a six-camera publisher and the
+node process with a params file (used by test_node*.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from pop3d_ros.srv import QueryText
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_harness import (
+    NodeProcess,
+    RosTestNode,
+    find_installed_executable,
+    ros_node_command,
+    wait_until,
+    write_params_file,
+)
+from sensor_msgs.msg import CameraInfo, Image
+
+from pop3d_ros.geometry.rig import CAMERA_NAMES, load_rig
+from pop3d_ros.ros.conversions import sec_to_stamp
+
+NODE = "pop3d_occupancy"
+IMAGE_HW = (180, 320)  # small camera images keep DDS traffic and CPU low on CI
+
+
+class CameraPublisher:
+    """Publishes six cameras' Image + CameraInfo from a test node (reliable, like a driver)."""
+
+    def __init__(self, ros: RosTestNode, names=CAMERA_NAMES, hw=IMAGE_HW):
+        self.ros = ros
+        self.names = list(names)
+        self.h, self.w = hw
+        qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+        self.image_pubs = {n: ros.publisher(Image, f"/{n}/image_raw", qos) for n in self.names}
+        self.info_pubs = {n: ros.publisher(CameraInfo, f"/{n}/camera_info", 10) for n in self.names}
+        self.cams = {c.name: c for c in load_rig(names=self.names, width=self.w, height=self.h)}
+        rng = np.random.default_rng(0)
+        self.images = {n: rng.integers(0, 256, (self.h, self.w, 3), np.uint8) for n in self.names}
+
+    def wait_connected(self, timeout: float = 30.0) -> None:
+        for n in self.names:
+            self.ros.wait_for_subscribers(f"/{n}/image_raw", 1, timeout)
+
+    def info(self, name: str, k=None) -> CameraInfo:
+        msg = CameraInfo(width=self.w, height=self.h)
+        msg.header.frame_id = f"{name}_optical"
+        msg.k = [float(v) for v in np.asarray(self.cams[name].K if k is None else k).ravel()]
+        return msg
+
+    def image(self, name: str, stamp: float, **override) -> Image:
+        data = self.images[name]
+        msg = Image(height=self.h, width=self.w, encoding="rgb8", step=self.w * 3)
+        msg.header.stamp = sec_to_stamp(stamp)
+        msg.header.frame_id = f"{name}_optical"
+        msg.data = data.tobytes()
+        for key, value in override.items():
+            setattr(msg, key, value)
+        return msg
+
+    def publish_set(self, stamp: float, skip=(), bad: dict | None = None, jitter=None) -> None:
+        """One image per camera (CameraInfo first); `bad` = {camera: Image field overrides}."""
+        for i, n in enumerate(self.names):
+            if n in skip:
+                continue
+            self.info_pubs[n].publish(self.info(n))
+            t = stamp + (jitter[i] if jitter is not None else 0.0)
+            self.image_pubs[n].publish(self.image(n, t, **((bad or {}).get(n, {}))))
+
+
+def start_node(start, tmp_path, **params) -> NodeProcess:
+    """The installed occupancy_node with a params file written from `params`."""
+    defaults = {
+        "backend": "torch",
+        "diagnostics_period_s": 0.5,
+        "model_retry_s": 1.0,
+        "camera_stale_s": 2.0,
+        "max_camera_time_diff": 0.02,
+    }
+    defaults.update(params)
+    params_file = write_params_file(tmp_path / "params.yaml", NODE, defaults)
+    exe = find_installed_executable("pop3d_ros", "occupancy_node")
+    return start(ros_node_command(exe, params_file))
+
+
+def query(ros: RosTestNode, text: str, top_k: int = 0, timeout: float = 20.0):
+    client = getattr(ros, "_query_client", None)
+    if client is None:
+        client = ros._query_client = ros.client(QueryText, "/query_text")
+        ros.wait_for_service(client, timeout=60.0)
+    return ros.call(client, QueryText.Request(text=text, top_k=top_k), timeout=timeout)
+
+
+def wait_model_state(ros: RosTestNode, proc: NodeProcess, loaded: bool, timeout: float = 90.0):
+    """Poll /query_text until the node reports the model loaded (or not loaded)."""
+
+    def check():
+        proc.assert_alive()
+        r = query(ros, "car")
+        return r if ("model not loaded" not in r.message) == loaded else None
+
+    result = wait_until(check, timeout, interval=0.5)
+    assert result is not None, f"model loaded != {loaded} after {timeout} s:\n{proc.output()}"
+    return result
+
+
+def diagnostics_values(msg: DiagnosticArray) -> dict:
+    """{status name suffix: (level, message, {key: value})}."""
+    out = {}
+    for st in msg.status:
+        out[st.name.split(": ", 1)[-1]] = (
+            int.from_bytes(st.level, "little") if isinstance(st.level, bytes) else int(st.level),
+            st.message,
+            {kv.key: kv.value for kv in st.values},
+        )
+    return out
