@@ -1,0 +1,124 @@
+"""The installed node with the shipped parameters file: missing and corrupt model (node up,
+ERROR in diagnostics and query answers), recovery when a valid model appears, memory across a
+playback, clean Ctrl-C shutdown."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from node_fixtures import (
+    CameraPublisher,
+    diagnostics_values,
+    query,
+    wait_model_state,
+)
+from pipeline_fixtures import write_tiny_checkpoint
+from ros_harness import (
+    find_installed_executable,
+    ros_node_command,
+    wait_until,
+    write_params_file,
+)
+from sensor_msgs.msg import PointCloud2
+
+from pop3d_ros.ros.conversions import stamp_to_sec
+
+pytestmark = pytest.mark.ros
+
+
+def _start(node_process, tmp_path, **overrides):
+    """The node with the installed config/occupancy.yaml, then `overrides` on top."""
+    exe = find_installed_executable("pop3d_ros", "occupancy_node")
+    shipped = exe.parents[2] / "share" / "pop3d_ros" / "config" / "occupancy.yaml"
+    params = {"backend": "torch", "diagnostics_period_s": 0.5, "model_retry_s": 1.0}
+    params.update(overrides)
+    extra = write_params_file(tmp_path / "override.yaml", "pop3d_occupancy", params)
+    return node_process(
+        ros_node_command(exe, shipped, extra_ros_args=["--params-file", str(extra)])
+    )
+
+
+def _model_status(collector):
+    collector.clear()
+    return diagnostics_values(collector.wait_for(1, 10.0)[-1])["model"]
+
+
+def _publish_until_output(cams, cloud, stamp, timeout=30.0):
+    def arrived():
+        cams.publish_set(stamp)
+        last = cloud.last
+        return last is not None and stamp_to_sec(last.header.stamp) == pytest.approx(stamp)
+
+    return wait_until(arrived, timeout, interval=0.5)
+
+
+def test_missing_then_corrupt_then_valid_model(ros_node, node_process, tmp_path):
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    diag = ros_node.collect(DiagnosticArray, "/diagnostics")
+    cloud = ros_node.collect(PointCloud2, "/pop3d/occupancy_cloud")
+    proc = _start(node_process, tmp_path, model_dir=str(model_dir))
+    cams = CameraPublisher(ros_node)
+
+    # Missing model: the node is up, says why, and survives images.
+    r = wait_model_state(ros_node, proc, loaded=False, timeout=60.0)
+    assert r.success is False and "checkpoint not found" in r.message
+    level, msg, values = _model_status(diag)
+    assert level == 2 and "checkpoint not found" in msg and str(model_dir) in values["checkpoint"]
+    cams.wait_connected()
+    cams.publish_set(1.0)
+    time.sleep(1.0)
+    proc.assert_alive()
+
+    # Corrupt model: still up, ERROR names the file's problem.
+    (model_dir / "model.pt").write_bytes(b"this is not a checkpoint")
+    assert wait_until(lambda: "not a readable checkpoint" in _model_status(diag)[1], 20.0)
+    assert "not a readable checkpoint" in query(ros_node, "car").message
+    proc.assert_alive()
+
+    # A valid model appears: the periodic retry loads it and outputs flow.
+    write_tiny_checkpoint(model_dir / "model.pt", occupancy_bias=2.0)
+    wait_model_state(ros_node, proc, loaded=True, timeout=60.0)
+    assert _model_status(diag)[0] == 0
+    assert _publish_until_output(cams, cloud, 5.0), proc.output()
+    assert query(ros_node, "car").success
+
+    # Ctrl-C: clean exit with status 0.
+    assert proc.stop(timeout=15.0) == 0, proc.output()
+
+
+@pytest.mark.slow
+def test_memory_flat_across_playback(ros_node, node_process, tmp_path):
+    """25 s of six cameras at 12 Hz; RSS growth after warm-up is reported and bounded."""
+    write_tiny_checkpoint(tmp_path / "model.pt", occupancy_bias=2.0)
+    cloud = ros_node.collect(PointCloud2, "/pop3d/occupancy_cloud")
+    proc = _start(node_process, tmp_path, model_dir=str(tmp_path))
+    cams = CameraPublisher(ros_node)
+    wait_model_state(ros_node, proc, loaded=True, timeout=60.0)
+    cams.wait_connected()
+    period, duration, warmup = 1.0 / 12.0, 25.0, 8.0
+    start = time.monotonic()
+    samples = []
+    n = 0
+    while (now := time.monotonic()) - start < duration:
+        cams.publish_set(100.0 + n * period)
+        n += 1
+        if n % 12 == 0:
+            samples.append((now - start, proc.rss_bytes()))
+            if n % 60 == 0:
+                query(ros_node, "car", top_k=5)
+        time.sleep(max(0.0, start + n * period - time.monotonic()))
+    proc.assert_alive()
+    outputs = len(cloud.messages)
+    after_warmup = [rss for t, rss in samples if t >= warmup]
+    growth_mb = (after_warmup[-1] - after_warmup[0]) / 2**20
+    peak_mb = max(rss for _, rss in samples) / 2**20
+    print(
+        f"memory: {n} sets published at 12 Hz ({cams.w}x{cams.h} rgb8), {outputs} outputs, "
+        f"RSS {after_warmup[0] / 2**20:.1f} -> {after_warmup[-1] / 2**20:.1f} MB "
+        f"(growth {growth_mb:+.1f} MB over {duration - warmup:.0f} s, peak {peak_mb:.1f} MB)"
+    )
+    assert outputs >= 10, proc.output()
+    assert growth_mb < 25.0, f"RSS grew {growth_mb:.1f} MB after warm-up: {samples}"
