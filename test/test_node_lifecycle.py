@@ -122,3 +122,70 @@ def test_memory_flat_across_playback(ros_node, node_process, tmp_path):
     )
     assert outputs >= 10, proc.output()
     assert growth_mb < 25.0, f"RSS grew {growth_mb:.1f} MB after warm-up: {samples}"
+
+
+def test_compressed_best_effort_publishers_and_vocabulary(ros_node, node_process, tmp_path):
+    """JPEG/PNG CompressedImage from best-effort publishers (auto reliability follows them);
+    a vocabulary adds the `label` field and class colours."""
+    import cv2
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage
+    from visualization_msgs.msg import MarkerArray
+
+    from pop3d_ros.pipeline.messages import CLASS_PALETTE
+    from pop3d_ros.ros.conversions import sec_to_stamp
+
+    write_tiny_checkpoint(tmp_path / "model.pt", occupancy_bias=2.0)
+    cloud = ros_node.collect(PointCloud2, "/pop3d/occupancy_cloud")
+    markers = ros_node.collect(MarkerArray, "/pop3d/occupancy_markers")
+    diag = ros_node.collect(DiagnosticArray, "/diagnostics")
+    vocab = ["car", "tree", "road"]
+    proc = _start(
+        node_process,
+        tmp_path,
+        model_dir=str(tmp_path),
+        image_transport="compressed",
+        vocabulary=vocab,
+    )
+    cams = CameraPublisher(ros_node)  # CameraInfo publishers (raw image topics stay unused)
+    qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.BEST_EFFORT)
+    pubs = {
+        n: ros_node.publisher(CompressedImage, f"/{n}/image_raw/compressed", qos)
+        for n in cams.names
+    }
+    encoded = {}
+    for i, n in enumerate(cams.names):
+        ext = ".jpg" if i % 2 else ".png"
+        encoded[n] = (ext[1:], cv2.imencode(ext, cams.images[n])[1].tobytes())
+    wait_model_state(ros_node, proc, loaded=True, timeout=60.0)
+    for n in cams.names:
+        ros_node.wait_for_subscribers(f"/{n}/image_raw/compressed", 1, 30.0)
+
+    def publish(stamp):
+        for n in cams.names:
+            cams.info_pubs[n].publish(cams.info(n))
+            msg = CompressedImage(format=encoded[n][0], data=encoded[n][1])
+            msg.header.stamp = sec_to_stamp(stamp)
+            pubs[n].publish(msg)
+
+    stamp = 50.0
+
+    def arrived():
+        publish(stamp)
+        last = cloud.last
+        return last is not None and stamp_to_sec(last.header.stamp) == pytest.approx(stamp)
+
+    assert wait_until(arrived, 30.0, interval=0.5), proc.output()
+    msg = cloud.last
+    assert [f.name for f in msg.fields] == ["x", "y", "z", "occupancy", "label"]
+    import numpy as np
+
+    dtype = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("o", "<f4"), ("label", "<u2")])
+    labels = np.frombuffer(bytes(msg.data), dtype=dtype)["label"]
+    assert labels.size == msg.width and set(labels.tolist()) <= {0, 1, 2}
+    marker = wait_until(lambda: markers.last, 10.0).markers[0]
+    palette = {tuple(np.round(c, 4)) for c in CLASS_PALETTE[:3].tolist()}
+    assert {tuple(np.round([c.r, c.g, c.b], 4)) for c in marker.colors} <= palette
+    diag.clear()
+    cams_status = diagnostics_values(diag.wait_for(1, 10.0)[-1])["cameras"][2]
+    assert cams_status["cam_front_reliability"] == "best_effort"
