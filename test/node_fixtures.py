@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from pop3d_ros.srv import QueryText
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_harness import (
     NodeProcess,
@@ -19,6 +18,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from pop3d_ros.geometry.rig import CAMERA_NAMES, load_rig
 from pop3d_ros.ros.conversions import sec_to_stamp
+from pop3d_ros.srv import QueryText
 
 NODE = "pop3d_occupancy"
 IMAGE_HW = (180, 320)  # small camera images keep DDS traffic and CPU low on CI

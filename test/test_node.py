@@ -18,13 +18,13 @@ from node_fixtures import (
     wait_model_state,
 )
 from pipeline_fixtures import write_tiny_checkpoint
-from pop3d_ros.srv import QueryText
 from rclpy.context import Context
 from ros_harness import NodeProcess, RosTestNode, wait_until
 from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from pop3d_ros.ros.conversions import stamp_to_sec
+from pop3d_ros.srv import QueryText
 
 pytestmark = pytest.mark.ros
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pop3d_ros.srv import QueryText
 from rclpy.serialization import deserialize_message, serialize_message
 from visualization_msgs.msg import MarkerArray
 
 from pop3d_ros.pipeline import messages
 from pop3d_ros.pipeline.occupancy import QueryResult
 from pop3d_ros.ros import conversions as conv
+from pop3d_ros.srv import QueryText
 
 pytestmark = pytest.mark.ros
 

@@ -9,9 +9,10 @@ import time
 
 import psutil
 import pytest
-from pop3d_ros.srv import QueryText
 from ros_harness import NodeProcess, find_installed_executable, ros_node_command, wait_until
 from std_msgs.msg import String
+
+from pop3d_ros.srv import QueryText
 
 pytestmark = pytest.mark.ros
 
