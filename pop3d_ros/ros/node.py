@@ -20,6 +20,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
@@ -330,7 +331,10 @@ class OccupancyNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    # rclpy's own SIGINT handler shuts the context down at once, while the worker may still be
+    # publishing a result; with Python's handler, Ctrl-C raises KeyboardInterrupt in spin()
+    # and `close()` stops the worker before the context goes away.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
         node = OccupancyNode()
