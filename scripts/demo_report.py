@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pop3d_ros.data.classes import CLASS_ID, EMPTY, IGNORE
+from pop3d_ros.data.classes import CLASS_ID
 from pop3d_ros.data.sample import cameras_of
-from pop3d_ros.training.eval_labels import evaluation_labels
+from pop3d_ros.training.eval_labels import sample_ious
+from pop3d_ros.training.targets import occupancy_target
 from pop3d_ros.viz.demo_views import (
     labels_grid,
     mosaic_with_points,
@@ -37,34 +38,7 @@ def predicted_occupancy(cloud: np.ndarray, grid) -> tuple[np.ndarray, np.ndarray
     """(occupied bool grid, class-label grid) of a node cloud."""
     centres = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1)
     labels = cloud["label"] if "label" in cloud.dtype.names else None
-    classes = labels_grid(grid, centres, labels)
-    occupied = np.zeros(grid.shape, bool)
-    idx, inside = grid.points_to_index(centres)
-    occupied[tuple(idx[inside].T)] = True
-    return occupied, classes
-
-
-def iou(pred: np.ndarray, occupied: np.ndarray, known: np.ndarray) -> float | None:
-    """Class-agnostic IoU of predicted vs reference occupancy over `known` voxels."""
-    p, o = pred & known, occupied & known
-    union = int((p | o).sum())
-    return None if union == 0 else int((p & o).sum()) / union
-
-
-def frame_ious(pred: np.ndarray, sample: dict, grid) -> tuple[float | None, float | None]:
-    """(POP-3D protocol IoU: voxels observed by LiDAR rays, IoU vs the dense synthetic GT).
-
-    The protocol's reference is what the paper evaluates on (unobserved voxels, e.g.
-    building interiors, are ignored); the dense one also counts what no sensor can see.
-    """
-    _, occ = evaluation_labels(
-        sample["lidar_points"], sample["lidar_labels"], sample["lidar_origin"], grid
-    )
-    gt = sample["occupancy"]
-    return (
-        iou(pred, occ == 1, occ != IGNORE),
-        iou(pred, gt < EMPTY, gt != IGNORE),
-    )
+    return occupancy_target(centres, grid).astype(bool), labels_grid(grid, centres, labels)
 
 
 def _mean(values) -> float | None:
@@ -90,7 +64,7 @@ def write_report(out: Path, samples, frames, queries, grid, vocabulary) -> dict:
 
     processed = [f for f in frames if f["cloud"] is not None]
     ious = [
-        frame_ious(predicted_occupancy(f["cloud"], grid)[0], sample, grid)
+        sample_ious(predicted_occupancy(f["cloud"], grid)[0], sample, grid)
         for f, sample in zip(frames, samples, strict=False)
         if f["cloud"] is not None
     ]
@@ -98,10 +72,10 @@ def write_report(out: Path, samples, frames, queries, grid, vocabulary) -> dict:
         "frames_published": len(frames),
         "frames_processed": len(processed),
         "frame_latency_s": [round(f["latency_s"], 3) for f in frames],
-        "iou_per_frame": [v[0] for v in ious],
-        "iou_vs_ground_truth": _mean(v[0] for v in ious),
+        "iou_per_frame": [v["protocol"] for v in ious],
+        "iou_vs_ground_truth": _mean(v["protocol"] for v in ious),
         "iou_vs_ground_truth_protocol": "POP-3D: voxels observed by LiDAR rays (synthetic LiDAR)",
-        "iou_vs_dense_ground_truth": _mean(v[1] for v in ious),
+        "iou_vs_dense_ground_truth": _mean(v["dense"] for v in ious),
     }
     last_sample = samples[len(frames) - 1] if frames else samples[-1]
     cameras = cameras_of(last_sample)

@@ -72,3 +72,28 @@ def evaluation_labels(points, labels, origin, grid: VoxelGrid, step: float | Non
     # argmax takes the lowest class id on ties: deterministic.
     sem[has_vote] = votes[has_vote].argmax(1).astype(np.uint8)
     return sem.reshape(grid.shape), occ.reshape(grid.shape)
+
+
+def class_agnostic_iou(predicted, reference, known) -> float | None:
+    """IoU of two boolean occupancy grids over the `known` voxels (None: nothing occupied)."""
+    p = np.asarray(predicted, bool) & known
+    r = np.asarray(reference, bool) & known
+    union = int((p | r).sum())
+    return None if union == 0 else int((p & r).sum()) / union
+
+
+def sample_ious(predicted, sample: dict, grid: VoxelGrid) -> dict:
+    """Class-agnostic IoU of a predicted (X, Y, Z) bool grid against one sample.
+
+    `protocol`: POP-3D's labels from the sample's LiDAR (unobserved voxels ignored), what the
+    paper reports. `dense`: the full ground-truth occupancy where the sample has one
+    (synthetic), which also counts voxels no sensor observes (e.g. building interiors).
+    """
+    _, occ = evaluation_labels(
+        sample["lidar_points"], sample["lidar_labels"], sample["lidar_origin"], grid
+    )
+    out = {"protocol": class_agnostic_iou(predicted, occ == 1, occ != IGNORE), "dense": None}
+    if "occupancy" in sample:
+        gt = sample["occupancy"]
+        out["dense"] = class_agnostic_iou(predicted, gt < EMPTY, gt != IGNORE)
+    return out
