@@ -8,6 +8,8 @@ voxels on objects of that class.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +126,14 @@ def test_default_model_occupancy_and_query(ros_node, node_process, tmp_path, dri
     print(f"query {text!r}: {share:.0%} of the top-10 voxels lie on {class_name} "
           f"(observed: {observed.mean():.0%}); top score {answer.top_scores[0]:.3f}")  # fmt: skip
     assert share >= 0.5, f"top voxels of {text!r} are not on {class_name}: {top.tolist()}"
+
+    # The README's Python client example, as a user would run it against this node.
+    example = Path(__file__).resolve().parents[1] / "examples" / "query_text_client.py"
+    run = subprocess.run(
+        [sys.executable, str(example), text, "--top-k", "3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "success=True" in run.stdout and run.stdout.count(" x=") == 3, run.stdout

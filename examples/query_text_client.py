@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Call `/query_text` from your own node and print the best voxels.
+
+python examples/query_text_client.py "a parked bus" --top-k 5
+"""
+
+import argparse
+import sys
+
+import rclpy
+from rclpy.qos import QoSProfile
+
+from pop3d_ros.srv import QueryText
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("text")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--timeout", type=float, default=30.0)
+    args = parser.parse_args()
+
+    rclpy.init()
+    node = rclpy.create_node("query_text_client")
+    try:
+        # A deep response history: every client of a service in one process sees every answer.
+        client = node.create_client(QueryText, "/query_text", qos_profile=QoSProfile(depth=100))
+        if not client.wait_for_service(timeout_sec=args.timeout):
+            print("/query_text is not available", file=sys.stderr)
+            return 2
+        future = client.call_async(QueryText.Request(text=args.text, top_k=args.top_k))
+        rclpy.spin_until_future_complete(node, future, timeout_sec=args.timeout)
+        if not future.done():
+            print("no answer from /query_text", file=sys.stderr)
+            return 2
+        answer = future.result()
+        print(f"success={answer.success} message={answer.message!r} "
+              f"frame={answer.header.frame_id} voxels={answer.heatmap.width}")  # fmt: skip
+        for p, score in zip(answer.top_points, answer.top_scores, strict=True):
+            print(f"  {score:+.3f}  x={p.x:+7.2f} y={p.y:+7.2f} z={p.z:+6.2f}")
+        return 0 if answer.success else 1
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
