@@ -12,6 +12,8 @@ supervised, `features` float16 (M, D) their targets, `weight` float32 (M,).
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import torch
 
@@ -26,7 +28,7 @@ def _subsample(targets: dict, max_voxels: int, token: str) -> dict:
     if max_voxels <= 0 or n <= max_voxels:
         return targets
     # Seeded by the frame so that a re-run of `prepare` gives the same cache.
-    rng = np.random.default_rng(abs(hash(token)) % (2**32) if token else 0)
+    rng = np.random.default_rng(zlib.crc32(token.encode()))
     keep = torch.from_numpy(np.sort(rng.choice(n, max_voxels, replace=False)))
     return {k: v[keep] for k, v in targets.items()}
 
