@@ -4,7 +4,8 @@
         onnxruntime|torch] [model_dir:=...] [use_sim_time:=false] [rviz:=false]
 
 Large raw images are lost under Fast DDS's default transports when subscribed best effort;
-FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA is set here unless the user already set it.
+FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA?sockets_size=8MB is set here unless the user already set
+it (see pop3d_ros/ros/dds_env.py for the measurement; camera drivers need it too).
 """
 
 import os
@@ -34,7 +35,9 @@ def generate_launch_description():
     ]
     actions = []
     if "FASTDDS_BUILTIN_TRANSPORTS" not in os.environ:
-        actions.append(SetEnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA"))
+        actions.append(
+            SetEnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA?sockets_size=8MB")
+        )
 
     node = Node(
         package="pop3d_ros",

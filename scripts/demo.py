@@ -81,8 +81,10 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    # Both processes must use the large-data transport for 6 raw images (see the README).
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    # Both processes (the node inherits it) use the large-data transport: see ros/dds_env.py.
+    from pop3d_ros.ros.dds_env import use_large_data_transport
+
+    use_large_data_transport()
     os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
 
     from pop3d_ros.data.synthetic.world import SyntheticWorld

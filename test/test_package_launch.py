@@ -80,10 +80,9 @@ def test_launch_file_names_existing_things_and_declared_parameters():
             assert path.is_file(), path
 
     env = _calls(tree, "SetEnvironmentVariable")
-    assert [ast.literal_eval(a) for a in env[0].args] == [
-        "FASTDDS_BUILTIN_TRANSPORTS",
-        "LARGE_DATA",
-    ]
+    from pop3d_ros.ros.dds_env import LARGE_DATA, VARIABLE
+
+    assert [ast.literal_eval(a) for a in env[0].args] == [VARIABLE, LARGE_DATA]
     assert "FASTDDS_BUILTIN_TRANSPORTS" in LAUNCH.read_text().split("if ")[1]  # only if unset
 
 

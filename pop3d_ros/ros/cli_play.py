@@ -57,6 +57,9 @@ def run(args) -> int:
         return 2
     import rclpy
 
+    from pop3d_ros.ros.dds_env import use_large_data_transport
+
+    use_large_data_transport()  # before the participant exists (see dds_env)
     rclpy.init()
     node = rclpy.create_node("pop3d_play")
     try:
