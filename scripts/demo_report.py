@@ -93,8 +93,13 @@ def write_report(out: Path, samples, frames, queries, grid, vocabulary) -> dict:
         target = QUERY_CLASS.get(q["text"])
         if q["success"] and target:
             entry["expected_class"] = target
-            entry["top_class_precision"] = top_class_precision(
-                q["top_points"], last_sample["occupancy"], grid, target
+            in_view = int((last_sample["occupancy"] == CLASS_ID[target]).sum())
+            entry["expected_class_voxels_in_grid"] = in_view
+            # Precision is only meaningful when the class is in the grid at all.
+            entry["top_class_precision"] = (
+                top_class_precision(q["top_points"], last_sample["occupancy"], grid, target)
+                if in_view
+                else None
             )
         if q["success"] and len(q.get("heatmap", ())):
             heat = q["heatmap"]
