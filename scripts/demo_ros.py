@@ -13,26 +13,12 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
 
+from pop3d_ros.ros.conversions import cloud_to_array
 from pop3d_ros.ros.playback import CameraPlayback, PlaybackConfig
 from pop3d_ros.srv import QueryText
 
 CLOUD_TOPIC = "/pop3d/occupancy_cloud"
 SERVICE = "/query_text"
-# sensor_msgs/PointField datatype -> numpy type
-_FIELD_TYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
-
-
-def cloud_to_array(msg: PointCloud2) -> np.ndarray:
-    """Structured numpy array of a PointCloud2 (little-endian, unpadded rows)."""
-    dtype = np.dtype(
-        {
-            "names": [f.name for f in msg.fields],
-            "formats": ["<" + _FIELD_TYPES[f.datatype] for f in msg.fields],
-            "offsets": [f.offset for f in msg.fields],
-            "itemsize": msg.point_step,
-        }
-    )
-    return np.frombuffer(bytes(msg.data), dtype=dtype, count=msg.width * msg.height)
 
 
 def stamp_ns(header) -> int:

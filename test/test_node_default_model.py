@@ -22,7 +22,7 @@ from pop3d_ros.data.classes import CLASS_ID, IGNORE
 from pop3d_ros.data.synthetic.world import SyntheticWorld
 from pop3d_ros.model.checkpoint import read_checkpoint
 from pop3d_ros.model.config import ModelConfig
-from pop3d_ros.ros.conversions import stamp_to_sec
+from pop3d_ros.ros.conversions import cloud_to_array, stamp_to_sec
 from pop3d_ros.ros.playback import CameraPlayback, PlaybackConfig
 from pop3d_ros.training.eval_labels import sample_ious
 from pop3d_ros.training.targets import occupancy_target
@@ -41,10 +41,8 @@ QUERY_CLASSES = (("car", "car"), ("building", "manmade"), ("road", "driveable_su
 
 
 def cloud_xyz(msg: PointCloud2) -> np.ndarray:
-    offsets = {f.name: f.offset for f in msg.fields}
-    raw = np.frombuffer(bytes(msg.data), np.uint8).reshape(-1, msg.point_step)
-    cols = [raw[:, offsets[k] : offsets[k] + 4].copy().view("<f4")[:, 0] for k in "xyz"]
-    return np.stack(cols, axis=-1)
+    cloud = cloud_to_array(msg)
+    return np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1)
 
 
 def dilate(mask: np.ndarray) -> np.ndarray:

@@ -42,6 +42,10 @@ def test_point_cloud_and_stamps():
     assert (msg.width, msg.height, msg.point_step, msg.row_step) == (3, 1, 18, 54)
     assert [(f.name, f.offset, f.datatype) for f in msg.fields][-1] == ("label", 16, 4)
     assert bytes(msg.data) == arr.tobytes()
+    back = conv.cloud_to_array(msg)
+    assert back.dtype.names == ("x", "y", "z", "occupancy", "label")
+    np.testing.assert_array_equal(back["occupancy"], np.float32([0.1, 0.5, 0.9]))
+    np.testing.assert_array_equal(back["label"], [1, 2, 3])
     for t in (0.0, 1.5, 1e9 + 0.999999999, 12.25):
         assert conv.stamp_to_sec(conv.sec_to_stamp(t)) == pytest.approx(t, abs=1e-9)
     s = conv.sec_to_stamp(2.9999999999)

@@ -68,6 +68,22 @@ def point_cloud(arr: np.ndarray, header: Header) -> PointCloud2:
     return msg
 
 
+def cloud_to_array(msg: PointCloud2) -> np.ndarray:
+    """Structured array of a PointCloud2 (the inverse of `point_cloud`; little-endian only)."""
+    if msg.is_bigendian:
+        raise ValueError("big-endian PointCloud2 is not supported")
+    codes = {code: dtype for dtype, code in messages.POINTFIELD_CODES.items()}
+    dtype = np.dtype(
+        {
+            "names": [f.name for f in msg.fields],
+            "formats": [codes[f.datatype].newbyteorder("<") for f in msg.fields],
+            "offsets": [f.offset for f in msg.fields],
+            "itemsize": msg.point_step,
+        }
+    )
+    return np.frombuffer(bytes(msg.data), dtype=dtype, count=msg.width * msg.height)
+
+
 # Sentinels whose bytes appear exactly once in the template's serialisation.
 _PT = (1.2345678901234e-300, -9.87654321e-299, 3.1415926535e-297)
 _COL = (0.12345679, 0.87654322, 0.31415927, 0.27182817)
