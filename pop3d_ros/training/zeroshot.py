@@ -72,19 +72,17 @@ def class_canonical_embeddings(encoder, templates=None) -> np.ndarray:
 
 
 class ZeroShotClassifier:
-    """labels = argmax over classes of max over the class's phrases of cos(feature, phrase)."""
+    """labels = argmax over classes of max over the class's phrases of cos(feature, phrase).
+
+    The same rule as the node's zero-shot labels (`text.query.classify`), on torch tensors."""
 
     def __init__(self, phrase_embeddings: list[np.ndarray]):
-        self.owner = torch.cat([torch.full((len(e),), c) for c, e in enumerate(phrase_embeddings)])
-        self.table = torch.from_numpy(np.concatenate(phrase_embeddings)).float()
-        self.num_classes = len(phrase_embeddings)
+        self.class_embeddings = dict(enumerate(phrase_embeddings))
 
     def __call__(self, features) -> torch.Tensor:
-        f = torch.as_tensor(features).float()
+        from pop3d_ros.text.query import classify
+
+        f = torch.as_tensor(features).detach().float().cpu().numpy()
         if f.shape[0] == 0:
             return torch.zeros(0, dtype=torch.long)
-        f = torch.nn.functional.normalize(f, dim=-1)
-        sim = f @ self.table.T  # (N, P)
-        per_class = torch.full((f.shape[0], self.num_classes), -2.0)
-        per_class = per_class.scatter_reduce(1, self.owner.expand(f.shape[0], -1), sim, "amax")
-        return per_class.argmax(1)
+        return torch.from_numpy(classify(f, self.class_embeddings))
