@@ -190,3 +190,19 @@ def test_compressed_best_effort_publishers_and_vocabulary(ros_node, node_process
     diag.clear()
     cams_status = diagnostics_values(diag.wait_for(1, 10.0)[-1])["cameras"][2]
     assert cams_status["cam_front_reliability"] == "best_effort"
+
+
+def test_tf_extrinsics_source_reports_and_keeps_publishing(ros_node, node_process, tmp_path):
+    """`extrinsics_source: tf`: with tf2_ros the node looks transforms up (no TF publisher
+    here, so it falls back to the rig per camera); without tf2_ros it says so and uses the
+    rig. Either way diagnostics name the source and output keeps coming."""
+    write_tiny_checkpoint(tmp_path / "model.pt", occupancy_bias=2.0)
+    cloud = ros_node.collect(PointCloud2, "/pop3d/occupancy_cloud")
+    diag = ros_node.collect(DiagnosticArray, "/diagnostics")
+    proc = _start(node_process, tmp_path, model_dir=str(tmp_path), extrinsics_source="tf")
+    cams = CameraPublisher(ros_node)
+    wait_model_state(ros_node, proc, loaded=True, timeout=60.0)
+    cams.wait_connected()
+    assert _publish_until_output(cams, cloud, 500.0), proc.output()
+    note = _model_status(diag)[2]["extrinsics"]
+    assert note.startswith("tf ") or "tf2_ros is not installed" in note, note

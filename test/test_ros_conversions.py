@@ -65,3 +65,17 @@ def test_fill_query_response():
     assert [(p.x, p.y, p.z) for p in response.top_points] == [(3, 4, 5), (9, 10, 11)]
     assert list(response.top_scores) == pytest.approx([0.9, 0.7])
     assert response.heatmap.width == 4 and response.header.frame_id == "base_link"
+
+
+def test_tf_transform_to_matrix_hand_computed():
+    from geometry_msgs.msg import Transform
+
+    from pop3d_ros.ros.tf_extrinsics import transform_to_matrix
+
+    t = Transform()
+    t.translation.x, t.translation.y, t.translation.z = 1.5, -0.5, 2.0
+    # 90 deg about +z, ROS order (x, y, z, w)
+    t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w = 0.0, 0.0, 2**-0.5, 2**-0.5
+    m = transform_to_matrix(t)
+    np.testing.assert_allclose(m[:3, 3], [1.5, -0.5, 2.0])
+    np.testing.assert_allclose(m[:3, :3] @ [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], atol=1e-12)

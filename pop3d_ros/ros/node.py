@@ -15,6 +15,7 @@ import threading
 import time
 from functools import partial
 
+import numpy as np
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -34,6 +35,7 @@ from pop3d_ros.ros import conversions as conv
 from pop3d_ros.ros.diagnostics import InvalidCounter, RateMeter, StageTimes
 from pop3d_ros.ros.node_diagnostics import build_diagnostics
 from pop3d_ros.ros.params import declare, share_path
+from pop3d_ros.ros.tf_extrinsics import TfExtrinsics
 
 NODE_NAME = "pop3d_occupancy"
 MARKERS_TOPIC = "/pop3d/occupancy_markers"
@@ -50,9 +52,14 @@ class OccupancyNode(Node):
         rig_path = p.rig_file or share_path("config", "rig_nuscenes.yaml")
         self.rig = {c.name: c for c in load_rig(rig_path, names=p.camera_names)}
         self.extrinsics_note = "rig file " + str(rig_path)
+        self.tf = None
         if p.extrinsics_source == "tf":
-            self.extrinsics_note = "tf requested but tf2_ros is not used here; using the rig"
-            self.log.warning(self.extrinsics_note)
+            try:
+                self.tf = TfExtrinsics(self, p.target_frame)
+                self.extrinsics_note = f"tf (-> {p.target_frame}); rig where tf has no transform"
+            except ImportError as exc:
+                self.extrinsics_note = f"tf requested but tf2_ros is not installed ({exc}); rig"
+                self.log.warning(self.extrinsics_note)
         self.matcher = CameraSetMatcher(p.camera_names, p.max_camera_time_diff)
         self.slot = LatestSlot()
         self.stages = StageTimes()
@@ -172,15 +179,26 @@ class OccupancyNode(Node):
             return
         self.intrinsics[name] = (K, w, h)
 
-    def _camera(self, name: str, width: int, height: int, image_hw) -> PinholeCamera:
+    def _extrinsics(self, name: str, frame_id: str) -> np.ndarray:
+        """cam_to_ego from TF when requested and available, else from the rig file."""
+        if self.tf is not None:
+            cam_to_ego = self.tf.lookup(frame_id)
+            if cam_to_ego is not None:
+                return cam_to_ego
+            self._warn(f"tf:{name}", f"{name}: no TF {frame_id!r} -> {self.params.target_frame!r}"
+                       "; using the rig file")  # fmt: skip
+        return self.rig[name].cam_to_ego
+
+    def _camera(self, name: str, width: int, height: int, image_hw, frame_id="") -> PinholeCamera:
         """The camera calibrated for the network input: CameraInfo K if any, else the rig's."""
         info = self.intrinsics.get(name)
         rig = self.rig[name]
+        cam_to_ego = self._extrinsics(name, frame_id)
         if info is not None:
             K, w, h = info
-            cam = PinholeCamera(K, rig.cam_to_ego, w or width, h or height, name)
+            cam = PinholeCamera(K, cam_to_ego, w or width, h or height, name)
         else:
-            cam = rig
+            cam = PinholeCamera(rig.K, cam_to_ego, rig.width, rig.height, name)
         return cam.resized(width, height).resized(int(image_hw[1]), int(image_hw[0]))
 
     def _on_image(self, name: str, msg) -> None:
@@ -195,7 +213,9 @@ class OccupancyNode(Node):
                 img, encoding = conv.compressed_rgb(msg), "rgb8"
             else:
                 img, encoding = conv.image_view(msg), msg.encoding.strip().lower()
-            camera = self._camera(name, img.shape[1], img.shape[0], pipe.image_hw)
+            camera = self._camera(
+                name, img.shape[1], img.shape[0], pipe.image_hw, msg.header.frame_id
+            )
             small = resize_to_rgb(img, encoding, pipe.image_hw)
         except ImageDecodeError as exc:
             self._reject(exc.reason, name, exc)
