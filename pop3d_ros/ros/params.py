@@ -18,7 +18,7 @@ class NodeParams:
 
     camera_names: list[str] = field(default_factory=lambda: list(CAMERA_NAMES))  # model order
     rig_file: str = ""  # camera extrinsics; "" = the package's config/rig_nuscenes.yaml
-    extrinsics_source: str = "rig"  # rig | tf (tf needs tf2_ros; falls back to rig)
+    extrinsics_source: str = "rig"  # rig | tf (TF lookup, needs tf2_ros; rig where TF has none)
     image_transport: str = "raw"  # raw (/<cam>/image_raw) | compressed (.../compressed)
     image_reliability: str = "auto"  # auto (match publishers) | reliable | best_effort
     max_camera_time_diff: float = 0.05  # seconds between the images of one set
