@@ -68,8 +68,8 @@ class Env:
             return (
                 m is not None
                 and c is not None
-                and stamp_to_sec(m.markers[0].header.stamp) == pytest.approx(stamp)
-                and stamp_to_sec(c.header.stamp) == pytest.approx(stamp)
+                and stamp_to_sec(m.markers[0].header.stamp) == pytest.approx(stamp, abs=1e-6)
+                and stamp_to_sec(c.header.stamp) == pytest.approx(stamp, abs=1e-6)
             )
 
         if not wait_until(arrived, timeout, interval=0.5):
@@ -123,7 +123,7 @@ def test_markers_and_cloud_after_six_images(env):
     )
     assert np.all(pts[:, 3] >= 0.5) and np.all(pts[:, 3] <= 1.0)
     assert marker.scale.x == pytest.approx(51.2 / 16)
-    assert stamp_to_sec(cloud.header.stamp) == pytest.approx(stamp)
+    assert stamp_to_sec(cloud.header.stamp) == pytest.approx(stamp, abs=1e-6)
 
 
 def test_query_answers_with_heatmap(env):
@@ -131,7 +131,7 @@ def test_query_answers_with_heatmap(env):
     env.heatmap.clear()
     r = query(env.ros, "car", top_k=5)
     assert r.success, r.message
-    assert stamp_to_sec(r.header.stamp) == pytest.approx(stamp)
+    assert stamp_to_sec(r.header.stamp) == pytest.approx(stamp, abs=1e-6)
     assert r.header.frame_id == "base_link"
     assert len(r.top_points) == 5 and len(r.top_scores) == 5
     assert list(r.top_scores) == sorted(r.top_scores, reverse=True)

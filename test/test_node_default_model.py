@@ -22,7 +22,7 @@ from pop3d_ros.data.classes import CLASS_ID, IGNORE
 from pop3d_ros.data.synthetic.world import SyntheticWorld
 from pop3d_ros.model.checkpoint import read_checkpoint
 from pop3d_ros.model.config import ModelConfig
-from pop3d_ros.ros.conversions import cloud_to_array, stamp_to_sec
+from pop3d_ros.ros.conversions import cloud_to_array
 from pop3d_ros.ros.playback import CameraPlayback, PlaybackConfig
 from pop3d_ros.training.eval_labels import sample_ious
 from pop3d_ros.training.targets import occupancy_target
@@ -43,6 +43,10 @@ QUERY_CLASSES = (("car", "car"), ("building", "manmade"), ("road", "driveable_su
 def cloud_xyz(msg: PointCloud2) -> np.ndarray:
     cloud = cloud_to_array(msg)
     return np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1)
+
+
+def stamp_of(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
 def dilate(mask: np.ndarray) -> np.ndarray:
@@ -92,16 +96,16 @@ def test_default_model_occupancy_and_query(ros_node, node_process, tmp_path, dri
 
     ious = []
     for sample in samples:
-        stamp = playback.publish_sample(sample) * 1e-6
+        # Exact nanoseconds: these stamps are ~1.6e9 s, where a relative tolerance would
+        # match every frame.
+        stamp_ns = playback.publish_sample(sample) * 1000
 
-        def arrived(stamp=stamp):
+        def find(stamp_ns=stamp_ns):
             proc.assert_alive()
-            return any(stamp_to_sec(m.header.stamp) == pytest.approx(stamp) for m in cloud.messages)
+            return next((m for m in cloud.messages if stamp_of(m) == stamp_ns), None)
 
-        assert wait_until(arrived, 60.0, interval=0.1), f"no cloud for {stamp}\n{proc.output()}"
-        msg = next(
-            m for m in cloud.messages if stamp_to_sec(m.header.stamp) == pytest.approx(stamp)
-        )
+        msg = wait_until(find, 60.0, interval=0.1)
+        assert msg is not None, f"no cloud for {stamp_ns} ns\n{proc.output()}"
         assert msg.header.frame_id == "base_link"
         predicted = occupancy_target(cloud_xyz(msg), grid).astype(bool)
         ious.append(sample_ious(predicted, sample, grid))
@@ -115,6 +119,7 @@ def test_default_model_occupancy_and_query(ros_node, node_process, tmp_path, dri
     target = gt == CLASS_ID[class_name]
     answer = query(ros_node, text, top_k=10)
     assert answer.success, answer.message
+    assert stamp_of(answer) == stamp_ns, "the query must run on the newest occupancy"
     assert len(answer.top_points) == 10
     top = np.array([[p.x, p.y, p.z] for p in answer.top_points])
     idx, inside = grid.points_to_index(top)

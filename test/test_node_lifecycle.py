@@ -49,7 +49,9 @@ def _publish_until_output(cams, cloud, stamp, timeout=30.0):
     def arrived():
         cams.publish_set(stamp)
         last = cloud.last
-        return last is not None and stamp_to_sec(last.header.stamp) == pytest.approx(stamp)
+        return last is not None and stamp_to_sec(last.header.stamp) == pytest.approx(
+            stamp, abs=1e-6
+        )
 
     return wait_until(arrived, timeout, interval=0.5)
 
@@ -174,7 +176,9 @@ def test_compressed_best_effort_publishers_and_vocabulary(ros_node, node_process
     def arrived():
         publish(stamp)
         last = cloud.last
-        return last is not None and stamp_to_sec(last.header.stamp) == pytest.approx(stamp)
+        return last is not None and stamp_to_sec(last.header.stamp) == pytest.approx(
+            stamp, abs=1e-6
+        )
 
     assert wait_until(arrived, 30.0, interval=0.5), proc.output()
     msg = cloud.last
