@@ -8,15 +8,12 @@ import json
 import sys
 from pathlib import Path
 
+from pop3d_ros.training.sources import add_source_arguments
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.pt)")
-    p.add_argument("--data", choices=["synthetic", "nuscenes"], default="synthetic")
-    p.add_argument("--seeds", default="100-101", help="held-out synthetic seeds")
-    p.add_argument("--frames-per-seed", type=int, default=10, help="synthetic frames per seed")
-    p.add_argument("--root", help="nuScenes root (with --data nuscenes)")
-    p.add_argument("--version", default="v1.0-mini", help="nuScenes table folder under --root")
-    p.add_argument("--split", default="val", help="nuScenes split (default: val)")
+    add_source_arguments(p, "100-101", 10, "val", "held-out synthetic seeds")
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--teacher-cache", help="MaskCLIP feature cache for the teacher baseline")
     p.add_argument("--threshold", type=float, default=0.5, help="occupancy probability threshold")

@@ -10,17 +10,13 @@ import sys
 from pathlib import Path
 
 from pop3d_ros.training.config import TrainConfig
+from pop3d_ros.training.sources import add_source_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p.add_argument("--preset", default="cpu-small", help="model preset (default: cpu-small)")
-    p.add_argument("--data", choices=["synthetic", "nuscenes"], default="synthetic")
-    p.add_argument("--seeds", default="0-7", help="synthetic world seeds, e.g. 0-7")
-    p.add_argument("--frames-per-seed", type=int, default=25, help="synthetic frames per seed")
-    p.add_argument("--root", help="nuScenes root (with --data nuscenes)")
-    p.add_argument("--version", default="v1.0-mini", help="nuScenes table folder under --root")
-    p.add_argument("--split", default="train", help="nuScenes split (default: train)")
+    add_source_arguments(p, "0-7", 25, "train", "synthetic world seeds, e.g. 0-7")
     p.add_argument("--out", required=True, help="run directory (checkpoints, TensorBoard)")
     p.add_argument("--prepared", help="prepared-frame cache (default: <out>/frames)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")

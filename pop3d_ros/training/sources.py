@@ -7,6 +7,17 @@ import functools
 from collections.abc import Callable
 
 
+def add_source_arguments(p, seeds: str, frames_per_seed: int, split: str, seeds_help: str) -> None:
+    """The frame-source options shared by `pop3d train` and `pop3d eval` (their defaults differ)."""
+    p.add_argument("--data", choices=["synthetic", "nuscenes"], default="synthetic")
+    p.add_argument("--seeds", default=seeds, help=seeds_help)
+    p.add_argument("--frames-per-seed", type=int, default=frames_per_seed,
+                   help="synthetic frames per seed")  # fmt: skip
+    p.add_argument("--root", help="nuScenes root (with --data nuscenes)")
+    p.add_argument("--version", default="v1.0-mini", help="nuScenes table folder under --root")
+    p.add_argument("--split", default=split, help=f"nuScenes split (default: {split})")
+
+
 def parse_seeds(text: str) -> list[int]:
     """ "0-7" -> [0..7]; "1,3,10-12" -> [1, 3, 10, 11, 12]."""
     seeds: list[int] = []
