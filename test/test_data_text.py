@@ -112,6 +112,37 @@ def test_teacher_noise_and_confusion_deterministic():
     assert 0.8 < best.mean() < 0.99
 
 
+def test_teacher_context_confusion_draws_from_the_same_image():
+    space = SyntheticTextSpace(seed=0, dim=64)
+    sem = np.full((2, 160, 160), CLASS_ID["driveable_surface"], dtype=np.uint8)
+    sem[:, :16] = IGNORE  # one sky patch row
+    sem[0, 16:64] = CLASS_ID["manmade"]  # camera 0: 3 of 9 non-sky rows are buildings
+    sem[1, 16:32, :16] = CLASS_ID["pedestrian"]  # camera 1: one pedestrian patch of 90
+    cfg = TeacherConfig(noise_std=0.0, confusion="context", confusion_prob=1.0, seed=3)
+    out = SyntheticTeacher(space, cfg)(sem, token="ctx")["patch_classes"]
+    assert np.all(out[:, 0] == IGNORE)  # sky is never relabelled, nor drawn from
+    road, man, ped = (CLASS_ID[n] for n in ("driveable_surface", "manmade", "pedestrian"))
+    # Every patch takes a class of its own image, in proportion to that class's area.
+    assert set(np.unique(out[0, 1:])) == {road, man}
+    assert 0.2 < (out[0, 1:] == man).mean() < 0.47  # 1/3 expected over 90 patches
+    assert set(np.unique(out[1, 1:])) <= {road, ped} and (out[1, 1:] == ped).sum() < 6
+    none = TeacherConfig(noise_std=0.0, confusion="context", confusion_prob=0.0)
+    clean = SyntheticTeacher(space, none)(sem, token="ctx")["patch_classes"]
+    assert clean[1, 1, 0] == ped and np.all(clean[0, 1:4] == man)
+
+
+def test_teacher_profiles_are_valid_and_differ():
+    from pop3d_ros.data.synthetic_teacher import TEACHER_PROFILES
+
+    assert TEACHER_PROFILES["near-gt"] == TeacherConfig()
+    weak = TEACHER_PROFILES["maskclip-like"]
+    assert weak.confusion == "context" and weak.confusion_prob > 0.5
+    for cfg in TEACHER_PROFILES.values():
+        SyntheticTeacher(config=cfg)  # validates
+
+
 def test_teacher_rejects_bad_config():
     with pytest.raises(ValueError, match="mode"):
         SyntheticTeacher(config=TeacherConfig(mode="median"))
+    with pytest.raises(ValueError, match="confusion"):
+        SyntheticTeacher(config=TeacherConfig(confusion="random"))
