@@ -101,3 +101,64 @@ def test_release_checkpoint_is_half_size_and_loads(frames, tmp_path):
     for k, v in model.state_dict().items():
         w = loaded.state_dict()[k]
         assert w.dtype == v.dtype and torch.allclose(w.float(), v.float(), rtol=1e-3, atol=1e-3), k
+
+
+def test_voxel_weighting_counts_every_voxel_once(frames):
+    _, point = frames
+    voxel = Pop3DStrategy(point.teacher, feature_weighting="voxel")
+    item = frames[0][0]
+    batch = point.collate([item], tiny_model_config().voxel_grid.num_voxels)
+    m = batch["voxel_index"].numel()
+    # Predictions with a different error per voxel, so the two averages must differ.
+    pred = batch["features"].float() + torch.linspace(0, 1, m)[:, None]
+    outputs = {"occupancy_logits": torch.zeros(*batch["occ_target"].shape, 2)}
+    outputs["language_features"] = pred
+    err = ((pred - batch["features"].float()) ** 2).mean(-1)
+    w = batch["weight"]
+    assert point.losses(outputs, batch)["ft"].item() == pytest.approx(
+        ((err * w).sum() / w.sum()).item(), rel=1e-5
+    )
+    assert voxel.losses(outputs, batch)["ft"].item() == pytest.approx(err.mean().item(), rel=1e-5)
+    assert w.max() > w.min()  # otherwise the two weightings would coincide
+    with pytest.raises(ValueError, match="feature_weighting"):
+        Pop3DStrategy(point.teacher, feature_weighting="pixel")
+
+
+def test_init_from_loads_weights_and_rejects_another_network(frames, tmp_path):
+    from pop3d_ros.model.config import GridConfig
+    from pop3d_ros.training.cli_train import _init_weights
+
+    trained, _ = _run(frames, tmp_path, steps=2)
+    cfg = tiny_model_config()
+    fresh = build_model(cfg)
+    _init_weights(fresh, cfg, tmp_path / "model.pt")
+    for k, v in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+    other = tiny_model_config()
+    other.grid = GridConfig(
+        x_range=(-8.0, 8.0), y_range=(-8.0, 8.0), z_range=(-2.0, 2.0), shape=(8, 8, 4)
+    )
+    with pytest.raises(ValueError, match="model config differs"):
+        _init_weights(build_model(other), other, tmp_path / "model.pt")
+
+
+def test_prepared_frames_refuse_other_settings(tmp_path):
+    cfg = tiny_model_config()
+    strategy = Pop3DStrategy(SyntheticTeacher())
+
+    def prep(settings):
+        return prepare_frames(
+            ["f0"],
+            lambda k: tiny_sample(0),
+            lambda s: strategy.prepare(s, cfg),
+            tmp_path / "p",
+            settings=settings,
+        )
+
+    prep({"teacher": {"confusion_prob": 0.1}})
+    prep({"teacher": {"confusion_prob": 0.1}})  # same settings: reused
+    with pytest.raises(ValueError, match="differ in: teacher"):
+        prep({"teacher": {"confusion_prob": 0.78}})
+    (tmp_path / "p" / "settings.json").unlink()
+    with pytest.raises(ValueError, match="without recorded settings"):
+        prep({"teacher": {"confusion_prob": 0.1}})

@@ -27,6 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="2D teacher (default: synthetic for synthetic data, else maskclip)",
     )
+    p.add_argument(
+        "--teacher-profile",
+        choices=["near-gt", "maskclip-like"],
+        default="near-gt",
+        help="degradations of the synthetic teacher (data/synthetic_teacher.py TEACHER_PROFILES)",
+    )
     p.add_argument("--teacher-cache", help="MaskCLIP feature cache dir (pop3d teacher-cache)")
     p.add_argument("--text-seed", type=int, default=0, help="synthetic text space seed")
     p.add_argument(
@@ -34,6 +40,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=4096,
         help="cap on supervised language-head voxels per frame (0 = all)",
+    )
+    p.add_argument(
+        "--feature-weighting",
+        choices=["point", "voxel"],
+        default=d.feature_weighting,
+        help="L_ft per (point, camera) pair (paper) or per voxel (default: %(default)s)",
+    )
+    p.add_argument(
+        "--init-from",
+        help="start from this checkpoint's weights (same preset; fresh optimizer and schedule)",
     )
     p.add_argument("--stop-after", type=int, help="end this invocation at this step")
     p.add_argument(
@@ -71,15 +87,15 @@ def _teacher_and_space(args, model_cfg):
     if kind == "synthetic":
         from dataclasses import asdict
 
-        from pop3d_ros.data.synthetic_teacher import SyntheticTeacher, TeacherConfig
+        from pop3d_ros.data.synthetic_teacher import TEACHER_PROFILES, SyntheticTeacher
         from pop3d_ros.data.synthetic_text import SyntheticTextSpace
 
         space = SyntheticTextSpace(seed=args.text_seed, dim=model_cfg.heads.clip_dim)
-        tcfg = TeacherConfig()
+        tcfg = TEACHER_PROFILES[args.teacher_profile]
         return (
             SyntheticTeacher(space, tcfg),
             space.describe(),
-            {"kind": "synthetic", **asdict(tcfg)},
+            {"kind": "synthetic", "profile": args.teacher_profile, **asdict(tcfg)},
         )
     from pop3d_ros.training.teacher_cache import CachedTeacher
 
@@ -134,7 +150,11 @@ def _run(args) -> int:
     info = init_distributed(cfg.device)
     out = Path(args.out)
     teacher, text_space, teacher_meta = _teacher_and_space(args, model_cfg)
-    common = dict(feature_weight=cfg.feature_weight, max_feature_voxels=args.max_feature_voxels)
+    common = dict(
+        feature_weight=cfg.feature_weight,
+        max_feature_voxels=args.max_feature_voxels,
+        feature_weighting=cfg.feature_weighting,
+    )
     if cfg.strategy == "pop3d":
         strategy = Pop3DStrategy(teacher, **common)
     else:
@@ -155,6 +175,17 @@ def _run(args) -> int:
             lambda s: strategy.prepare(s, model_cfg),
             prepared,
             desc=f"prepare ({cfg.strategy})",
+            settings={
+                "strategy": cfg.strategy,
+                "teacher": teacher_meta,
+                "text_space": text_space,
+                "image_size": list(model_cfg.image_size),
+                "grid": model_cfg.to_dict()["grid"],
+                "max_feature_voxels": args.max_feature_voxels,
+                "data": args.data,
+                # the synthetic world lays out a seed's scene for its number of frames
+                "frames_per_seed": args.frames_per_seed if args.data == "synthetic" else None,
+            },
         )
     barrier(info)
     if args.prepare_only:
@@ -165,6 +196,8 @@ def _run(args) -> int:
     threshold = best_prior_threshold(prior, lambda: (dataset[i] for i in range(len(dataset))))
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg)
+    if args.init_from and not args.resume:
+        _init_weights(model, model_cfg, args.init_from)
     meta = {
         "data": args.data,
         "seeds": args.seeds if args.data == "synthetic" else None,
@@ -174,6 +207,7 @@ def _run(args) -> int:
         "frames": len(dataset),
         "strategy": cfg.strategy,
         "teacher": teacher_meta,
+        "init_from": args.init_from,
         "command": "pop3d train " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "",
     }
     extra = {"occupancy_prior": torch.from_numpy(prior).half(), "prior_threshold": threshold}
@@ -199,6 +233,22 @@ def _run(args) -> int:
         )
     cleanup(info)
     return 0
+
+
+def _init_weights(model, model_cfg, path) -> None:
+    """Load another run's weights into `model`; the network config must match exactly."""
+    from pop3d_ros.model.checkpoint import CheckpointError, read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    theirs, ours = dict(ckpt.get("config", {})), model_cfg.to_dict()
+    for cfg in (theirs, ours):
+        cfg.get("backbone", {}).pop("weights", None)
+    if theirs != ours:
+        raise ValueError(f"--init-from {path}: its model config differs from --preset")
+    try:
+        model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: {str(exc).splitlines()[0]}") from exc
 
 
 def _gt_occupancy(sample: dict, grid):

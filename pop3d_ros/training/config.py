@@ -19,6 +19,10 @@ class TrainConfig:
     final_lr: float = 1e-6  # lr at the end of the cosine decay
     grad_clip: float = 35.0  # max global gradient norm (0 disables clipping)
     feature_weight: float = 1.0  # lambda in L = L_occ + lambda * L_ft
+    # How L_ft averages over supervised voxels: "point" weighs each voxel by its (point,
+    # camera) pairs = the paper's per-point MSE; "voxel" weighs every voxel once, so the
+    # dense near-range road no longer outweighs sparse, distant and small objects.
+    feature_weighting: str = "point"
     amp: str = "auto"  # mixed precision: "auto" (on when training on CUDA), "on", "off"
     checkpoint_every: int = 200  # write last.pt every N steps (and at the end)
     log_every: int = 10  # TensorBoard scalars every N steps
@@ -36,6 +40,10 @@ class TrainConfig:
             raise ValueError("learning rates must be positive")
         if self.warmup_steps < 0 or self.checkpoint_every <= 0 or self.log_every <= 0:
             raise ValueError("warmup_steps must be >= 0, checkpoint_every/log_every > 0")
+        if self.feature_weighting not in ("point", "voxel"):
+            raise ValueError(
+                f"feature_weighting must be point or voxel, got {self.feature_weighting!r}"
+            )
         if self.amp not in ("auto", "on", "off"):
             raise ValueError(f"amp must be auto, on or off, got {self.amp!r}")
 

@@ -38,9 +38,17 @@ class Strategy:
 
     name = "base"
 
-    def __init__(self, feature_weight: float = 1.0, max_feature_voxels: int = 4096):
+    def __init__(
+        self,
+        feature_weight: float = 1.0,
+        max_feature_voxels: int = 4096,
+        feature_weighting: str = "point",
+    ):
+        if feature_weighting not in ("point", "voxel"):
+            raise ValueError(f"feature_weighting must be point or voxel, got {feature_weighting!r}")
         self.feature_weight = feature_weight
         self.max_feature_voxels = max_feature_voxels
+        self.feature_weighting = feature_weighting
         self.occ_loss = OccupancyLoss(ignore_index=IGNORE)
         self.ft_loss = FeatureLoss()
 
@@ -61,7 +69,9 @@ class Strategy:
 
     def losses(self, outputs: dict, batch: dict) -> dict:
         terms = self.occ_loss(outputs["occupancy_logits"], batch["occ_target"])
-        terms.update(self.ft_loss(outputs["language_features"], batch["features"], batch["weight"]))
+        # The cache keeps the pair counts either way, so one prepared set serves both.
+        weight = batch["weight"] if self.feature_weighting == "point" else None
+        terms.update(self.ft_loss(outputs["language_features"], batch["features"], weight))
         terms["loss"] = terms["occ"] + self.feature_weight * terms["ft"]
         return terms
 
