@@ -6,7 +6,7 @@ import pytest
 from pop3d_ros.data.classes import EMPTY, IGNORE
 from pop3d_ros.data.sample import load_sample, project_points, save_sample, validate_sample
 from pop3d_ros.data.synthetic import SyntheticWorld, WorldConfig, render_benchmark
-from pop3d_ros.data.synthetic.raycast import intersect, intersect_ground
+from pop3d_ros.data.synthetic.raycast import intersect, intersect_cylinder, intersect_ground
 from pop3d_ros.geometry.grid import VoxelGrid
 
 SMALL = dict(num_frames=3, image_width=128, image_height=72, lidar_azimuths=540)
@@ -129,3 +129,16 @@ def test_save_load_round_trip(sample, tmp_path):
             np.testing.assert_array_equal(back[key], value)
         else:
             assert back[key] == value
+
+
+def test_cylinder_rays_along_axes_hit_or_miss_without_nan_warnings():
+    # Axis-aligned rays multiply an infinite cap distance by a zero direction component;
+    # that used to flood evaluation logs with "invalid value" warnings.
+    dirs = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    origin = np.array([0.0, -5.0, 0.0])
+    with np.errstate(all="raise"):
+        t, normal = intersect_cylinder(origin, dirs, np.array([0.0, 0.0, 0.0]), 1.0, 1.0)
+    assert t[0] == pytest.approx(4.0)  # straight at the side
+    np.testing.assert_allclose(normal[0], [0.0, -1.0, 0.0], atol=1e-9)
+    assert np.isinf(t[1]) and np.isinf(t[2])  # parallel to the side, pointing down beside it
+    assert np.all(normal[1:3] == 0.0)

@@ -97,16 +97,17 @@ def intersect_cylinder(origin, dirs, center, radius, half_height):
         t_side = np.where(side_ok, t_side, np.inf)
         cap_z = np.where(dz < 0, z1, z0)
         t_cap = (cap_z - oz) / dz
-    cx = ox + t_cap * dx
-    cy = oy + t_cap * dy
+        # inf * 0 for rays that miss or run parallel to a face: NaN there, masked out below
+        cx = ox + t_cap * dx
+        cy = oy + t_cap * dy
     cap_ok = (np.abs(dz) > _EPS) & (t_cap > 1e-6) & (cx * cx + cy * cy <= radius * radius)
     cap_ok &= np.where(dz < 0, oz > z1, oz < z0)
     t_cap = np.where(cap_ok, t_cap, np.inf)
     use_cap = t_cap < t_side
     t = np.minimum(t_side, t_cap)
-    hx = ox + t_side * dx
-    hy = oy + t_side * dy
     with np.errstate(invalid="ignore"):
+        hx = ox + t_side * dx
+        hy = oy + t_side * dy
         normal = np.stack([hx / radius, hy / radius, np.zeros_like(hx)], axis=-1)
     normal[use_cap] = 0.0
     normal[use_cap, 2] = np.where(dz[use_cap] < 0, 1.0, -1.0)
