@@ -131,9 +131,16 @@ def test_init_from_loads_weights_and_rejects_another_network(frames, tmp_path):
     trained, _ = _run(frames, tmp_path, steps=2)
     cfg = tiny_model_config()
     fresh = build_model(cfg)
-    _init_weights(fresh, cfg, tmp_path / "model.pt")
+    stages = _init_weights(fresh, cfg, tmp_path / "model.pt")
     for k, v in trained.state_dict().items():
         assert torch.equal(fresh.state_dict()[k], v), k
+    assert [(s["checkpoint"], s["step"]) for s in stages] == [(str(tmp_path / "model.pt"), 2)]
+    ckpt = torch.load(tmp_path / "model.pt", weights_only=False)
+    ckpt["meta"] = {"command": "pop3d train b", "step": 9, "earlier_stages": [{"checkpoint": "a"}]}
+    torch.save(ckpt, tmp_path / "stage2.pt")
+    stages = _init_weights(build_model(cfg), cfg, tmp_path / "stage2.pt")
+    assert [s["checkpoint"] for s in stages] == ["a", str(tmp_path / "stage2.pt")]
+    assert stages[-1]["command"] == "pop3d train b" and stages[-1]["step"] == 9
     other = tiny_model_config()
     other.grid = GridConfig(
         x_range=(-8.0, 8.0), y_range=(-8.0, 8.0), z_range=(-2.0, 2.0), shape=(8, 8, 4)

@@ -196,8 +196,9 @@ def _run(args) -> int:
     threshold = best_prior_threshold(prior, lambda: (dataset[i] for i in range(len(dataset))))
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg)
+    earlier_stages = []
     if args.init_from and not args.resume:
-        _init_weights(model, model_cfg, args.init_from)
+        earlier_stages = _init_weights(model, model_cfg, args.init_from)
     meta = {
         "data": args.data,
         "seeds": args.seeds if args.data == "synthetic" else None,
@@ -208,6 +209,8 @@ def _run(args) -> int:
         "strategy": cfg.strategy,
         "teacher": teacher_meta,
         "init_from": args.init_from,
+        # how the starting weights were made, oldest first, so a release names every stage
+        "earlier_stages": earlier_stages,
         "command": "pop3d train " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "",
     }
     extra = {"occupancy_prior": torch.from_numpy(prior).half(), "prior_threshold": threshold}
@@ -235,8 +238,10 @@ def _run(args) -> int:
     return 0
 
 
-def _init_weights(model, model_cfg, path) -> None:
-    """Load another run's weights into `model`; the network config must match exactly."""
+def _init_weights(model, model_cfg, path) -> list[dict]:
+    """Load another run's weights into `model`; the network config must match exactly.
+
+    Returns the training stages that made those weights (theirs, then that run itself)."""
     from pop3d_ros.model.checkpoint import CheckpointError, read_checkpoint
 
     ckpt = read_checkpoint(path)
@@ -249,6 +254,9 @@ def _init_weights(model, model_cfg, path) -> None:
         model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: {str(exc).splitlines()[0]}") from exc
+    meta = ckpt.get("meta", {})
+    stage = {k: meta.get(k) for k in ("command", "step", "train_seconds", "strategy")}
+    return [*meta.get("earlier_stages", []), {"checkpoint": str(path), **stage}]
 
 
 def _gt_occupancy(sample: dict, grid):
