@@ -57,12 +57,21 @@ def test_teacher_cache_train_eval_on_nuscenes_fixture(nus):
                 "1",
                 "--warmup-steps",
                 "1",
+                "--eval-every",
+                "1",
+                "--eval-split",
+                str(nus / "val.txt"),
                 "--out",
                 str(out),
             ]
         )
         == 0
     )
+    from pop3d_ros.model.checkpoint import read_checkpoint
+
+    # The periodic evaluation ran on the val frames, with the cache's teacher as baseline.
+    periodic = read_checkpoint(out / "model.pt")["meta"]["eval"]
+    assert periodic["step"] == 1 and {"iou", "lidar_miou", "teacher_lidar_miou"} <= set(periodic)
     ev = nus / "eval.json"
     assert (
         main(

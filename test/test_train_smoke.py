@@ -169,3 +169,67 @@ def test_prepared_frames_refuse_other_settings(tmp_path):
     (tmp_path / "p" / "settings.json").unlink()
     with pytest.raises(ValueError, match="without recorded settings"):
         prep({"teacher": {"confusion_prob": 0.1}})
+
+
+def test_periodic_evaluation_scores_the_model_of_that_step(frames, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from pop3d_ros.data.synthetic_text import SyntheticTextSpace
+    from pop3d_ros.model.checkpoint import load_model
+    from pop3d_ros.training.evaluate import Evaluator, HeldOutEvaluation
+    from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
+
+    dataset, strategy = frames
+    cfg = tiny_model_config()
+    classifier = ZeroShotClassifier(class_phrase_embeddings(SyntheticTextSpace()))
+    held_out = [tiny_sample(7)]
+    evaluation = HeldOutEvaluation(cfg, held_out, classifier, teacher=strategy.teacher)
+    modes = []
+
+    def evaluate(model):
+        modes.append(model.training)
+        return evaluation(model)
+
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    tcfg = TrainConfig(
+        steps=5, lr=3e-3, warmup_steps=2, checkpoint_every=3, log_every=1, eval_every=2
+    )
+    summary = train(
+        model,
+        cfg,
+        dataset,
+        strategy,
+        tcfg,
+        tmp_path,
+        text_space={"kind": "synthetic"},
+        log=lambda m: None,
+        evaluate=evaluate,
+    )
+    assert [s for s, _ in summary["eval_history"]] == [2, 4, 5]  # every 2 steps + the end
+    assert modes == [False, False, False] and model.training  # eval mode only inside
+    final = summary["eval_history"][-1][1]
+    assert {"iou", "miou", "lidar_miou", "teacher_lidar_miou", "chance_miou"} <= set(final)
+    # The last evaluation is of the saved model: a separate Evaluator on model.pt agrees.
+    loaded, ckpt = load_model(tmp_path / "model.pt")
+    direct = Evaluator(loaded, cfg, classifier, teacher=strategy.teacher)
+    direct = direct.run(held_out, show=False).result()
+    for key, value in final.items():
+        assert value == pytest.approx(direct[key], abs=1e-4), key
+    assert ckpt["meta"]["eval"] == {"step": 5, **final}
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("eval/lidar_miou")] == [2, 4, 5]
+    assert events.Scalars("eval/miou")[-1].value == pytest.approx(final["miou"])
+
+
+def test_train_cli_refuses_eval_seeds_that_were_trained_on(tmp_path, capsys):
+    from pop3d_ros.cli import main
+
+    rc = main(
+        ["train", "--seeds", "0-3", "--eval-every", "10", "--eval-seeds", "3-4"]
+        + ["--out", str(tmp_path / "run")]
+    )
+    assert rc == 2
+    assert "overlap the training seeds [3]" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before rendering anything

@@ -51,6 +51,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--init-from",
         help="start from this checkpoint's weights (same preset; fresh optimizer and schedule)",
     )
+    p.add_argument(
+        "--eval-seeds",
+        default="100-101",
+        help="held-out synthetic seeds evaluated every --eval-every steps (default: %(default)s)",
+    )
+    p.add_argument(
+        "--eval-split", default="val", help="nuScenes split evaluated every --eval-every steps"
+    )
+    p.add_argument(
+        "--eval-max-frames",
+        type=int,
+        default=8,
+        help="frames of the periodic evaluation, spread over the seeds/split (0 = all)",
+    )
     p.add_argument("--stop-after", type=int, help="end this invocation at this step")
     p.add_argument(
         "--prepare-only",
@@ -63,6 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "warmup_steps",
         "checkpoint_every",
         "log_every",
+        "eval_every",
         "num_workers",
         "seed",
     ):
@@ -146,6 +161,12 @@ def _run(args) -> int:
     fields = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: getattr(args, k) for k in fields if hasattr(args, k)})
     cfg.validate()
+    if cfg.eval_every and args.data == "synthetic":
+        from pop3d_ros.training.sources import parse_seeds
+
+        overlap = sorted(set(parse_seeds(args.eval_seeds)) & set(parse_seeds(args.seeds)))
+        if overlap:
+            raise ValueError(f"--eval-seeds {args.eval_seeds} overlap the training seeds {overlap}")
     model_cfg = get_preset(args.preset)
     info = init_distributed(cfg.device)
     out = Path(args.out)
@@ -214,6 +235,9 @@ def _run(args) -> int:
         "command": "pop3d train " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "",
     }
     extra = {"occupancy_prior": torch.from_numpy(prior).half(), "prior_threshold": threshold}
+    evaluate = None
+    if cfg.eval_every:
+        evaluate = _held_out_evaluation(args, model_cfg, teacher, text_space, extra, info)
     summary = train(
         model,
         model_cfg,
@@ -227,6 +251,7 @@ def _run(args) -> int:
         meta=meta,
         extra=extra,
         stop_after=args.stop_after,
+        evaluate=evaluate,
     )
     if info.is_main:
         last = summary["history"][-1][1] if summary["history"] else {}
@@ -236,6 +261,52 @@ def _run(args) -> int:
         )
     cleanup(info)
     return 0
+
+
+def _held_out_evaluation(args, model_cfg, teacher, text_space, extra, info):
+    """The periodic evaluation: this rank's share of the held-out frames, loaded once."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from pop3d_ros.text.factory import text_encoder_from_spec
+    from pop3d_ros.training.evaluate import HeldOutEvaluation
+    from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
+
+    keys, make_sample = _source(args, model_cfg, seeds_text=args.eval_seeds, split=args.eval_split)
+    if 0 < args.eval_max_frames < len(keys):
+        spread = np.linspace(0, len(keys) - 1, args.eval_max_frames).round().astype(int)
+        keys = [keys[i] for i in spread]
+    mine = keys[info.rank :: info.world_size]
+    samples = [make_sample(k) for k in tqdm(mine, desc="eval frames", disable=not info.is_main)]
+    if not _teacher_covers(teacher, samples):
+        teacher = None
+        if info.is_main:
+            print("periodic eval: no teacher baseline (eval frames are not in the teacher cache)")
+    encoder = text_encoder_from_spec(text_space)
+    return HeldOutEvaluation(
+        model_cfg,
+        samples,
+        ZeroShotClassifier(class_phrase_embeddings(encoder)),
+        device=info.device,
+        teacher=teacher,
+        prior=extra["occupancy_prior"].float().numpy(),
+        prior_threshold=extra["prior_threshold"],
+    )
+
+
+def _teacher_covers(teacher, samples) -> bool:
+    """Whether the teacher has features for every sample (a MaskCLIP cache may hold only
+    the training split)."""
+    from pop3d_ros.training.teacher_cache import CachedTeacher
+
+    if not isinstance(teacher, CachedTeacher):
+        return True
+    try:
+        for s in samples:
+            teacher(s)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _init_weights(model, model_cfg, path) -> list[dict]:

@@ -25,6 +25,9 @@ class TrainConfig:
     feature_weighting: str = "point"
     amp: str = "auto"  # mixed precision: "auto" (on when training on CUDA), "on", "off"
     checkpoint_every: int = 200  # write last.pt every N steps (and at the end)
+    # Evaluate on held-out frames every N steps and at the end (TensorBoard eval/*, the
+    # checkpoint's meta.eval); 0 = never. Needs an `evaluate` callable in `train`.
+    eval_every: int = 0
     log_every: int = 10  # TensorBoard scalars every N steps
     num_workers: int = 0  # DataLoader worker processes per rank
     seed: int = 0  # seeds data order and initialisation
@@ -40,6 +43,8 @@ class TrainConfig:
             raise ValueError("learning rates must be positive")
         if self.warmup_steps < 0 or self.checkpoint_every <= 0 or self.log_every <= 0:
             raise ValueError("warmup_steps must be >= 0, checkpoint_every/log_every > 0")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.feature_weighting not in ("point", "voxel"):
             raise ValueError(
                 f"feature_weighting must be point or voxel, got {self.feature_weighting!r}"

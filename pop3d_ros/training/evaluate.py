@@ -39,6 +39,7 @@ class Evaluator:
         occupancy_threshold: float = 0.5,
         device="cpu",
         seed: int = 0,
+        sampling: SamplingCache | None = None,
     ):
         self.model = model.eval().to(device)
         self.cfg = model_cfg
@@ -48,7 +49,7 @@ class Evaluator:
         self.prior = None if prior is None else np.asarray(prior, np.float32) >= prior_threshold
         self.threshold = occupancy_threshold
         self.device = torch.device(device)
-        self.sampling = SamplingCache(model_cfg)
+        self.sampling = sampling or SamplingCache(model_cfg)
         self.rng = np.random.default_rng(seed)
         names = list(CLASS_NAMES)
         self.occ = ConfusionMatrix(2, ["empty", "occupied"])
@@ -154,6 +155,34 @@ class Evaluator:
                 n for n, p in zip(self.sem.names, self.sem.present(), strict=True) if p
             ],
         }
+
+
+# The headline numbers of `Evaluator.result()` (per-class values stay in the JSON).
+SCALAR_METRICS = ("iou", "miou", "lidar_miou", "teacher_lidar_miou", "prior_iou", "chance_miou")
+
+
+class HeldOutEvaluation:
+    """`evaluate(model) -> {metric: value}` for `training.loop.train`: the POP-3D metrics on
+    a fixed list of held-out samples (this rank's share, kept in memory so they are rendered
+    or read once), summed over DDP ranks."""
+
+    def __init__(self, model_cfg, samples: list[dict], classifier, device="cpu", **kw):
+        """`kw`: the `Evaluator` options (teacher, prior, prior_threshold, ...)."""
+        self.cfg = model_cfg
+        self.samples = list(samples)
+        self.classifier = classifier
+        self.device = device
+        self.kw = kw
+        self.sampling = SamplingCache(model_cfg)
+
+    def __call__(self, model) -> dict[str, float]:
+        ev = Evaluator(
+            model, self.cfg, self.classifier, device=self.device, sampling=self.sampling, **self.kw
+        )
+        ev.run(self.samples, show=False)
+        ev.all_reduce()
+        result = ev.result()
+        return {k: result[k] for k in SCALAR_METRICS if result.get(k) is not None}
 
 
 def format_table(result: dict) -> str:

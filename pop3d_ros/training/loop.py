@@ -1,5 +1,6 @@
 """The training loop: AdamW + warm-up/cosine schedule, grad clipping, AMP on GPU, DDP,
-checkpoints every N steps with exact resume, tqdm progress and TensorBoard scalars.
+checkpoints every N steps with exact resume, tqdm progress, TensorBoard scalars, and
+periodic evaluation through a caller-supplied `evaluate(model) -> {metric: value}`.
 
 What is supervised and how lives in a `strategies.Strategy`; this file knows nothing about
 LiDAR, teachers or text.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -87,13 +89,18 @@ def train(
     extra: dict | None = None,
     stop_after: int | None = None,
     log=print,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
 ) -> dict:
     """Train `model` on `dataset` (prepared frames) and write `last.pt` / `model.pt` in out_dir.
 
     `stop_after` ends this invocation early at that step (checkpointed, schedule unchanged),
     e.g. to split a run over sessions; `resume=True` continues from `last.pt`.
 
-    Returns {"step", "history": [(step, {term: value})], "seconds", "checkpoint"}.
+    `evaluate(model)` runs every `cfg.eval_every` steps and at the last step, on every rank
+    (it reduces its metrics across ranks itself), with the model in eval mode and no grad.
+
+    Returns {"step", "history": [(step, {term: value})], "eval_history": [(step, {metric:
+    value})], "seconds", "checkpoint"}.
     """
     cfg.validate()
     info = info or DistInfo()
@@ -143,6 +150,7 @@ def train(
         writer = SummaryWriter(str(out / "tb"))
     meta = dict(meta or {})
     history: list[tuple[int, dict]] = []
+    eval_history: list[tuple[int, dict]] = []
     t0 = time.time()
     prior_seconds = float(meta.get("train_seconds", 0.0))
     if resume:
@@ -173,6 +181,23 @@ def train(
 
     def collate(items):
         return strategy.collate(items, num_voxels)
+
+    def run_eval() -> None:
+        # BatchNorm running stats differ between DDP replicas; evaluate rank 0's.
+        sync_buffers(model, info)
+        model.eval()
+        with torch.no_grad():
+            metrics = {k: float(v) for k, v in evaluate(model).items()}
+        model.train()
+        eval_history.append((step, metrics))
+        meta["eval"] = {"step": step, **metrics}
+        if writer is not None:
+            for k, v in metrics.items():
+                writer.add_scalar(f"eval/{k}", v, step)
+        if info.is_main:
+            bar.write(
+                f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            )
 
     per_epoch = len(_batches(n, cfg, info, 0))
     bar = tqdm(
@@ -223,6 +248,12 @@ def train(
                     occ=f"{values['occ']:.3f}",
                     ft=f"{values['ft']:.4f}",
                 )
+            if (
+                evaluate is not None
+                and cfg.eval_every
+                and (step % cfg.eval_every == 0 or step == cfg.steps)
+            ):
+                run_eval()
             if step % cfg.checkpoint_every == 0 or step == limit:
                 if info.is_main:
                     checkpoint(last, with_state=True)
@@ -240,6 +271,7 @@ def train(
     return {
         "step": step,
         "history": history,
+        "eval_history": eval_history,
         "seconds": time.time() - t0,
         "checkpoint": str(final),
         "per_epoch": per_epoch,
