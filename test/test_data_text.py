@@ -1,5 +1,7 @@
 """Synthetic text space and synthetic dense teacher."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -146,3 +148,34 @@ def test_teacher_rejects_bad_config():
         SyntheticTeacher(config=TeacherConfig(mode="median"))
     with pytest.raises(ValueError, match="confusion"):
         SyntheticTeacher(config=TeacherConfig(confusion="random"))
+
+
+@pytest.mark.parametrize("confusion", ["context", "lookalike"])
+def test_teacher_expected_is_the_mean_over_its_random_draws(confusion):
+    space = SyntheticTextSpace(seed=0, dim=64)
+    sem = _semantic()
+    sem[2, 10:] = CLASS_ID["manmade"]  # camera 2 sees another class mix
+    cfg = TeacherConfig(noise_std=0.3, confusion=confusion, confusion_prob=0.6)
+    expected = SyntheticTeacher(space, cfg).expected(sem)
+    draws = [SyntheticTeacher(space, replace(cfg, seed=s))(sem, token="t") for s in range(2000)]
+    draws = np.mean([d["features"] for d in draws], axis=0)
+    assert expected.shape == draws.shape == (6, 64, 3, 5)
+    clean = SyntheticTeacher(space, replace(cfg, noise_std=0.0, confusion_prob=0.0))
+    clean = clean(sem, token="t")["features"]
+    sky = np.linalg.norm(clean, axis=1) == 0  # the first row, and the mostly padded column
+    assert sky.sum() == 6 * (5 + 2) and np.all(expected.transpose(0, 2, 3, 1)[sky] == 0)
+    err = np.linalg.norm(draws - expected, axis=1)[~sky]
+    assert err.max() < 0.1 * np.linalg.norm(expected, axis=1)[~sky].min()
+    # ...and it is not just the clean features: confusion moved it off the class vectors.
+    assert np.linalg.norm(expected - clean, axis=1)[~sky].max() > 0.3
+
+
+def test_teacher_expected_without_randomness_is_the_features():
+    space = SyntheticTextSpace(seed=0, dim=64)
+    cfg = TeacherConfig(noise_std=0.0, confusion="context", confusion_prob=0.0)
+    teacher = SyntheticTeacher(space, cfg)
+    np.testing.assert_allclose(
+        teacher.expected(_semantic()), teacher(_semantic(), token="t")["features"], atol=1e-6
+    )
+    with pytest.raises(ValueError, match="majority"):
+        SyntheticTeacher(space, TeacherConfig(mode="average")).expected(_semantic())

@@ -162,6 +162,37 @@ class SyntheticTeacher:
         classes = np.where(confused == NUM_CLASSES, IGNORE, confused).astype(np.uint8)
         return {"features": feats, "patch_classes": classes, "stride": c.stride}
 
+    def expected(self, sample_or_semantic) -> np.ndarray:
+        """The mean of `features` over the teacher's random draws (confusion and noise),
+        float64 `(N_cam, D, h, w)`: the target that an MSE-trained student predicting
+        E[teacher | image] converges to. "majority" mode only."""
+        c = self.config
+        if c.mode != "majority":
+            raise ValueError("expected features are defined for mode 'majority' only")
+        sem = sample_or_semantic
+        if isinstance(sem, dict):
+            sem = sem["semantic"]
+        majority = self.patch_histogram(sem).argmax(-1)  # NUM_CLASSES = sky
+        clean = self._table[majority]  # noise has zero mean; sky patches never change
+        sky = (majority == NUM_CLASSES)[..., None]
+        if c.confusion == "context":
+            # A flipped patch takes a uniformly drawn non-sky patch of its own image.
+            n_seen = np.maximum((~sky).sum(axis=(1, 2), keepdims=True), 1)
+            image_mean = np.where(sky, 0.0, clean).sum(axis=(1, 2), keepdims=True) / n_seen
+            mixed = (1 - c.confusion_prob) * clean + c.confusion_prob * image_mean
+        else:
+            # A flipped patch takes one of its class's look-alikes (none: it stays).
+            swapped = np.stack(
+                [
+                    self._table[opts].mean(0) if opts.size else self._table[k]
+                    for k, opts in enumerate(self._confuse)
+                ]
+                + [self._table[NUM_CLASSES]]
+            )
+            mixed = (1 - c.confusion_prob) * clean + c.confusion_prob * swapped[majority]
+        out = np.where(sky, clean, mixed)
+        return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
 
 def _context_confusion(majority: np.ndarray, prob: float, rng) -> np.ndarray:
     """Each non-sky patch, with chance `prob`, takes the class of a uniformly drawn non-sky

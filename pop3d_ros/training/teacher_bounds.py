@@ -1,0 +1,133 @@
+"""How far could a student of a synthetic teacher get? LiDAR mIoU at camera-visible points of
+
+- `teacher`: the teacher itself, its features averaged over the cameras that see a point
+  (the baseline of `pop3d eval`);
+- `teacher_voxel`: the teacher averaged over each voxel's (point, camera) pairs of the frame,
+  the smoothing a voxel-level student gets for free;
+- `expected`: the teacher's mean over its own random draws (`SyntheticTeacher.expected`), per
+  voxel: what an MSE-trained student converges to if it predicts E[teacher | image] exactly.
+
+The gap between `expected` and a trained student is the student's (capacity, data,
+training); the gap between `teacher` and `expected` is what smoothing can win over the
+teacher. `python -m pop3d_ros.training.teacher_bounds --profile maskclip-like --seeds 100-103`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pop3d_ros.data.classes import CLASS_NAMES, NUM_CLASSES
+from pop3d_ros.training.metrics import ConfusionMatrix
+from pop3d_ros.training.targets import point_feature_pairs
+
+KINDS = ("teacher", "teacher_voxel", "expected")
+
+
+def _mean_by(index: np.ndarray, feats: torch.Tensor) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """(unique index values, inverse, feature sum per value); the sum has the mean's direction."""
+    uniq, inv = np.unique(index, return_inverse=True)
+    sums = torch.zeros(len(uniq), feats.shape[1], dtype=feats.dtype)
+    return uniq, inv, sums.index_add_(0, torch.from_numpy(inv), feats)
+
+
+class TeacherBounds:
+    """Accumulates one confusion matrix per kind over frames."""
+
+    def __init__(self, teacher, grid, classifier):
+        self.teacher = teacher
+        self.grid = grid
+        self.classifier = classifier
+        self.matrices = {k: ConfusionMatrix(NUM_CLASSES, list(CLASS_NAMES)) for k in KINDS}
+
+    def add(self, sample: dict) -> None:
+        points = np.asarray(sample["lidar_points"], np.float32)
+        labels = np.asarray(sample["lidar_labels"]).astype(np.int64)
+        idx, inside = self.grid.points_to_index(points)
+        keep = inside & (labels < NUM_CLASSES)
+        for kind, features in (
+            ("teacher", self.teacher(sample)["features"]),
+            ("expected", self.teacher.expected(sample)),
+        ):
+            pidx, _, feats = point_feature_pairs(sample, features, points)
+            sel = keep[pidx]
+            pidx, feats = pidx[sel], feats[torch.from_numpy(np.nonzero(sel)[0])]
+            point_ids, _, per_point = _mean_by(pidx, feats)
+            _, voxel_of_pair, per_voxel = _mean_by(self.grid.flat_index(idx[pidx]), feats)
+            # every pair of a point lies in the point's voxel: label the point by its voxel
+            voxel_label = self.classifier(per_voxel).numpy()[voxel_of_pair]
+            by_voxel = np.zeros(len(point_ids), np.int64)
+            by_voxel[np.searchsorted(point_ids, pidx)] = voxel_label
+            truth = labels[point_ids]
+            if kind == "teacher":
+                self.matrices["teacher"].update(self.classifier(per_point).numpy(), truth)
+                self.matrices["teacher_voxel"].update(by_voxel, truth)
+            else:
+                self.matrices["expected"].update(by_voxel, truth)
+
+    def result(self) -> dict:
+        out = {k: round(float(m.miou()), 4) for k, m in self.matrices.items()}
+        out["per_class"] = {
+            name: {k: self.matrices[k].per_class()[name] for k in KINDS} for name in CLASS_NAMES
+        }
+        return out
+
+
+def main(argv=None) -> int:
+    from dataclasses import replace
+
+    from pop3d_ros.data.synthetic_teacher import TEACHER_PROFILES, SyntheticTeacher
+    from pop3d_ros.data.synthetic_text import SyntheticTextSpace
+    from pop3d_ros.model.config import get_preset
+    from pop3d_ros.training.sources import parse_seeds, synthetic_source
+    from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
+
+    p = argparse.ArgumentParser(prog="python -m pop3d_ros.training.teacher_bounds")
+    p.add_argument("--profile", choices=sorted(TEACHER_PROFILES), default="near-gt")
+    p.add_argument("--confusion-prob", type=float, help="override the profile's confusion_prob")
+    p.add_argument("--seeds", default="100-103", help="synthetic seeds (default: %(default)s)")
+    p.add_argument("--frames-per-seed", type=int, default=10)
+    p.add_argument("--preset", default="cpu-small", help="model preset whose grid is used")
+    p.add_argument("--text-seed", type=int, default=0)
+    p.add_argument("--out", help="also write the result as JSON here")
+    args = p.parse_args(argv)
+    try:
+        cfg = TEACHER_PROFILES[args.profile]
+        if args.confusion_prob is not None:
+            cfg = replace(cfg, confusion_prob=args.confusion_prob)
+        model_cfg = get_preset(args.preset)
+        space = SyntheticTextSpace(seed=args.text_seed, dim=model_cfg.heads.clip_dim)
+        bounds = TeacherBounds(
+            SyntheticTeacher(space, cfg),
+            model_cfg.voxel_grid,
+            ZeroShotClassifier(class_phrase_embeddings(space)),
+        )
+        keys, make = synthetic_source(
+            parse_seeds(args.seeds), args.frames_per_seed, grid=model_cfg.voxel_grid
+        )
+    except ValueError as exc:
+        print(f"teacher_bounds: error: {exc}", file=sys.stderr)
+        return 2
+    for key in tqdm(keys, desc="teacher bounds", unit="frame"):
+        bounds.add(make(key))
+    result = bounds.result()
+    print(f"{'class':<22}" + "".join(f"{k:>15}" for k in KINDS))
+    for name, row in result["per_class"].items():
+        cells = "".join(
+            "              -" if row[k] is None else f"{100 * row[k]:15.1f}" for k in KINDS
+        )
+        print(f"{name:<22}{cells}")
+    print(f"{'mIoU':<22}" + "".join(f"{100 * result[k]:15.1f}" for k in KINDS))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"profile": args.profile, "seeds": args.seeds, **result}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
