@@ -233,3 +233,47 @@ def test_train_cli_refuses_eval_seeds_that_were_trained_on(tmp_path, capsys):
     assert rc == 2
     assert "overlap the training seeds [3]" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # refused before rendering anything
+
+
+@pytest.fixture(scope="module")
+def frames_2d(tmp_path_factory):
+    """Frames with the teacher's dense maps, for 2D supervision. The tiny frames label only
+    the pixels their LiDAR points splat on, so patches are mostly unlabelled: "average"
+    mode still gives every patch with a labelled pixel a feature."""
+    from pop3d_ros.data.synthetic_teacher import TeacherConfig
+
+    cfg = tiny_model_config()
+    strategy = Pop3DStrategy(
+        SyntheticTeacher(config=TeacherConfig(stride=8, mode="average")), image_weight=1.0
+    )
+    root = tmp_path_factory.mktemp("frames2d")
+    prepare_frames(
+        ["f0", "f1"], lambda k: tiny_sample(int(k[1:])), lambda s: strategy.prepare(s, cfg), root
+    )
+    return PreparedFrames(root), strategy
+
+
+def test_image_supervision_trains_a_head_that_the_release_leaves_out(frames_2d, tmp_path):
+    dataset, strategy = frames_2d
+    item = dataset[0]
+    maps = item["teacher_map"]
+    assert maps.shape == (6, 512, 6, 10) and maps.dtype == torch.half
+    assert 0 < (maps.abs().amax(1) > 0).float().mean() < 1  # some patches have no feature
+    model, summary = _run(frames_2d, tmp_path / "full", steps=30, lr=1e-2)
+    img = [v["img"] for _, v in summary["history"]]
+    assert sum(img[-4:]) < 0.9 * sum(img[:4]), f"2D term did not go down: {img}"
+    last = summary["history"][-1][1]
+    assert last["loss"] == pytest.approx(last["occ"] + last["ft"] + last["img"], rel=1e-5)
+    state = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
+    assert state["train_state"]["image_head"]["weight"].shape == (512, 8, 1, 1)
+    released = torch.load(tmp_path / "full" / "model.pt", weights_only=False)
+    assert set(released["model"]) == set(model.state_dict())  # no training-only head
+    # Resume restores the head too: a split run ends where the full run ends.
+    _run(frames_2d, tmp_path / "split", steps=30, lr=1e-2, stop_after=12)
+    resumed, _ = _run(frames_2d, tmp_path / "split", steps=30, lr=1e-2, resume=True)
+    for (k, a), b in zip(model.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5), k
+    # A checkpoint written without the head cannot be resumed with it.
+    _run((dataset, Pop3DStrategy(strategy.teacher)), tmp_path / "no2d", steps=4, stop_after=2)
+    with pytest.raises(ValueError, match="without the image head"):
+        _run(frames_2d, tmp_path / "no2d", steps=4, resume=True)
