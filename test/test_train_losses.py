@@ -11,7 +11,6 @@ from pop3d_ros.geometry.grid import VoxelGrid
 from pop3d_ros.training.eval_labels import evaluation_labels
 from pop3d_ros.training.losses import (
     FeatureLoss,
-    ImageFeatureLoss,
     OccupancyLoss,
     Pop3DLoss,
     lovasz_softmax_flat,
@@ -63,23 +62,6 @@ def test_feature_loss_weighted_equals_per_point_gradient():
     pred.grad = None
     FeatureLoss()(pred, t.mean(0, keepdim=True), torch.tensor([2.0]))["ft"].backward()
     assert torch.allclose(g1, pred.grad, atol=1e-6)
-
-
-def test_image_feature_loss_pools_to_the_teacher_grid_and_skips_empty_patches():
-    # 4x4 prediction, 2x2 teacher patches: each patch averages a 2x2 block.
-    pred = torch.zeros(1, 2, 4, 4)
-    pred[0, 0, :2, :2] = torch.tensor([[1.0, 3.0], [1.0, 3.0]])  # block mean 2
-    pred[0, 1, 2:, 2:] = 5.0  # the patch with no teacher feature: must not count
-    target = torch.zeros(1, 2, 2, 2)
-    target[0, :, 0, 0] = torch.tensor([1.0, 1.0])  # err (2-1)^2 + (0-1)^2 -> mean 1.0
-    target[0, :, 0, 1] = torch.tensor([0.0, 2.0])  # err 0 + 4 -> mean 2.0
-    target[0, :, 1, 0] = torch.tensor([-1.0, 0.0])  # err 1 + 0 -> mean 0.5
-    out = ImageFeatureLoss()(pred.requires_grad_(), target)
-    assert out["img"].item() == pytest.approx((1.0 + 2.0 + 0.5) / 3)
-    out["img"].backward()
-    assert pred.grad[0, :, 2:, 2:].abs().sum() == 0 and pred.grad[0, 0, 0, 0] != 0
-    with pytest.raises(ValueError, match="image feature maps differ"):
-        ImageFeatureLoss()(torch.zeros(1, 3, 4, 4), target)
 
 
 def test_total_loss_is_sum_with_lambda():

@@ -40,36 +40,24 @@ class Pop3DModel(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
 
-    def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """The backbone's feature maps (B * N_cam, C, H / stride, W / stride)."""
-        b, n, _, h, w = images.shape
-        return self.backbone((images.reshape(b * n, 3, h, w) - self.mean) / self.std)
-
     def encode(
         self, images: torch.Tensor, sampling_grid: torch.Tensor, sampling_mask: torch.Tensor
     ) -> torch.Tensor:
         """The 2D-to-3D encoder f_3D: -> voxel features V (B, X, Y, Z, C_V)."""
-        feats = self.image_features(images)
-        return self.decoder(self.lifting(feats, sampling_grid, sampling_mask))
+        b, n, _, h, w = images.shape
+        x = (images.reshape(b * n, 3, h, w) - self.mean) / self.std
+        feats = self.backbone(x)
+        vox = self.lifting(feats, sampling_grid, sampling_mask)
+        return self.decoder(vox)
 
     def forward(
-        self,
-        images: torch.Tensor,
-        sampling_grid: torch.Tensor,
-        sampling_mask: torch.Tensor,
-        with_image_features: bool = False,
+        self, images: torch.Tensor, sampling_grid: torch.Tensor, sampling_mask: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """`with_image_features` adds the backbone maps as "image_features" (training-time
-        2D supervision); the exported graph never asks for them."""
-        feats = self.image_features(images)
-        voxel_features = self.decoder(self.lifting(feats, sampling_grid, sampling_mask))
-        out = {
+        voxel_features = self.encode(images, sampling_grid, sampling_mask)
+        return {
             "occupancy_logits": self.occupancy_head(voxel_features),
             "voxel_features": voxel_features,
         }
-        if with_image_features:
-            out["image_features"] = feats
-        return out
 
     def language_head(self, features: torch.Tensor) -> torch.Tensor:
         """h: (..., C_V) -> (..., clip_dim). Call it on a gathered subset of voxels."""

@@ -90,7 +90,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "final_lr",
         "grad_clip",
         "feature_weight",
-        "image_weight",
     ):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
     p.add_argument("--amp", choices=["auto", "on", "off"], default=d.amp)
@@ -178,10 +177,8 @@ def _run(args) -> int:
         feature_weighting=cfg.feature_weighting,
     )
     if cfg.strategy == "pop3d":
-        strategy = Pop3DStrategy(teacher, image_weight=cfg.image_weight, **common)
+        strategy = Pop3DStrategy(teacher, **common)
     else:
-        if cfg.image_weight:
-            raise ValueError("--image-weight needs the pop3d strategy (a 2D teacher)")
         if args.data != "synthetic":
             raise ValueError("--strategy supervised_3d needs ground-truth occupancy (synthetic)")
         from pop3d_ros.text.factory import text_encoder_from_spec
@@ -206,9 +203,6 @@ def _run(args) -> int:
                 "image_size": list(model_cfg.image_size),
                 "grid": model_cfg.to_dict()["grid"],
                 "max_feature_voxels": args.max_feature_voxels,
-                # frames for 2D supervision also hold the teacher's dense maps (the key only
-                # then, so caches prepared before it existed still match)
-                **({"teacher_maps": True} if cfg.image_weight > 0 else {}),
                 "data": args.data,
                 # the synthetic world lays out a seed's scene for its number of frames
                 "frames_per_seed": args.frames_per_seed if args.data == "synthetic" else None,

@@ -23,9 +23,6 @@ class TrainConfig:
     # camera) pairs = the paper's per-point MSE; "voxel" weighs every voxel once, so the
     # dense near-range road no longer outweighs sparse, distant and small objects.
     feature_weighting: str = "point"
-    # mu in L = L_occ + lambda * L_ft + mu * L_img: the backbone's maps also regress the 2D
-    # teacher's dense map through a training-only 1x1 head (pop3d strategy); 0 = the paper.
-    image_weight: float = 0.0
     amp: str = "auto"  # mixed precision: "auto" (on when training on CUDA), "on", "off"
     checkpoint_every: int = 200  # write last.pt every N steps (and at the end)
     # Evaluate on held-out frames every N steps and at the end (TensorBoard eval/*, the
@@ -48,8 +45,6 @@ class TrainConfig:
             raise ValueError("warmup_steps must be >= 0, checkpoint_every/log_every > 0")
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
-        if self.image_weight < 0:
-            raise ValueError(f"image_weight must be >= 0, got {self.image_weight}")
         if self.feature_weighting not in ("point", "voxel"):
             raise ValueError(
                 f"feature_weighting must be point or voxel, got {self.feature_weighting!r}"

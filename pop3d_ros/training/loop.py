@@ -26,19 +26,14 @@ from pop3d_ros.training.schedule import lr_factor
 
 class TrainWrapper(nn.Module):
     """Runs the encoder + occupancy head densely and the language head only at the
-    supervised voxels, inside one forward (so DDP sees every parameter's use). A strategy's
-    training-only `image_head` maps the backbone's feature maps to "image_predictions"."""
+    supervised voxels, inside one forward (so DDP sees every parameter's use)."""
 
-    def __init__(self, model: nn.Module, image_head: nn.Module | None = None):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        self.image_head = image_head
 
     def forward(self, images, sampling_grid, sampling_mask, voxel_index):
-        with_maps = self.image_head is not None
-        out = self.model(images, sampling_grid, sampling_mask, with_image_features=with_maps)
-        if with_maps:
-            out["image_predictions"] = self.image_head(out.pop("image_features"))
+        out = self.model(images, sampling_grid, sampling_mask)
         vf = out["voxel_features"]
         flat = vf.reshape(-1, vf.shape[-1])
         out["language_features"] = self.model.language_head(flat[voxel_index])
@@ -119,17 +114,12 @@ def train(
             f"{n} frames cannot fill one batch of {cfg.batch_size} on {info.world_size} processes"
         )
     model.to(dev)
-    image_head = strategy.image_head(model_cfg)
-    groups = param_groups(model, cfg)
-    if image_head is not None:
-        image_head.to(dev)
-        groups += param_groups(image_head, cfg)
-    wrapper: nn.Module = TrainWrapper(model, image_head)
+    wrapper: nn.Module = TrainWrapper(model)
     if info.enabled:
         wrapper = nn.parallel.DistributedDataParallel(
             wrapper, device_ids=[dev.index] if dev.type == "cuda" else None
         )
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
         lambda s: lr_factor(
@@ -145,10 +135,6 @@ def train(
             raise FileNotFoundError(f"{last}: nothing to resume from")
         state = torch.load(last, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
-        if image_head is not None:
-            if "image_head" not in state["train_state"]:
-                raise ValueError(f"{last} was trained without the image head; resume with it off")
-            image_head.load_state_dict(state["train_state"]["image_head"])
         opt.load_state_dict(state["train_state"]["optimizer"])
         sched.load_state_dict(state["train_state"]["scheduler"])
         scaler.load_state_dict(state["train_state"]["scaler"])
@@ -191,8 +177,6 @@ def train(
                 "scaler": scaler.state_dict(),
                 "step": step,
             }
-            if image_head is not None:  # training-only: never part of the released model
-                payload["train_state"]["image_head"] = image_head.state_dict()
         _save(path, payload)
 
     def collate(items):

@@ -94,23 +94,6 @@ class FeatureLoss(nn.Module):
         return {"ft": (per_row * weight).sum() / weight.sum().clamp_min(1e-12)}
 
 
-class ImageFeatureLoss(nn.Module):
-    """MSE between predicted image feature maps (N, D, Hf, Wf) and the teacher's dense maps
-    (N, D, h, w), on the teacher's patch grid: the prediction is average-pooled to (h, w),
-    and patches where the teacher gives no feature (zero vector: sky) do not count."""
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor):
-        target = target.float()
-        if pred.shape[:2] != target.shape[:2]:
-            raise ValueError(
-                f"image feature maps differ: pred {tuple(pred.shape)} vs {tuple(target.shape)}"
-            )
-        pooled = F.adaptive_avg_pool2d(pred.float(), target.shape[-2:])
-        per_patch = ((pooled - target) ** 2).mean(1)  # (N, h, w)
-        seen = (target.abs().amax(1) > 0).to(per_patch.dtype)
-        return {"img": (per_patch * seen).sum() / seen.sum().clamp_min(1.0)}
-
-
 class Pop3DLoss(nn.Module):
     """L = L_occ + lambda * L_ft. Returns all named terms plus "loss" (the total)."""
 

@@ -7,8 +7,7 @@ by adding a class here and a name in `STRATEGIES` — the loop does not change.
 Prepared frame (a dict of CPU tensors): `images` uint8 (N, 3, H, W) at the model input size,
 `intrinsics` (N, 3, 3) for that size, `cam_to_ego` (N, 4, 4), `occ_target` uint8 (X, Y, Z)
 in {0, 1, IGNORE}, `voxel_index` int64 (M,) flat voxels where the language head is
-supervised, `features` float16 (M, D) their targets, `weight` float32 (M,); with 2D
-supervision also `teacher_map` float16 (N, D, h, w), the teacher's dense features.
+supervised, `features` float16 (M, D) their targets, `weight` float32 (M,).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import torch
 
 from pop3d_ros.data.classes import EMPTY, IGNORE, NUM_CLASSES
 from pop3d_ros.training.inputs import model_inputs
-from pop3d_ros.training.losses import FeatureLoss, ImageFeatureLoss, OccupancyLoss
+from pop3d_ros.training.losses import FeatureLoss, OccupancyLoss
 from pop3d_ros.training.targets import occupancy_target, voxel_feature_targets
 
 
@@ -56,11 +55,6 @@ class Strategy:
     def prepare(self, sample: dict, model_cfg) -> dict:
         raise NotImplementedError
 
-    def image_head(self, model_cfg) -> torch.nn.Module | None:
-        """A training-only head on the backbone's feature maps whose output `losses` reads
-        as outputs["image_predictions"]; None when the strategy supervises no 2D maps."""
-        return None
-
     def collate(self, items: list[dict], num_voxels: int) -> dict:
         batch = {
             k: torch.stack([it[k] for it in items])
@@ -71,8 +65,6 @@ class Strategy:
         )
         batch["features"] = torch.cat([it["features"] for it in items])
         batch["weight"] = torch.cat([it["weight"] for it in items])
-        if "teacher_map" in items[0]:  # (B * N_cam, D, h, w), the backbone's batch order
-            batch["teacher_map"] = torch.cat([it["teacher_map"] for it in items])
         return batch
 
     def losses(self, outputs: dict, batch: dict) -> dict:
@@ -89,34 +81,13 @@ class Pop3DStrategy(Strategy):
 
     `teacher(sample) -> {"features": (N_cam, D, h, w)}` (the synthetic teacher, or cached
     MaskCLIP features wrapped the same way).
-
-    `image_weight` > 0 adds mu * L_img: a 1x1 head on the backbone's maps regresses the
-    teacher's dense map at every patch of every image, not only where LiDAR points project.
-    POP-3D's backbone comes ImageNet-pretrained; a randomly initialised one otherwise learns
-    to see only through the lifted, LiDAR-sparse 3D targets. 0 = the paper's recipe.
     """
 
     name = "pop3d"
 
-    def __init__(self, teacher, image_weight: float = 0.0, **kw):
+    def __init__(self, teacher, **kw):
         super().__init__(**kw)
-        if image_weight < 0:
-            raise ValueError(f"image_weight must be >= 0, got {image_weight}")
         self.teacher = teacher
-        self.image_weight = image_weight
-        self.img_loss = ImageFeatureLoss()
-
-    def image_head(self, model_cfg) -> torch.nn.Module | None:
-        if self.image_weight <= 0:
-            return None
-        return torch.nn.Conv2d(model_cfg.backbone.out_channels, model_cfg.heads.clip_dim, 1)
-
-    def losses(self, outputs: dict, batch: dict) -> dict:
-        terms = super().losses(outputs, batch)
-        if self.image_weight > 0:
-            terms.update(self.img_loss(outputs["image_predictions"], batch["teacher_map"]))
-            terms["loss"] = terms["loss"] + self.image_weight * terms["img"]
-        return terms
 
     def prepare(self, sample: dict, model_cfg) -> dict:
         grid = model_cfg.voxel_grid
@@ -133,8 +104,6 @@ class Pop3DStrategy(Strategy):
             features=targets["features"].half(),
             weight=targets["weight"],
         )
-        if self.image_weight > 0:
-            item["teacher_map"] = torch.as_tensor(np.asarray(tf)).half()
         return item
 
 
