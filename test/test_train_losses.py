@@ -17,7 +17,12 @@ from pop3d_ros.training.losses import (
 )
 from pop3d_ros.training.metrics import ConfusionMatrix
 from pop3d_ros.training.schedule import lr_factor
-from pop3d_ros.training.targets import occupancy_target, sample_feature_map
+from pop3d_ros.training.targets import (
+    occupancy_target,
+    point_feature_pairs,
+    sample_feature_map,
+    sum_by,
+)
 
 
 def test_lovasz_hand_computed():
@@ -84,6 +89,29 @@ def test_feature_map_sampling_is_bilinear_with_pixel_centres():
     uv = np.array([[0.5, 0.5], [2.5, 2.5], [1.5, 0.5], [0.0, 0.0]], np.float32)
     out = sample_feature_map(fmap, uv, (4, 4))[:, 0]
     assert out.tolist() == pytest.approx([0.0, 3.0, 0.5, 0.0])
+
+
+def test_point_feature_pairs_keep_and_sum_by():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_fixtures import tiny_sample
+
+    sample = tiny_sample(0)
+    rng = np.random.default_rng(0)
+    maps = rng.standard_normal((6, 4, 3, 5)).astype(np.float32)
+    keep = rng.random(len(sample["lidar_points"])) < 0.5
+    pidx, cidx, feats = point_feature_pairs(sample, maps)
+    kidx, kcam, kfeats = point_feature_pairs(sample, maps, keep=keep)
+    sel = keep[pidx]  # the same pairs as filtering afterwards, in the same order
+    np.testing.assert_array_equal(kidx, pidx[sel])
+    np.testing.assert_array_equal(kcam, cidx[sel])
+    torch.testing.assert_close(kfeats, feats[torch.from_numpy(np.nonzero(sel)[0])])
+    assert 0 < len(kidx) < len(pidx)
+    uniq, inverse, sums = sum_by(np.array([7, 3, 7, 3, 9]), torch.arange(10.0).reshape(5, 2))
+    assert uniq.tolist() == [3, 7, 9] and inverse.tolist() == [1, 0, 1, 0, 2]
+    assert sums.tolist() == [[8.0, 10.0], [4.0, 6.0], [8.0, 9.0]]
 
 
 def test_evaluation_labels_ray_free_majority_and_ignore():

@@ -29,13 +29,19 @@ def frames(tmp_path_factory):
     return PreparedFrames(root), strategy
 
 
-def _run(frames, out, steps, stop_after=None, resume=False, lr=3e-3):
+def _run(frames, out, steps, stop_after=None, resume=False, lr=3e-3, evaluate=None, eval_every=0):
     dataset, strategy = frames
     cfg = tiny_model_config()
     torch.manual_seed(0)
     model = build_model(cfg)
     tcfg = TrainConfig(
-        steps=steps, lr=lr, warmup_steps=2, checkpoint_every=3, log_every=1, backbone_lr_mult=1.0
+        steps=steps,
+        lr=lr,
+        warmup_steps=2,
+        checkpoint_every=3,
+        log_every=1,
+        backbone_lr_mult=1.0,
+        eval_every=eval_every,
     )
     summary = train(
         model,
@@ -48,6 +54,7 @@ def _run(frames, out, steps, stop_after=None, resume=False, lr=3e-3):
         text_space={"kind": "synthetic"},
         stop_after=stop_after,
         log=lambda m: None,
+        evaluate=evaluate,
     )
     return model, summary
 
@@ -179,7 +186,7 @@ def test_periodic_evaluation_scores_the_model_of_that_step(frames, tmp_path):
     from pop3d_ros.training.evaluate import Evaluator, HeldOutEvaluation
     from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
 
-    dataset, strategy = frames
+    strategy = frames[1]
     cfg = tiny_model_config()
     classifier = ZeroShotClassifier(class_phrase_embeddings(SyntheticTextSpace()))
     held_out = [tiny_sample(7)]
@@ -190,22 +197,7 @@ def test_periodic_evaluation_scores_the_model_of_that_step(frames, tmp_path):
         modes.append(model.training)
         return evaluation(model)
 
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    tcfg = TrainConfig(
-        steps=5, lr=3e-3, warmup_steps=2, checkpoint_every=3, log_every=1, eval_every=2
-    )
-    summary = train(
-        model,
-        cfg,
-        dataset,
-        strategy,
-        tcfg,
-        tmp_path,
-        text_space={"kind": "synthetic"},
-        log=lambda m: None,
-        evaluate=evaluate,
-    )
+    model, summary = _run(frames, tmp_path, steps=5, evaluate=evaluate, eval_every=2)
     assert [s for s, _ in summary["eval_history"]] == [2, 4, 5]  # every 2 steps + the end
     assert modes == [False, False, False] and model.training  # eval mode only inside
     final = summary["eval_history"][-1][1]

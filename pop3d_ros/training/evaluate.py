@@ -21,7 +21,7 @@ from pop3d_ros.data.classes import CLASS_NAMES, EMPTY, IGNORE, NUM_CLASSES
 from pop3d_ros.training.eval_labels import evaluation_labels
 from pop3d_ros.training.inputs import SamplingCache, model_inputs
 from pop3d_ros.training.metrics import ConfusionMatrix
-from pop3d_ros.training.targets import point_feature_pairs
+from pop3d_ros.training.targets import point_feature_pairs, sum_by
 from pop3d_ros.training.zeroshot import ZeroShotClassifier
 
 
@@ -94,15 +94,11 @@ class Evaluator:
         keep = inside & (labels < NUM_CLASSES)
         if self.teacher is not None:
             tf = self.teacher(sample)["features"]
-            pidx, _, feats = point_feature_pairs(sample, tf, points)
-            sel = keep[pidx]
-            pidx, feats = pidx[sel], feats[torch.from_numpy(np.nonzero(sel)[0])]
-            uniq, inv = np.unique(pidx, return_inverse=True)
-            # A point seen by several cameras: average the teacher's features over them.
-            mean = torch.zeros(len(uniq), feats.shape[1]).index_add_(
-                0, torch.from_numpy(inv), feats
-            )
-            self.teacher_lidar.update(self.classifier(mean).numpy(), labels[uniq])
+            pidx, _, feats = point_feature_pairs(sample, tf, points, keep=keep)
+            # A point seen by several cameras: average the teacher's features over them
+            # (the sum: same direction, same zero-shot label).
+            uniq, _, summed = sum_by(pidx, feats)
+            self.teacher_lidar.update(self.classifier(summed).numpy(), labels[uniq])
         else:
             from pop3d_ros.data.sample import project_points
 

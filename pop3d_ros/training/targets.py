@@ -42,14 +42,17 @@ def sample_feature_map(features, uv: np.ndarray, image_hw: tuple[int, int]) -> t
     return out[0, :, 0].T.contiguous()
 
 
-def point_feature_pairs(sample: dict, teacher_features, points=None):
+def point_feature_pairs(sample: dict, teacher_features, points=None, keep=None):
     """Teacher features at every (camera-visible point, camera) pair.
 
     Returns (point_index (M,) int64, camera_index (M,) int64, features (M, D) float32).
-    `teacher_features` is (N_cam, D, h, w) (any float dtype).
+    `teacher_features` is (N_cam, D, h, w) (any float dtype); `keep` (P,) bool limits the
+    pairs to those points.
     """
     points = sample["lidar_points"] if points is None else points
     uv, valid = project_points(sample, points)
+    if keep is not None:
+        valid = valid & np.asarray(keep, bool)[None]
     hw = (int(sample["images"].shape[1]), int(sample["images"].shape[2]))
     pidx, cidx, feats = [], [], []
     for c in range(valid.shape[0]):
@@ -65,6 +68,14 @@ def point_feature_pairs(sample: dict, teacher_features, points=None):
     return np.concatenate(pidx), np.concatenate(cidx), torch.cat(feats)
 
 
+def sum_by(index: np.ndarray, feats: torch.Tensor) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """Rows of `feats` (M, D) summed per distinct value of `index` (M,): (the sorted distinct
+    values, each row's position among them, the (len(values), D) sums)."""
+    uniq, inverse = np.unique(index, return_inverse=True)
+    sums = torch.zeros(len(uniq), feats.shape[1], dtype=feats.dtype)
+    return uniq, inverse, sums.index_add_(0, torch.from_numpy(inverse), feats)
+
+
 def voxel_feature_targets(sample: dict, teacher_features, grid: VoxelGrid) -> dict:
     """Per-voxel feature targets for the language head.
 
@@ -76,9 +87,8 @@ def voxel_feature_targets(sample: dict, teacher_features, grid: VoxelGrid) -> di
     idx, inside = grid.points_to_index(points[pidx])
     flat = grid.flat_index(idx[inside])
     feats = feats[torch.from_numpy(np.nonzero(inside)[0])]
-    uniq, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
-    sums = torch.zeros(len(uniq), feats.shape[1]).index_add_(0, torch.from_numpy(inverse), feats)
-    counts_t = torch.from_numpy(counts).float()
+    uniq, inverse, sums = sum_by(flat, feats)
+    counts_t = torch.from_numpy(np.bincount(inverse, minlength=len(uniq))).float()
     return {
         "voxel_index": torch.from_numpy(uniq.astype(np.int64)),
         "features": sums / counts_t[:, None],

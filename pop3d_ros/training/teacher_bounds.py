@@ -19,21 +19,13 @@ import json
 import sys
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from pop3d_ros.data.classes import CLASS_NAMES, NUM_CLASSES
 from pop3d_ros.training.metrics import ConfusionMatrix
-from pop3d_ros.training.targets import point_feature_pairs
+from pop3d_ros.training.targets import point_feature_pairs, sum_by
 
 KINDS = ("teacher", "teacher_voxel", "expected")
-
-
-def _mean_by(index: np.ndarray, feats: torch.Tensor) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-    """(unique index values, inverse, feature sum per value); the sum has the mean's direction."""
-    uniq, inv = np.unique(index, return_inverse=True)
-    sums = torch.zeros(len(uniq), feats.shape[1], dtype=feats.dtype)
-    return uniq, inv, sums.index_add_(0, torch.from_numpy(inv), feats)
 
 
 class TeacherBounds:
@@ -54,11 +46,10 @@ class TeacherBounds:
             ("teacher", self.teacher(sample)["features"]),
             ("expected", self.teacher.expected(sample)),
         ):
-            pidx, _, feats = point_feature_pairs(sample, features, points)
-            sel = keep[pidx]
-            pidx, feats = pidx[sel], feats[torch.from_numpy(np.nonzero(sel)[0])]
-            point_ids, _, per_point = _mean_by(pidx, feats)
-            _, voxel_of_pair, per_voxel = _mean_by(self.grid.flat_index(idx[pidx]), feats)
+            pidx, _, feats = point_feature_pairs(sample, features, points, keep=keep)
+            # sums, not means: the same direction, so the same zero-shot labels
+            point_ids, _, per_point = sum_by(pidx, feats)
+            _, voxel_of_pair, per_voxel = sum_by(self.grid.flat_index(idx[pidx]), feats)
             # every pair of a point lies in the point's voxel: label the point by its voxel
             voxel_label = self.classifier(per_voxel).numpy()[voxel_of_pair]
             by_voxel = np.zeros(len(point_ids), np.int64)
