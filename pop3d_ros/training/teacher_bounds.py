@@ -48,12 +48,11 @@ class TeacherBounds:
         ):
             pidx, _, feats = point_feature_pairs(sample, features, points, keep=keep)
             # sums, not means: the same direction, so the same zero-shot labels
-            point_ids, _, per_point = sum_by(pidx, feats)
+            point_ids, point_of_pair, per_point = sum_by(pidx, feats)
             _, voxel_of_pair, per_voxel = sum_by(self.grid.flat_index(idx[pidx]), feats)
             # every pair of a point lies in the point's voxel: label the point by its voxel
-            voxel_label = self.classifier(per_voxel).numpy()[voxel_of_pair]
             by_voxel = np.zeros(len(point_ids), np.int64)
-            by_voxel[np.searchsorted(point_ids, pidx)] = voxel_label
+            by_voxel[point_of_pair] = self.classifier(per_voxel).numpy()[voxel_of_pair]
             truth = labels[point_ids]
             if kind == "teacher":
                 self.matrices["teacher"].update(self.classifier(per_point).numpy(), truth)
@@ -63,9 +62,8 @@ class TeacherBounds:
 
     def result(self) -> dict:
         out = {k: round(float(m.miou()), 4) for k, m in self.matrices.items()}
-        out["per_class"] = {
-            name: {k: self.matrices[k].per_class()[name] for k in KINDS} for name in CLASS_NAMES
-        }
+        per_kind = {k: m.per_class() for k, m in self.matrices.items()}
+        out["per_class"] = {name: {k: per_kind[k][name] for k in KINDS} for name in CLASS_NAMES}
         return out
 
 
