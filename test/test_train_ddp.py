@@ -21,8 +21,8 @@ def test_two_process_gloo_replicas_identical(tmp_path):
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
-    r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert r0["world_size"] == r1["world_size"] == 2
     # In an epoch (4 frames = 2 steps per rank) the ranks train on different frames
     # (DistributedSampler shards the data) ...

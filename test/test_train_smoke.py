@@ -86,7 +86,7 @@ def test_resume_continues_the_same_run(frames, tmp_path):
     full, s_full = _run(frames, tmp_path / "full", steps=6)
     _run(frames, tmp_path / "split", steps=6, stop_after=3)
     assert not (tmp_path / "split" / "model.pt").exists()
-    state = torch.load(tmp_path / "split" / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
     assert state["train_state"]["step"] == 3
     resumed, s_res = _run(frames, tmp_path / "split", steps=6, resume=True)
     assert s_res["step"] == 6
@@ -142,7 +142,7 @@ def test_init_from_loads_weights_and_rejects_another_network(frames, tmp_path):
     for k, v in trained.state_dict().items():
         assert torch.equal(fresh.state_dict()[k], v), k
     assert [(s["checkpoint"], s["step"]) for s in stages] == [(str(tmp_path / "model.pt"), 2)]
-    ckpt = torch.load(tmp_path / "model.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "model.pt", weights_only=True)
     ckpt["meta"] = {"command": "pop3d train b", "step": 9, "earlier_stages": [{"checkpoint": "a"}]}
     torch.save(ckpt, tmp_path / "stage2.pt")
     stages = _init_weights(build_model(cfg), cfg, tmp_path / "stage2.pt")

@@ -54,8 +54,10 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
-        # weights_only=False: configs and meta are plain Python containers we wrote ourselves.
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        # weights_only: a checkpoint is data (tensors and plain containers); a pickle that
+        # names any other callable is refused instead of run, so a model file cannot execute
+        # code in the node or in training.
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every unpickling failure means a bad file
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from exc

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from pop3d_ros.model.checkpoint import read_checkpoint
 from pop3d_ros.training.config import TrainConfig
 from pop3d_ros.training.distributed import DistInfo, all_reduce_mean, barrier, sync_buffers
 from pop3d_ros.training.inputs import SamplingCache
@@ -133,7 +134,7 @@ def train(
     if resume:
         if not last.exists():
             raise FileNotFoundError(f"{last}: nothing to resume from")
-        state = torch.load(last, map_location="cpu", weights_only=False)
+        state = read_checkpoint(last)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["train_state"]["optimizer"])
         sched.load_state_dict(state["train_state"]["scheduler"])

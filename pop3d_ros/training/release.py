@@ -7,9 +7,11 @@ from pathlib import Path
 
 import torch
 
+from pop3d_ros.model.checkpoint import read_checkpoint
+
 
 def make_release(src, dst, note: str = "") -> Path:
-    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(src)
     ckpt.pop("train_state", None)
     ckpt["model"] = {
         k: v.half() if torch.is_floating_point(v) else v for k, v in ckpt["model"].items()
