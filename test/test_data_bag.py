@@ -61,3 +61,50 @@ def test_export_bag_compressed(tmp_path):
     imgs = [m for m in msgs if m[0].endswith("/compressed")]
     assert len(imgs) == 6 and imgs[0][1] == "sensor_msgs/msg/CompressedImage"
     assert bytes(imgs[0][3].data[:2]) == b"\xff\xd8"  # JPEG magic
+
+
+def _installed_type_hash(type_name: str) -> str:
+    """The RIHS01 hash the installed ROS interface package ships (share/<pkg>/msg/T.json)."""
+    import json
+    import os
+    from pathlib import Path
+
+    pkg, _, name = type_name.split("/")
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        path = Path(prefix, "share", pkg, "msg", f"{name}.json")
+        if path.is_file():
+            hashes = json.loads(path.read_text())["type_hashes"]
+            return next(h["hash_string"] for h in hashes if h["type_name"] == type_name)
+    raise AssertionError(f"{type_name}: no type description installed")
+
+
+def test_rosbags_anyreader_reads_every_message_and_camera_sets(tmp_path):
+    """The third-party `rosbags` reader (what many tools use) matches metadata.yaml topics to
+    MCAP channels by QoS and type hash; every message must come back, six cameras per stamp."""
+    from pathlib import Path
+
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    out = tmp_path / "bag"
+    args = ["--frames", "4", "--width", "64", "--height", "36", "--seed", "5"]
+    assert main(["export-bag", "--out", str(out), *args]) == 0
+    world = SyntheticWorld(WorldConfig(seed=5, num_frames=4, image_width=64, image_height=36))
+    by_stamp: dict[int, set] = {}
+    count = 0
+    with AnyReader([Path(out)], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
+        for conn in reader.connections:
+            assert conn.digest == _installed_type_hash(conn.msgtype), conn.topic
+            qos = conn.ext.offered_qos_profiles
+            assert len(qos) == 1 and qos[0].reliability.name == "RELIABLE", conn.topic
+        for conn, t_ns, raw in reader.messages():
+            msg = reader.deserialize(raw, conn.msgtype)
+            stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            assert stamp == t_ns
+            if conn.msgtype == "sensor_msgs/msg/Image":
+                by_stamp.setdefault(stamp, set()).add(conn.topic.split("/")[1])
+                assert (msg.width, msg.height, msg.encoding) == (64, 36, "rgb8")
+            count += 1
+    assert count == 4 * 12
+    assert sorted(by_stamp) == [world.timestamp(i) * 1000 for i in range(4)]
+    assert all(cams == set(CAMERA_NAMES) for cams in by_stamp.values())

@@ -1,8 +1,13 @@
 """`pop3d export-bag`: write a sequence as a rosbag2 (MCAP storage) of the six camera topics.
 
 Writes `<out>/<name>_0.mcap` plus the `metadata.yaml` that rosbag2 writes next to it, so
-`ros2 bag play <out>` and `ros2 bag info <out>` accept the directory. Messages are CDR with
-the ROS 2 message definitions embedded as schemas (ros2msg), as rosbag2's MCAP plugin does.
+`ros2 bag play <out>`, `ros2 bag info <out>` and readers such as `rosbags` accept the
+directory. As rosbag2's MCAP plugin (Jazzy) does: messages are CDR, the ROS 2 message
+definitions are embedded as schemas (ros2msg, profile "ros2"), and every channel carries the
+metadata `offered_qos_profiles` (the publisher QoS as YAML, the same text as in
+metadata.yaml) and `topic_type_hash` (RIHS01 type hash). Readers match a topic of
+metadata.yaml to its MCAP channel by both; without them a reader finds the topics but no
+messages.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ import sys
 from pathlib import Path
 
 import yaml
-from mcap_ros2.writer import Writer
+from mcap.well_known import MessageEncoding, SchemaEncoding
+from mcap.writer import CompressionType, Writer
+from mcap_ros2._dynamic import serialize_dynamic
 from tqdm import tqdm
 
 from pop3d_ros.data.messages import sample_messages
@@ -42,7 +49,21 @@ MSG_DEFS = {
     + "MSG: sensor_msgs/RegionOfInterest\nuint32 x_offset\nuint32 y_offset\nuint32 height\n"
     "uint32 width\nbool do_rectify\n",
 }
-# rosbag2 records the publisher QoS per topic; reliable, volatile, keep last 10
+# RIHS01 hashes of the type descriptions (the `type_hashes` of share/sensor_msgs/msg/*.json in
+# Jazzy and Kilted); rosbag2 stores them per topic.
+TYPE_HASHES = {
+    "sensor_msgs/msg/Image": (
+        "RIHS01_d31d41a9a4c4bc8eae9be757b0beed306564f7526c88ea6a4588fb9582527d47"
+    ),
+    "sensor_msgs/msg/CompressedImage": (
+        "RIHS01_15640771531571185e2efc8a100baf923961a4d15d5569652e6cb6691e8e371a"
+    ),
+    "sensor_msgs/msg/CameraInfo": (
+        "RIHS01_b3dfd68ff46c9d56c80fd3bd4ed22c7a4ddce8c8348f2f59c299e73118e7e275"
+    ),
+}
+# rosbag2 records the publisher QoS per topic (metadata version 8 encoding, as Jazzy writes
+# it); reliable, volatile, keep last 10
 _QOS = ("- history: 1\n  depth: 10\n  reliability: 1\n  durability: 2\n"
         "  deadline:\n    sec: 2147483647\n    nsec: 4294967295\n"
         "  lifespan:\n    sec: 2147483647\n    nsec: 4294967295\n"
@@ -71,15 +92,30 @@ def write_bag(out, samples, compressed: bool = False, progress: bool = True) -> 
     counts: dict[tuple[str, str], int] = {}
     first = last = None
     with open(out / name, "wb") as f:
-        writer = Writer(f)
-        schemas = {}
+        writer = Writer(f, compression=CompressionType.ZSTD)
+        writer.start(profile="ros2", library="pop3d_ros export-bag")
+        schemas: dict[str, int] = {}
+        encoders = {}
+        channels: dict[str, int] = {}
         for sample in tqdm(samples, desc="export-bag", unit="frame", disable=not progress):
             for topic, type_name, fields in sample_messages(sample, compressed=compressed):
                 if type_name not in schemas:
-                    schemas[type_name] = writer.register_msgdef(type_name, MSG_DEFS[type_name])
+                    schemas[type_name] = writer.register_schema(
+                        type_name, SchemaEncoding.ROS2, MSG_DEFS[type_name].encode()
+                    )
+                    encoders[type_name] = serialize_dynamic(type_name, MSG_DEFS[type_name])[
+                        type_name
+                    ]
+                if topic not in channels:
+                    channels[topic] = writer.register_channel(
+                        topic,
+                        MessageEncoding.CDR,
+                        schemas[type_name],
+                        {"offered_qos_profiles": _QOS, "topic_type_hash": TYPE_HASHES[type_name]},
+                    )
                 t_ns = int(sample["timestamp"]) * 1000
-                writer.write_message(topic, schemas[type_name], fields, log_time=t_ns,
-                                     publish_time=t_ns)  # fmt: skip
+                writer.add_message(channels[topic], log_time=t_ns, publish_time=t_ns,
+                                   data=encoders[type_name](fields))  # fmt: skip
                 counts[(topic, type_name)] = counts.get((topic, type_name), 0) + 1
                 first = t_ns if first is None else min(first, t_ns)
                 last = t_ns if last is None else max(last, t_ns)
@@ -99,7 +135,7 @@ def write_bag(out, samples, compressed: bool = False, progress: bool = True) -> 
                     "type": ty,
                     "serialization_format": "cdr",
                     "offered_qos_profiles": _QOS,
-                    "type_description_hash": "",
+                    "type_description_hash": TYPE_HASHES[ty],
                 },
                 "message_count": n,
             }

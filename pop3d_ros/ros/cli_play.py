@@ -1,4 +1,5 @@
-"""`pop3d play`: publish a rendered or on-the-fly synthetic drive as six camera topics."""
+"""`pop3d play`: publish a rendered or on-the-fly synthetic drive, or a recorded rosbag2 MCAP
+directory (`--bag`, e.g. from `pop3d export-bag`), as six camera topics."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import sys
 
 
 def add_arguments(parser) -> None:
+    parser.add_argument("--bag", default=None, help="rosbag2 MCAP directory to play at its "
+                        "recorded timing x --speed (--loop, --sample-stamps apply; the other "
+                        "options describe synthetic drives)")  # fmt: skip
+    parser.add_argument("--speed", type=float, default=1.0, help="--bag: playback speed factor")
     parser.add_argument("--data", default=None, help="rendered dir (pop3d render); default: "
                         "render the drive first, on the fly")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="synthetic drive seed")
@@ -39,7 +44,41 @@ def load_samples(data, seed, frames, width, height) -> list[dict]:
     return [world.sample(i, occupancy=False) for i in tqdm(range(frames), desc="render")]
 
 
+def play_bag(args) -> int:
+    import rclpy
+
+    from pop3d_ros.ros.bag_play import BagPlayer, bag_files
+
+    try:
+        bag_files(args.bag)
+        if args.speed <= 0:
+            raise ValueError("--speed must be > 0")
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"pop3d play: error: {exc}", file=sys.stderr)
+        return 2
+    rclpy.init()
+    node = rclpy.create_node("pop3d_play")
+    player = BagPlayer(node, rate=args.speed, restamp=not args.sample_stamps)
+    try:
+        while True:
+            player.play(args.bag)
+            if not args.loop:
+                break
+        print(f"published {player.published} messages")
+    except ValueError as exc:
+        print(f"pop3d play: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"stopped after {player.published} messages")
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
 def run(args) -> int:
+    if args.bag:
+        return play_bag(args)
     try:
         from pop3d_ros.ros.playback import CameraPlayback, PlaybackConfig
 
@@ -57,9 +96,6 @@ def run(args) -> int:
         return 2
     import rclpy
 
-    from pop3d_ros.ros.dds_env import use_large_data_transport
-
-    use_large_data_transport()  # before the participant exists (see dds_env)
     rclpy.init()
     node = rclpy.create_node("pop3d_play")
     try:
