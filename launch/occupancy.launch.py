@@ -1,68 +1,98 @@
 """Launch the pop3d occupancy node (and optionally RViz).
 
     ros2 launch pop3d_ros occupancy.launch.py [params_file:=...] [backend:=auto|tensorrt|
-        onnxruntime|torch] [model_dir:=...] [use_sim_time:=false] [rviz:=false]
+        onnxruntime|torch] [model_dir:=...] [use_sim_time:=true|false] [rviz:=true|false]
 
-Large raw images are lost under Fast DDS's default transports when subscribed best effort;
-FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA?sockets_size=8MB is set here unless the user already set
-it (see pop3d_ros/ros/dds_env.py for the measurement; camera drivers need it too).
+Parameter precedence: the node's declared defaults < `params_file` < the launch arguments
+`backend`, `model_dir`, `use_sim_time` given explicitly on the command line. Those arguments
+default to "" (not given), so a user's params file is never overridden by a launch default.
+
+No DDS transport setting is made here: a node whose transports differ from a
+default-configured process exchanges nothing with it (ros2 CLI, RViz, camera drivers). Faster
+settings for large images are a system-wide choice (README, "DDS settings for six large
+image streams").
 """
 
-import os
-
-from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
-from launch.conditions import IfCondition
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.logging import get_logger
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
 
 from launch import LaunchDescription
 
+NODE_ARGUMENTS = ("backend", "model_dir", "use_sim_time")  # override params_file when given
+
+
+def _node_and_rviz(context):
+    share = get_package_share_directory("pop3d_ros")
+    value = {name: LaunchConfiguration(name).perform(context) for name in NODE_ARGUMENTS}
+    overrides = {name: v for name, v in value.items() if v != ""}
+    if "use_sim_time" in overrides:
+        overrides["use_sim_time"] = overrides["use_sim_time"].lower() == "true"
+    params_file = LaunchConfiguration("params_file").perform(context) or (
+        share + "/config/occupancy.yaml"
+    )
+    # launch_ros applies parameter entries in order, a later entry overriding an earlier one.
+    actions = [
+        Node(
+            package="pop3d_ros",
+            executable="occupancy_node",
+            name="pop3d_occupancy",
+            output="screen",
+            parameters=[params_file, overrides] if overrides else [params_file],
+        )
+    ]
+    if LaunchConfiguration("rviz").perform(context).lower() == "true":
+        try:
+            get_package_share_directory("rviz2")
+        except PackageNotFoundError:
+            get_logger("pop3d_ros").warning("rviz:=true but rviz2 is not installed; node only")
+        else:
+            sim_time = overrides.get("use_sim_time", False)
+            actions.append(
+                Node(
+                    package="rviz2",
+                    executable="rviz2",
+                    name="rviz2",
+                    arguments=["-d", share + "/config/pop3d.rviz"],
+                    parameters=[{"use_sim_time": sim_time}],
+                )
+            )
+    return actions
+
 
 def generate_launch_description():
-    share = get_package_share_directory("pop3d_ros")
-    default_params = os.path.join(share, "config", "occupancy.yaml")
-    default_model_dir = os.path.join(share, "models", "default")
-    rviz_config = os.path.join(share, "config", "pop3d.rviz")
-
     args = [
-        DeclareLaunchArgument("params_file", default_value=default_params),
-        DeclareLaunchArgument("backend", default_value="auto"),
-        DeclareLaunchArgument("model_dir", default_value=default_model_dir),
-        DeclareLaunchArgument("use_sim_time", default_value="false"),
-        DeclareLaunchArgument("rviz", default_value="false"),
+        DeclareLaunchArgument(
+            "params_file",
+            default_value="",
+            description="node parameters YAML; empty: the package's config/occupancy.yaml",
+        ),
+        DeclareLaunchArgument(
+            "backend",
+            default_value="",
+            choices=["", "auto", "tensorrt", "onnxruntime", "torch"],
+            description="inference backend; empty: the params file's (auto)",
+        ),
+        DeclareLaunchArgument(
+            "model_dir",
+            default_value="",
+            description="directory holding the checkpoint; empty: the params file's "
+            "(the package's models/default)",
+        ),
+        DeclareLaunchArgument(
+            "use_sim_time",
+            default_value="",
+            choices=["", "true", "false"],
+            description="use /clock; empty: the params file's (false)",
+        ),
+        DeclareLaunchArgument(
+            "rviz",
+            default_value="false",
+            choices=["true", "false"],
+            description="also start RViz with config/pop3d.rviz (skipped with a warning "
+            "when rviz2 is not installed)",
+        ),
     ]
-    actions = []
-    if "FASTDDS_BUILTIN_TRANSPORTS" not in os.environ:
-        actions.append(
-            SetEnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA?sockets_size=8MB")
-        )
-
-    node = Node(
-        package="pop3d_ros",
-        executable="occupancy_node",
-        name="pop3d_occupancy",
-        output="screen",
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {
-                "backend": LaunchConfiguration("backend"),
-                "model_dir": LaunchConfiguration("model_dir"),
-                "use_sim_time": ParameterValue(
-                    LaunchConfiguration("use_sim_time"), value_type=bool
-                ),
-            },
-        ],
-    )
-    rviz = Node(
-        package="rviz2",
-        executable="rviz2",
-        name="rviz2",
-        arguments=["-d", rviz_config],
-        parameters=[
-            {"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}
-        ],
-        condition=IfCondition(LaunchConfiguration("rviz")),
-    )
-    return LaunchDescription(args + actions + [node, rviz])
+    return LaunchDescription(args + [OpaqueFunction(function=_node_and_rviz)])

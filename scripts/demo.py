@@ -81,10 +81,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    # Both processes (the node inherits it) use the large-data transport: see ros/dds_env.py.
-    from pop3d_ros.ros.dds_env import use_large_data_transport
-
-    use_large_data_transport()
+    # No DDS transport of our own (README: DDS settings for six large image streams): the
+    # demo's processes talk as any default-configured ROS 2 process would.
     os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
 
     from pop3d_ros.data.synthetic.world import SyntheticWorld

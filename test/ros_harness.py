@@ -169,12 +169,20 @@ class NodeProcess:
     a full pipe; `output()` returns its tail for failure messages.
     """
 
-    def __init__(self, cmd: list[str], env: dict | None = None, cwd: Path | None = None):
+    def __init__(
+        self,
+        cmd: list[str],
+        env: dict | None = None,
+        cwd: Path | None = None,
+        inherit_env: bool = True,
+    ):
+        """`env` is added to this process's environment, or is the whole environment when
+        `inherit_env` is false (a peer with a clean environment)."""
         self.cmd = [str(c) for c in cmd]
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the process
             prefix="pop3d_proc_", suffix=".log", delete=False
         )
-        full_env = dict(os.environ)
+        full_env = dict(os.environ) if inherit_env else {}
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             self.cmd,
@@ -296,12 +304,12 @@ def ros_node(ros_context) -> Iterator[RosTestNode]:
 
 @pytest.fixture
 def node_process() -> Iterator[Callable[..., NodeProcess]]:
-    """Factory `start(cmd, env=None) -> NodeProcess`; every process is stopped at teardown
-    and its output printed (pytest shows it when the test failed)."""
+    """Factory `start(cmd, env=None, inherit_env=True) -> NodeProcess`; every process is
+    stopped at teardown and its output printed (pytest shows it when the test failed)."""
     started: list[NodeProcess] = []
 
-    def start(cmd: list, env: dict | None = None) -> NodeProcess:
-        proc = NodeProcess(cmd, env=env)
+    def start(cmd: list, env: dict | None = None, inherit_env: bool = True) -> NodeProcess:
+        proc = NodeProcess(cmd, env=env, inherit_env=inherit_env)
         started.append(proc)
         return proc
 
