@@ -91,16 +91,23 @@ def query(ros: RosTestNode, text: str, top_k: int = 0, timeout: float = 20.0):
     return ros.call(client, QueryText.Request(text=text, top_k=top_k), timeout=timeout)
 
 
-def wait_model_state(ros: RosTestNode, proc: NodeProcess, loaded: bool, timeout: float = 90.0):
-    """Poll /query_text until the node reports the model loaded (or not loaded)."""
+def wait_model_state(
+    ros: RosTestNode, proc: NodeProcess, loaded: bool, timeout: float = 90.0, reason: str = ""
+):
+    """Poll /query_text until the node reports the model loaded, or not loaded with `reason`
+    in the answer (the node first answers "loading" while its first attempt runs)."""
 
     def check():
         proc.assert_alive()
         r = query(ros, "car")
-        return r if ("model not loaded" not in r.message) == loaded else None
+        if loaded:
+            return r if "model not loaded" not in r.message else None
+        return r if "model not loaded" in r.message and reason in r.message else None
 
     result = wait_until(check, timeout, interval=0.5)
-    assert result is not None, f"model loaded != {loaded} after {timeout} s:\n{proc.output()}"
+    assert result is not None, (
+        f"model loaded != {loaded} ({reason!r}) after {timeout} s:\n{proc.output()}"
+    )
     return result
 
 

@@ -65,7 +65,7 @@ def test_missing_then_corrupt_then_valid_model(ros_node, node_process, tmp_path)
     cams = CameraPublisher(ros_node)
 
     # Missing model: the node is up, says why, and survives images.
-    r = wait_model_state(ros_node, proc, loaded=False, timeout=60.0)
+    r = wait_model_state(ros_node, proc, loaded=False, timeout=60.0, reason="checkpoint not found")
     assert r.success is False and "checkpoint not found" in r.message
     level, msg, values = _model_status(diag)
     assert level == 2 and "checkpoint not found" in msg and str(model_dir) in values["checkpoint"]

@@ -155,13 +155,25 @@ class MarkerArraySerializer:
         return MarkerArray(markers=[cube_list_marker(header, ns, 0, scale, pts, cols)])
 
 
+def empty_heatmap() -> np.ndarray:
+    """A heatmap with no points but the fields x, y, z, score: what readers of a failed
+    answer's cloud (sensor_msgs_py, PCL) need to parse it."""
+    return messages.cloud_array(np.zeros((0, 3), np.float32), np.zeros(0, np.float32), "score")
+
+
+def fail_query_response(response, header: Header, message: str):
+    """A QueryText response with success false, the reason and an empty heatmap."""
+    response.success, response.message, response.header = False, message, header
+    response.heatmap = point_cloud(empty_heatmap(), header)
+    return response
+
+
 def fill_query_response(response, result, header: Header, heatmap_arr) -> None:
-    """Copy a pipeline QueryResult into a QueryText response."""
+    """Copy a pipeline QueryResult into a QueryText response (no heatmap: an empty one)."""
     response.success = bool(result.success)
     response.message = result.message
     response.header = header
-    if heatmap_arr is not None:
-        response.heatmap = point_cloud(heatmap_arr, header)
+    response.heatmap = point_cloud(empty_heatmap() if heatmap_arr is None else heatmap_arr, header)
     if result.success and result.top is not None and len(result.top):
         top = result.centres[result.top].astype(np.float64)
         response.top_points = [Point(x=x, y=y, z=z) for x, y, z in top.tolist()]

@@ -4,12 +4,16 @@ Thin glue: callbacks decode and resize images and feed the camera-set matcher; a
 runs the newest complete set through `OccupancyPipeline` (a queue of one: sets that arrive
 while it is busy replace each other and are counted); the query service has its own callback
 group, so it answers while inference runs. The model loads in the worker, so the node is up
-(and answers queries with the reason) even when the model is missing or broken; a failed load
-is retried every `model_retry_s` seconds, so dropping a valid model in place recovers the node.
+(and answers queries with the reason: loading, or why the last attempt failed) even when the
+model is missing or broken; a failed load is retried every `model_retry_s` seconds, so dropping
+a valid model in place recovers the node. SIGINT and SIGTERM stop it within about a second in
+every state (see `main`).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 import time
@@ -70,7 +74,8 @@ class OccupancyNode(Node):
         self.reliability: dict[str, str] = {}
         self.pipeline = None
         self.runtime = None
-        self.model_error = "model not loaded yet"
+        self.model_loading = True  # a load attempt is under way (the first starts at once)
+        self.model_error = ""  # why the last attempt failed; "" before the first attempt ends
         self.sets_processed = 0
         self.inference_errors = 0
         self.queries = 0
@@ -230,6 +235,15 @@ class OccupancyNode(Node):
             self.slot.put(camera_set)
 
     # -- model and inference ----------------------------------------------------------------
+    def model_status(self) -> str:
+        """Why there is no model yet ("" once loaded): loading, or the last failure."""
+        if self.pipeline is not None:
+            return ""
+        if self.model_loading:
+            note = f"; last attempt: {self.model_error}" if self.model_error else ""
+            return f"loading {self.params.checkpoint_path} ({self.params.backend} backend){note}"
+        return self.model_error
+
     def _load_model(self) -> None:
         from pop3d_ros.export.runtime import load_runtime
         from pop3d_ros.pipeline.occupancy import OccupancyPipeline, PipelineConfig
@@ -255,6 +269,9 @@ class OccupancyNode(Node):
             self.model_error = " ".join(str(exc).split()) or type(exc).__name__
             self.log.error(f"model not loaded: {self.model_error}")
             return
+        if self._stop.is_set():  # shut down while loading: nobody will close it later
+            runtime.close()
+            return
         self.runtime = runtime
         self.model_error = ""
         self.log.info(f"model loaded: {runtime.description}")
@@ -264,7 +281,9 @@ class OccupancyNode(Node):
         while not self._stop.is_set():
             if self.pipeline is None:
                 if time.monotonic() >= next_load:
+                    self.model_loading = True
                     self._load_model()
+                    self.model_loading = False
                     retry = self.params.model_retry_s
                     next_load = time.monotonic() + retry if retry > 0 else float("inf")
                 else:
@@ -284,6 +303,8 @@ class OccupancyNode(Node):
             self.inference_errors += 1
             self._warn("inference", f"inference failed: {exc}")
             return
+        if self._stop.is_set():
+            return  # shutting down: the publishers may already be gone
         for stage, ms in result.timings_ms.items():
             self.stages.record(stage, ms)
         t0 = time.perf_counter()
@@ -313,16 +334,13 @@ class OccupancyNode(Node):
         pipe = self.pipeline
         header = conv.make_header(0.0, self.params.target_frame)
         if pipe is None:
-            response.success = False
-            response.message = f"model not loaded: {self.model_error}"
-            response.header = header
-            return response
+            return conv.fail_query_response(
+                response, header, f"model not loaded: {self.model_status()}"
+            )
         try:
             result = pipe.query(request.text, int(request.top_k))
         except Exception as exc:  # noqa: BLE001 - a query must always get an answer
-            response.success, response.message = False, f"query failed: {exc}"
-            response.header = header
-            return response
+            return conv.fail_query_response(response, header, f"query failed: {exc}")
         if result.stamp:
             header = conv.make_header(result.stamp, self.params.target_frame)
         heat = None
@@ -342,37 +360,66 @@ class OccupancyNode(Node):
     def _publish_diagnostics(self) -> None:
         self.diag_pub.publish(build_diagnostics(self))
 
-    def close(self) -> None:
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the worker. It finishes a running inference within `timeout` and publishes
+        nothing after; a model load still running then (an ONNX export, a TensorRT build) is
+        left to the daemon thread, which dies with the process."""
         self._stop.set()
         self.slot.close()
-        self._worker.join(timeout=10.0)
-        if self.runtime is not None:
+        self._worker.join(timeout=timeout)
+        if self.runtime is not None and not self._worker.is_alive():
             self.runtime.close()
 
 
+SPIN_PERIOD_S = 0.1  # longest time the main thread stays in rcl_wait without checking signals
+
+
 def main(args=None) -> int:
-    # rclpy's own SIGINT handler shuts the context down at once, while the worker may still be
-    # publishing a result; with Python's handler, Ctrl-C raises KeyboardInterrupt in spin()
-    # and `close()` stops the worker before the context goes away.
+    # rclpy's own signal handler shuts the context down at once, while the worker may still be
+    # publishing a result. With Python's handlers, SIGINT and SIGTERM (what launch, systemd and
+    # `docker stop` send) raise KeyboardInterrupt in the main thread and `close()` stops the
+    # worker before the context goes away. Python runs a handler only between bytecodes, so
+    # the main thread must not block in rcl_wait indefinitely: with use_sim_time and no
+    # /clock, or with no cameras, no callback may ever become ready. Hence spin_once with a
+    # wall-clock timeout instead of spin().
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    node = None
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    node = executor = None
+    rc = 0
     try:
         node = OccupancyNode()
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
-        executor.spin()
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, RigError) as exc:
         print(f"{NODE_NAME}: {exc}", file=sys.stderr)
-        return 1
+        rc = 1
     finally:
+        # A second signal during cleanup ends the process at once, as users expect.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if node is not None:
             node.close()
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
+        if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return rc
+
+
+def exit_now(rc: int) -> None:
+    """End the process after `main` without interpreter finalization. ROS is shut down
+    cleanly by then; finalization is slow: torch's native teardown alone takes ~2.4 s here (a
+    bare rclpy process: 0.4 s), and a model load still running in native code that holds the
+    GIL (ONNX export, session or engine build) delays it further, past launch's 5 s grace."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

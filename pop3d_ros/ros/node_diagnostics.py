@@ -18,7 +18,8 @@ def build_diagnostics(node):
 
     runtime = node.runtime
     if node.pipeline is None:
-        level, msg = ERROR, f"model not loaded: {node.model_error}"
+        level = WARN if node.model_loading and not node.model_error else ERROR
+        msg = f"model not loaded: {node.model_status()}"
     else:
         level, msg = OK, f"{runtime.backend_name} backend"
     statuses.append(
@@ -32,6 +33,7 @@ def build_diagnostics(node):
                 "engine": runtime.description if runtime else "",
                 "checkpoint": str(p.checkpoint_path),
                 "error": node.model_error,
+                "loading": str(node.model_loading).lower(),
                 "retry_s": p.model_retry_s,
                 "extrinsics": node.extrinsics_note,
             },

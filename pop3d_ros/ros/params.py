@@ -7,7 +7,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.parameter import Parameter
 
 from pop3d_ros.geometry.rig import CAMERA_NAMES
 
@@ -27,7 +26,10 @@ class NodeParams:
     checkpoint: str = "model.pt"  # checkpoint file name inside model_dir
     cache_dir: str = ""  # ONNX/engine cache; "" = ~/.cache/pop3d_ros
     occupancy_threshold: float = 0.5  # P(occupied) at or above which a voxel is shown
-    vocabulary: list[str] = field(default_factory=list)  # class prompts -> colour by class
+    # Class prompts -> colour by zero-shot class; [""] = none. A list with one empty string,
+    # not []: ROS has no typed empty array, so [] would leave the parameter without a value
+    # (`ros2 param get/dump` fail on it).
+    vocabulary: list[str] = field(default_factory=lambda: [""])
     target_frame: str = "base_link"  # frame of markers, cloud and query answers
     max_latency_warn_s: float = 1.0  # diagnostics WARN above this end-to-end latency
     camera_stale_s: float = 1.0  # diagnostics WARN when a camera is silent this long
@@ -84,12 +86,7 @@ def declare(node) -> NodeParams:
     for f in fields(NodeParams):
         default = getattr(defaults, f.name)
         desc = ParameterDescriptor(description=f.name)
-        if isinstance(default, list) and not default:
-            # An empty list has no type of its own: declare the type explicitly.
-            param = node.declare_parameter(f.name, Parameter.Type.STRING_ARRAY, desc)
-            value = param.value if param.value is not None else []
-        else:
-            value = node.declare_parameter(f.name, default, desc).value
+        value = node.declare_parameter(f.name, default, desc).value
         values[f.name] = list(value) if isinstance(default, list) else value
     params = NodeParams(**values)
     params.vocabulary = [v for v in params.vocabulary if v.strip()]
