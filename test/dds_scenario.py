@@ -6,7 +6,8 @@ beyond this namespace's loopback. Prints one JSON line with what the peers saw.
 
 `launch`: the node with the environment the launch file gives it; a probe and the example
 query client in a clean environment. `play`: the node and `pop3d play` each started in a
-clean environment, as from two fresh shells; a clean probe counts the clouds."""
+clean environment, as from two fresh shells (the player may get POP3D_PLAYER_ENV on top);
+a clean probe counts the clouds."""
 
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def main() -> int:
         else:
             play = [shutil.which("pop3d"), "play", "--frames", "2", "--width", "64",
                     "--height", "36", "--rate", "4", "--loop"]  # fmt: skip
-            players.append(subprocess.Popen(play, env=clean_env(), stdout=subprocess.DEVNULL,
+            player_env = {**clean_env(), **json.loads(os.environ.get("POP3D_PLAYER_ENV", "{}"))}
+            players.append(subprocess.Popen(play, env=player_env, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL))  # fmt: skip
             result["probe"] = probe(90.0, min_clouds=3)
         result["node_alive"] = node.poll() is None

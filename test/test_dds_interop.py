@@ -49,10 +49,15 @@ def launch_file_environment() -> dict:
     return env
 
 
-def run_scenario(mode: str, tmp_path: Path, launch_env: dict | None = None) -> dict:
+def run_scenario(
+    mode: str, tmp_path: Path, launch_env: dict | None = None, player_env: dict | None = None
+) -> dict:
     assert shutil.which("unshare") and shutil.which("ip"), "needs util-linux and iproute2"
     scenario = f"{sys.executable} {ROOT / 'test' / 'dds_scenario.py'} {mode} {tmp_path}"
-    env = {"POP3D_LAUNCH_ENV": json.dumps(launch_env or {})}
+    env = {
+        "POP3D_LAUNCH_ENV": json.dumps(launch_env or {}),
+        "POP3D_PLAYER_ENV": json.dumps(player_env or {}),
+    }
     out = subprocess.run(
         ["unshare", "-rn", "bash", "-c", f"{NAMESPACE_SETUP} && exec {scenario}"],
         env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
@@ -80,8 +85,15 @@ def test_launched_node_reachable_from_default_configured_processes(tmp_path):
     assert result["node_alive"], result["node_log"]
 
 
-def test_pop3d_play_feeds_a_directly_started_node(tmp_path):
-    """`pop3d play` and `occupancy_node` started by hand in two fresh shells: sets flow."""
-    result = run_scenario("play", tmp_path)
+# README "DDS settings for six large image streams": what camera publishers may set and still
+# reach default-configured subscribers.
+RECOMMENDED_PUBLISHER_ENV = {"FASTDDS_BUILTIN_TRANSPORTS": "DEFAULT?sockets_size=8MB"}
+
+
+@pytest.mark.parametrize("player_env", [{}, RECOMMENDED_PUBLISHER_ENV], ids=["clean", "8MB"])
+def test_pop3d_play_feeds_a_directly_started_node(tmp_path, player_env):
+    """`pop3d play` and `occupancy_node` started by hand in two fresh shells: sets flow; also
+    when the player uses the README's large-image setting and the node does not."""
+    result = run_scenario("play", tmp_path, player_env=player_env)
     assert result["probe"]["clouds"] >= 3, result
     assert result["node_alive"], result["node_log"]
