@@ -70,7 +70,9 @@ def test_teacher_cache_train_eval_on_nuscenes_fixture(nus):
     from pop3d_ros.model.checkpoint import read_checkpoint
 
     # The periodic evaluation ran on the val frames, with the cache's teacher as baseline.
-    periodic = read_checkpoint(out / "model.pt")["meta"]["eval"]
+    meta = read_checkpoint(out / "model.pt")["meta"]
+    assert meta["teacher"]["variant"] == "maskclip"  # the official MaskCLIP path by default
+    periodic = meta["eval"]
     assert periodic["step"] == 1 and {"iou", "lidar_miou", "teacher_lidar_miou"} <= set(periodic)
     ev = nus / "eval.json"
     assert (

@@ -123,7 +123,8 @@ def _teacher_and_space(args, model_cfg):
             f"teacher features are {dim}-d but the {model_cfg.name} language head "
             f"outputs {model_cfg.heads.clip_dim}-d; use a matching CLIP model"
         )
-    return cached, cached.text_space, {"kind": "maskclip", "cache": str(args.teacher_cache)}
+    info = {k: cached.meta.get(k) for k in ("model_name", "checkpoint", "variant")}
+    return cached, cached.text_space, {"kind": "maskclip", "cache": str(args.teacher_cache), **info}
 
 
 def _source(args, model_cfg, seeds_text=None, split=None):
