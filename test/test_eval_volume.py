@@ -40,6 +40,12 @@ def sample(tmp_path_factory):
     return NuScenesReader(root).sample("s0_k0")
 
 
+def test_model_preset_is_the_volume_in_base_link():
+    from pop3d_ros.model.config import get_preset
+
+    assert get_preset("pop3d-nuscenes").grid == BOX_IN_BASE_LINK
+
+
 def test_volume_is_pop3d_grid_in_the_lidar_frame():
     v = POP3D_NUSCENES
     assert v.frame == "lidar" and v.grid.shape == (100, 100, 8)
