@@ -176,6 +176,7 @@ def _run(args) -> int:
         if overlap:
             raise ValueError(f"--eval-seeds {args.eval_seeds} overlap the training seeds {overlap}")
     model_cfg = get_preset(args.preset)
+    eval_volume = choose_volume(args.eval_volume, model_cfg.voxel_grid, args.data, {})
     info = init_distributed(cfg.device)
     out = Path(args.out)
     teacher, text_space, teacher_meta = _teacher_and_space(args, model_cfg)
@@ -237,7 +238,7 @@ def _run(args) -> int:
         "frames": len(dataset),
         "strategy": cfg.strategy,
         "teacher": teacher_meta,
-        "eval_volume": choose_volume(args.eval_volume, model_cfg.voxel_grid, args.data, {}).name,
+        "eval_volume": eval_volume.name,
         "init_from": args.init_from,
         # how the starting weights were made, oldest first, so a release names every stage
         "earlier_stages": earlier_stages,
