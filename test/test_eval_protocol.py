@@ -116,7 +116,8 @@ def test_eval_cli_writes_all_keys(tmp_path, space):
     )
     assert rc == 0
     res = json.loads(out.read_text())
-    for key in ("iou", "miou", "lidar_miou", "teacher_lidar_miou", "prior_iou", "per_class"):
+    keys = ("iou", "iou_mean_empty_occupied", "miou", "lidar_miou", "teacher_lidar_miou")
+    for key in (*keys, "prior_iou", "per_class", "conventions"):
         assert key in res and res[key] is not None, key
     assert res["frames"] == 1 and set(res["per_class"]) >= {"car", "empty"}
     # An all-occupied prior (0.3 >= 0.25) scores the occupied share of observed voxels.

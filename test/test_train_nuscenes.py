@@ -70,7 +70,10 @@ def test_teacher_cache_train_eval_on_nuscenes_fixture(nus):
     from pop3d_ros.model.checkpoint import read_checkpoint
 
     # The periodic evaluation ran on the val frames, with the cache's teacher as baseline.
-    periodic = read_checkpoint(out / "model.pt")["meta"]["eval"]
+    meta = read_checkpoint(out / "model.pt")["meta"]
+    assert meta["teacher"]["variant"] == "maskclip"  # the official MaskCLIP path by default
+    assert meta["eval_volume"] == "pop3d-nuscenes"  # POP-3D's LiDAR-frame volume
+    periodic = meta["eval"]
     assert periodic["step"] == 1 and {"iou", "lidar_miou", "teacher_lidar_miou"} <= set(periodic)
     ev = nus / "eval.json"
     assert (
@@ -97,5 +100,8 @@ def test_teacher_cache_train_eval_on_nuscenes_fixture(nus):
     )
     res = json.loads(ev.read_text())
     assert res["frames"] == 1 and res["text_space"].startswith("open_clip")
-    for key in ("iou", "miou", "lidar_miou", "teacher_lidar_miou", "prior_iou", "per_class"):
+    assert res["conventions"]["volume"]["name"] == "pop3d-nuscenes"
+    assert res["conventions"]["volume"]["frame"] == "lidar"
+    keys = ("iou", "iou_mean_empty_occupied", "miou", "lidar_miou", "teacher_lidar_miou")
+    for key in (*keys, "prior_iou", "per_class"):
         assert key in res

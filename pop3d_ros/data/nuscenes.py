@@ -222,6 +222,8 @@ class NuScenesReader:
             "lidar_points": xyz.astype(np.float32),
             "lidar_labels": self._labels(lidar, len(points)),
             "lidar_origin": np.asarray(lidar_calib["translation"], dtype=np.float32),
+            # LIDAR_TOP -> ego: POP-3D's volume is defined in that sensor frame
+            "lidar_to_ego": lidar_to_ego.astype(np.float32),
         }
 
     def _image(self, sd: dict, K: np.ndarray):

@@ -23,6 +23,7 @@ OPTIONAL_ARRAY_KEYS = {
     "occupancy": (np.uint8, (None, None, None)),
     "depth": (np.float32, ("C", "H", "W")),
     "semantic": (np.uint8, ("C", "H", "W")),
+    "lidar_to_ego": (np.float32, (4, 4)),  # LiDAR sensor -> ego (nuScenes: LIDAR_TOP)
 }
 META_KEYS = ("token", "scene", "timestamp", "prev", "next", "camera_names")
 

@@ -18,6 +18,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-cache", help="MaskCLIP feature cache for the teacher baseline")
     p.add_argument("--threshold", type=float, default=0.5, help="occupancy probability threshold")
     p.add_argument("--max-frames", type=int, default=0, help="evaluate at most N frames (0 = all)")
+    p.add_argument(
+        "--volume",
+        default="auto",
+        help="volume scored: model (the checkpoint's grid), pop3d-nuscenes (POP-3D's volume in "
+        "the LiDAR frame), auto = the checkpoint's meta.eval_volume, else pop3d-nuscenes on "
+        "nuScenes, else model",
+    )
+    p.add_argument(
+        "--convention",
+        action="append",
+        metavar="KEY=VALUE",
+        help="follow POP-3D's code instead of its paper where they differ (repeatable): "
+        "free_space=pop3d-code, out_of_range=clip, lidar_points=per-camera "
+        "(training/eval_conventions.py)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
 
@@ -52,10 +67,13 @@ def _run(args) -> int:
     from pop3d_ros.model.checkpoint import load_model
     from pop3d_ros.text.factory import text_encoder_from_spec
     from pop3d_ros.training.distributed import cleanup, init_distributed
+    from pop3d_ros.training.eval_conventions import parse_conventions
+    from pop3d_ros.training.eval_volume import choose_volume
     from pop3d_ros.training.evaluate import Evaluator, format_table
     from pop3d_ros.training.sources import nuscenes_source, parse_seeds, synthetic_source
     from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
 
+    conventions = parse_conventions(args.convention)
     info = init_distributed(args.device)
     model, ckpt = load_model(args.checkpoint)
     cfg = model.cfg
@@ -82,6 +100,8 @@ def _run(args) -> int:
         prior_threshold=float(ckpt.get("prior_threshold", 0.5)),
         occupancy_threshold=args.threshold,
         device=info.device,
+        conventions=conventions,
+        volume=choose_volume(args.volume, cfg.voxel_grid, args.data, ckpt.get("meta", {})),
     )
     ev.run((make(k) for k in mine), total=len(mine), show=info.is_main)
     ev.all_reduce()

@@ -16,6 +16,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="cache directory")
     p.add_argument("--model", default="ViT-B-16", help="open_clip ViT name")
     p.add_argument("--checkpoint", help="local open_clip weights (random init without)")
+    p.add_argument(
+        "--variant",
+        choices=["maskclip", "maskclip-no-residual"],
+        default="maskclip",
+        help="last-block computation: maskclip = the official MaskCLIP code (residual + FFN); "
+        "maskclip-no-residual = value path only (ClearCLIP/SCLIP-style)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
 
@@ -35,7 +42,7 @@ def run(args) -> int:
             keys, make = nuscenes_source(args.root, args.split, args.version)
         dev = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
         dev = "cpu" if dev == "auto" else dev
-        teacher = build_maskclip(args.model, args.checkpoint).to(dev)
+        teacher = build_maskclip(args.model, args.checkpoint, args.variant).to(dev)
         if not args.checkpoint:
             print(
                 "pop3d teacher-cache: warning: no --checkpoint, random MaskCLIP weights",
@@ -44,6 +51,7 @@ def run(args) -> int:
         meta = {
             "model_name": args.model,
             "checkpoint": args.checkpoint,
+            "variant": teacher.variant,
             "stride": teacher.stride,
             "dim": teacher.embed_dim,
             "dtype": "float16",

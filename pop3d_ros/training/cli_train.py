@@ -65,6 +65,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=8,
         help="frames of the periodic evaluation, spread over the seeds/split (0 = all)",
     )
+    p.add_argument(
+        "--eval-volume",
+        default="auto",
+        help="volume the evaluations score (training/eval_volume.py), recorded in the checkpoint "
+        "for pop3d eval: auto = pop3d-nuscenes on nuScenes, the model's grid on synthetic",
+    )
     p.add_argument("--stop-after", type=int, help="end this invocation at this step")
     p.add_argument(
         "--prepare-only",
@@ -123,7 +129,8 @@ def _teacher_and_space(args, model_cfg):
             f"teacher features are {dim}-d but the {model_cfg.name} language head "
             f"outputs {model_cfg.heads.clip_dim}-d; use a matching CLIP model"
         )
-    return cached, cached.text_space, {"kind": "maskclip", "cache": str(args.teacher_cache)}
+    info = {k: cached.meta.get(k) for k in ("model_name", "checkpoint", "variant")}
+    return cached, cached.text_space, {"kind": "maskclip", "cache": str(args.teacher_cache), **info}
 
 
 def _source(args, model_cfg, seeds_text=None, split=None):
@@ -152,6 +159,7 @@ def _run(args) -> int:
     from pop3d_ros.model.config import get_preset
     from pop3d_ros.model.pop3d import build_model
     from pop3d_ros.training.distributed import barrier, cleanup, init_distributed
+    from pop3d_ros.training.eval_volume import choose_volume
     from pop3d_ros.training.evaluate import best_prior_threshold, occupancy_prior
     from pop3d_ros.training.frames import PreparedFrames, prepare_frames
     from pop3d_ros.training.loop import train
@@ -168,6 +176,7 @@ def _run(args) -> int:
         if overlap:
             raise ValueError(f"--eval-seeds {args.eval_seeds} overlap the training seeds {overlap}")
     model_cfg = get_preset(args.preset)
+    eval_volume = choose_volume(args.eval_volume, model_cfg.voxel_grid, args.data, {})
     info = init_distributed(cfg.device)
     out = Path(args.out)
     teacher, text_space, teacher_meta = _teacher_and_space(args, model_cfg)
@@ -229,6 +238,7 @@ def _run(args) -> int:
         "frames": len(dataset),
         "strategy": cfg.strategy,
         "teacher": teacher_meta,
+        "eval_volume": eval_volume.name,
         "init_from": args.init_from,
         # how the starting weights were made, oldest first, so a release names every stage
         "earlier_stages": earlier_stages,
@@ -269,6 +279,7 @@ def _held_out_evaluation(args, model_cfg, teacher, text_space, extra, info):
     from tqdm import tqdm
 
     from pop3d_ros.text.factory import text_encoder_from_spec
+    from pop3d_ros.training.eval_volume import choose_volume
     from pop3d_ros.training.evaluate import HeldOutEvaluation
     from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
 
@@ -291,6 +302,7 @@ def _held_out_evaluation(args, model_cfg, teacher, text_space, extra, info):
         teacher=teacher,
         prior=extra["occupancy_prior"].float().numpy(),
         prior_threshold=extra["prior_threshold"],
+        volume=choose_volume(args.eval_volume, model_cfg.voxel_grid, args.data, {}),
     )
 
 

@@ -44,8 +44,13 @@ def free_space(points, origin, grid: VoxelGrid, step: float | None = None, chunk
     return free
 
 
-def evaluation_labels(points, labels, origin, grid: VoxelGrid, step: float | None = None):
+def evaluation_labels(
+    points, labels, origin, grid: VoxelGrid, step: float | None = None, rays: str = "every-voxel"
+):
     """Semantic and class-agnostic evaluation grids from one sweep.
+
+    `rays`: "every-voxel" (`free_space`, the paper's rule) or "pop3d-code" (the authors'
+    100 samples per ray to in-volume returns; `eval_conventions.pop3d_code_free_space`).
 
     Returns (semantic (X, Y, Z) uint8: class id / EMPTY / IGNORE, occupancy (X, Y, Z) uint8:
     1 occupied / 0 free / IGNORE). A voxel whose points all lack a class is occupied in the
@@ -55,7 +60,14 @@ def evaluation_labels(points, labels, origin, grid: VoxelGrid, step: float | Non
     labels = np.asarray(labels).astype(np.int64)
     sem = np.full(grid.num_voxels, IGNORE, dtype=np.uint8)
     occ = np.full(grid.num_voxels, IGNORE, dtype=np.uint8)
-    free = free_space(points, origin, grid, step)
+    if rays == "pop3d-code":
+        from pop3d_ros.training.eval_conventions import pop3d_code_free_space
+
+        free = pop3d_code_free_space(points, origin, grid)
+    elif rays == "every-voxel":
+        free = free_space(points, origin, grid, step)
+    else:
+        raise ValueError(f"unknown free-space rule {rays!r}")
     sem[free] = EMPTY
     occ[free] = 0
     idx, inside = grid.points_to_index(points)

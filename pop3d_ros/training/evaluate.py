@@ -18,7 +18,10 @@ import torch
 from tqdm import tqdm
 
 from pop3d_ros.data.classes import CLASS_NAMES, EMPTY, IGNORE, NUM_CLASSES
+from pop3d_ros.geometry.transforms import transform_points
+from pop3d_ros.training.eval_conventions import EvalConventions, describe, point_voxels
 from pop3d_ros.training.eval_labels import evaluation_labels
+from pop3d_ros.training.eval_volume import EvalVolume, VolumeMap
 from pop3d_ros.training.inputs import SamplingCache, model_inputs
 from pop3d_ros.training.metrics import ConfusionMatrix
 from pop3d_ros.training.targets import point_feature_pairs, sum_by
@@ -40,6 +43,8 @@ class Evaluator:
         device="cpu",
         seed: int = 0,
         sampling: SamplingCache | None = None,
+        conventions: EvalConventions | None = None,
+        volume: EvalVolume | None = None,
     ):
         self.model = model.eval().to(device)
         self.cfg = model_cfg
@@ -51,6 +56,8 @@ class Evaluator:
         self.device = torch.device(device)
         self.sampling = sampling or SamplingCache(model_cfg)
         self.rng = np.random.default_rng(seed)
+        self.conventions = conventions or EvalConventions()
+        self.volume_map = VolumeMap(volume or EvalVolume("model", self.grid), self.grid)
         names = list(CLASS_NAMES)
         self.occ = ConfusionMatrix(2, ["empty", "occupied"])
         self.prior_occ = ConfusionMatrix(2, ["empty", "occupied"])
@@ -71,42 +78,69 @@ class Evaluator:
         vf = out["voxel_features"][0].reshape(-1, out["voxel_features"].shape[-1])
         occupied = prob > self.threshold
 
+        # Evaluation labels on the evaluation volume, in its frame (eval_volume.py).
+        conv, vmap = self.conventions, self.volume_map
         points = np.asarray(sample["lidar_points"], np.float32)
+        points_v, origin_v = points, sample["lidar_origin"]
+        if not vmap.identity:
+            to_vol = vmap.to_volume_frame(sample)
+            points_v = transform_points(to_vol, points).astype(np.float32)
+            origin_v = transform_points(to_vol, np.reshape(origin_v, (1, 3)))[0]
         labels = np.asarray(sample["lidar_labels"]).astype(np.int64)
-        sem_gt, occ_gt = evaluation_labels(points, labels, sample["lidar_origin"], grid)
+        vgrid = vmap.volume.grid
+        sem_gt, occ_gt = evaluation_labels(points_v, labels, origin_v, vgrid, rays=conv.free_space)
         sem_gt, occ_gt = sem_gt.reshape(-1), occ_gt.reshape(-1)
-        self.occ.update(occupied.astype(np.int64), occ_gt)
+        # Each volume voxel takes the prediction of the model voxel holding its centre.
+        vox = None if vmap.identity else vmap.voxel_map(sample)
+
+        def on_volume(x, outside):
+            return x if vox is None else np.where(vox >= 0, x[np.maximum(vox, 0)], outside)
+
+        occupied_v = on_volume(occupied, False)
+        self.occ.update(occupied_v.astype(np.int64), occ_gt)
         if self.prior is not None:
-            self.prior_occ.update(self.prior.reshape(-1).astype(np.int64), occ_gt)
+            prior_v = on_volume(self.prior.reshape(-1), False)
+            self.prior_occ.update(prior_v.astype(np.int64), occ_gt)
 
         # Zero-shot semantics: the language head runs on occupied voxels only (as deployed).
         pred = np.full(grid.num_voxels, EMPTY, np.int64)
         occ_idx = np.nonzero(occupied)[0]
         lang = self.model.language_head(vf[torch.from_numpy(occ_idx).to(self.device)])
         pred[occ_idx] = self.classifier(lang.cpu()).numpy()
-        self.sem.update(pred, np.where(sem_gt == IGNORE, -1, sem_gt))
-        chance = np.full(grid.num_voxels, EMPTY, np.int64)
-        chance[occ_idx] = self.rng.integers(0, NUM_CLASSES, occ_idx.size)
-        self.chance.update(chance, np.where(sem_gt == IGNORE, -1, sem_gt))
+        sem_ref = np.where(sem_gt == IGNORE, -1, sem_gt)
+        self.sem.update(on_volume(pred, EMPTY), sem_ref)
+        chance = np.full(vgrid.num_voxels, EMPTY, np.int64)
+        chance_idx = np.nonzero(occupied_v)[0]
+        chance[chance_idx] = self.rng.integers(0, NUM_CLASSES, chance_idx.size)
+        self.chance.update(chance, sem_ref)
 
-        # LiDAR mIoU at camera-visible, labelled points inside the grid.
-        idx, inside = grid.points_to_index(points)
+        # LiDAR mIoU at camera-visible, labelled points inside the volume (or clipped into
+        # it); the student's features at the model voxel holding the point (the nearest
+        # model voxel where the volume reaches beyond the model's grid).
+        idx, inside = point_voxels(points_v, vgrid, conv.out_of_range)
+        if vox is not None:
+            idx = point_voxels(points, grid, "clip")[0]
         keep = inside & (labels < NUM_CLASSES)
+        per_camera = conv.lidar_points == "per-camera"
         if self.teacher is not None:
             tf = self.teacher(sample)["features"]
             pidx, _, feats = point_feature_pairs(sample, tf, points, keep=keep)
-            # A point seen by several cameras: average the teacher's features over them
-            # (the sum: same direction, same zero-shot label).
-            uniq, _, summed = sum_by(pidx, feats)
+            if per_camera:  # every (point, camera) pair labelled from that camera's features
+                uniq, summed = pidx, feats
+            else:
+                # A point seen by several cameras: average the teacher's features over them
+                # (the sum: same direction, same zero-shot label).
+                uniq, _, summed = sum_by(pidx, feats)
             self.teacher_lidar.update(self.classifier(summed).numpy(), labels[uniq])
         else:
             from pop3d_ros.data.sample import project_points
 
             _, valid = project_points(sample, points)
-            uniq = np.nonzero(keep & valid.any(0))[0]
+            valid = valid & keep[None]
+            uniq = np.nonzero(valid)[1] if per_camera else np.nonzero(valid.any(0))[0]
         flat = grid.flat_index(idx[uniq])
-        vox, inv = np.unique(flat, return_inverse=True)
-        lang = self.model.language_head(vf[torch.from_numpy(vox).to(self.device)])
+        vox_ids, inv = np.unique(flat, return_inverse=True)
+        lang = self.model.language_head(vf[torch.from_numpy(vox_ids).to(self.device)])
         self.lidar.update(self.classifier(lang.cpu()).numpy()[inv], labels[uniq])
         self.frames += 1
 
@@ -140,6 +174,7 @@ class Evaluator:
         has_prior = self.prior_occ.matrix.sum() > 0
         return {
             "iou": num(self.occ.iou()[1]),
+            "iou_mean_empty_occupied": num(self.occ.miou()),
             "miou": num(self.sem.miou()),
             "lidar_miou": num(self.lidar.miou()),
             "teacher_lidar_miou": num(self.teacher_lidar.miou()) if has_teacher else None,
@@ -150,11 +185,25 @@ class Evaluator:
             "classes_evaluated": [
                 n for n, p in zip(self.sem.names, self.sem.present(), strict=True) if p
             ],
+            "conventions": {
+                **describe(self.conventions),
+                "occupancy_threshold": self.threshold,
+                "model_grid": self.grid.to_dict(),
+                "volume": self.volume_map.volume.describe(),
+            },
         }
 
 
 # The headline numbers of `Evaluator.result()` (per-class values stay in the JSON).
-SCALAR_METRICS = ("iou", "miou", "lidar_miou", "teacher_lidar_miou", "prior_iou", "chance_miou")
+SCALAR_METRICS = (
+    "iou",
+    "iou_mean_empty_occupied",
+    "miou",
+    "lidar_miou",
+    "teacher_lidar_miou",
+    "prior_iou",
+    "chance_miou",
+)
 
 
 class HeldOutEvaluation:
@@ -195,7 +244,15 @@ def format_table(result: dict) -> str:
             f"{name:<22}{f(v['iou']):>8}{f(v['lidar_iou']):>8}{f(v['teacher_lidar_iou']):>8}"
         )
     lines.append("")
-    for key in ("iou", "prior_iou", "miou", "chance_miou", "lidar_miou", "teacher_lidar_miou"):
+    for key in (
+        "iou",
+        "iou_mean_empty_occupied",
+        "prior_iou",
+        "miou",
+        "chance_miou",
+        "lidar_miou",
+        "teacher_lidar_miou",
+    ):
         lines.append(f"{key:<22}{f(result.get(key)):>8}")
     lines.append(f"frames: {result['frames']}")
     return "\n".join(lines)

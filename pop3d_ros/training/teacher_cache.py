@@ -1,5 +1,8 @@
 """On-disk cache of 2D teacher features: one fp16 `.npy` per frame (keyed by sample token)
-plus `meta.json` (teacher model, stride, the text space it is aligned with). Resumable."""
+plus `meta.json` (teacher model, checkpoint, MaskCLIP variant, stride, the text space it is
+aligned with). Resumable. The cache's key is (model_name, checkpoint, variant): a cache made
+by another teacher, or by the code before the variant was recorded (whose last block dropped
+the residual and FFN), is refused."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import numpy as np
 from tqdm import tqdm
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+# What identifies the teacher that made a cache.
+CACHE_KEY = ("model_name", "checkpoint", "variant")
 
 
 def _file(root: Path, token: str) -> Path:
@@ -31,12 +36,11 @@ def build_cache(
     meta_file = root / "meta.json"
     if meta_file.exists():
         old = json.loads(meta_file.read_text())
-        if {k: old.get(k) for k in ("model_name", "checkpoint")} != {
-            k: meta.get(k) for k in ("model_name", "checkpoint")
-        }:
+        if {k: old.get(k) for k in CACHE_KEY} != {k: meta.get(k) for k in CACHE_KEY}:
             raise ValueError(
-                f"{root}: holds features of another teacher ({old.get('model_name')}, "
-                f"{old.get('checkpoint')}); use another --out"
+                f"{root}: holds features of another teacher ("
+                + ", ".join(f"{k}={old.get(k)}" for k in CACHE_KEY)
+                + "); use another --out"
             )
     meta_file.write_text(json.dumps(meta, indent=1))
     done = skipped = 0
@@ -63,6 +67,15 @@ class CachedTeacher:
         if not meta.exists():
             raise FileNotFoundError(f"{meta}: not a teacher cache (run pop3d teacher-cache)")
         self.meta = json.loads(meta.read_text())
+        from pop3d_ros.training.teacher_maskclip import MASKCLIP_VARIANTS
+
+        if self.meta.get("variant") not in MASKCLIP_VARIANTS:
+            raise ValueError(
+                f"{self.root}: teacher cache without a known MaskCLIP variant "
+                f"({self.meta.get('variant')!r}; caches made before the official MaskCLIP path "
+                "record none and hold the no-residual features); rebuild it with "
+                "pop3d teacher-cache"
+            )
         self.text_space = dict(self.meta.get("text_space") or {"kind": "open_clip"})
 
     def __call__(self, sample: dict) -> dict:

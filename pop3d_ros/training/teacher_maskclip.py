@@ -1,10 +1,20 @@
 """MaskCLIP dense features from an open_clip ViT (Zhou et al., ECCV 2022; POP-3D's teacher).
 
 CLIP's image embedding comes from attention pooling of the class token. MaskCLIP instead
-takes, for every patch token, the *value* embedding of the last attention block (no
-query-key mixing across tokens), passes it through that block's output projection, then
-`ln_post` and `proj`: a text-aligned feature per patch. The positional embedding is
-interpolated (bicubic) to the input's patch grid, so any image size works.
+keeps, in the last transformer block, only the *value* path of attention (no query-key
+mixing across tokens), so every patch token yields a text-aligned feature. Two variants:
+
+- `maskclip` (the official code, MaskCLIP `mmseg/models/backbones/vit.py`,
+  `TransformerEncoderLayer.forward(return_qkv=True)`): for the last block
+  `v = out_proj(W_v ln_1(x) + b_v); v = x + v; v = v + FFN(ln_2(v))`, then `ln_post` and
+  `proj`. This is the block run with each token attending only to itself.
+- `maskclip-no-residual`: `out_proj(W_v ln_1(x) + b_v)`, then `ln_post` and `proj`, without
+  the residual and the FFN (what ClearCLIP / SCLIP report gives cleaner dense features).
+  Not what POP-3D's teacher computes.
+
+open_clip's layer scale (`ls_1`, `ls_2`; identity in CLIP ViTs) is applied where open_clip
+applies it. The positional embedding is interpolated (bicubic) to the input's patch grid, so
+any image size works.
 
 Weights: an optional local open_clip checkpoint; otherwise random init (no network here).
 """
@@ -21,6 +31,9 @@ from torch import nn
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
+# The last-block variants (module docstring). The first is the default.
+MASKCLIP_VARIANTS = ("maskclip", "maskclip-no-residual")
+
 
 def interpolate_pos_embed(pos: torch.Tensor, src_hw: tuple[int, int], dst_hw: tuple[int, int]):
     """(1 + h*w, C) positional embedding -> (1 + H*W, C); the class token's entry is kept."""
@@ -36,8 +49,11 @@ def interpolate_pos_embed(pos: torch.Tensor, src_hw: tuple[int, int], dst_hw: tu
 class MaskCLIP(nn.Module):
     """Dense text-aligned features: images (B, 3, H, W) in [0, 1] -> (B, D, H/p, W/p)."""
 
-    def __init__(self, visual: nn.Module):
+    def __init__(self, visual: nn.Module, variant: str = "maskclip"):
         super().__init__()
+        if variant not in MASKCLIP_VARIANTS:
+            raise ValueError(f"unknown MaskCLIP variant {variant!r} (one of {MASKCLIP_VARIANTS})")
+        self.variant = variant
         for name in (
             "conv1",
             "class_embedding",
@@ -78,14 +94,24 @@ class MaskCLIP(nn.Module):
         x = x + interpolate_pos_embed(v.positional_embedding, self.native_grid, hw).to(x.dtype)
         return v.ln_pre(x)
 
-    def value_path(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """The last block's value embedding -> output projection (no attention mixing,
-        no residual, no MLP): what MaskCLIP keeps of the last block."""
+    @staticmethod
+    def value_path(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The last block's attention with its attention matrix dropped: the value embedding
+        of each token through the output projection, `out_proj(W_v ln_1(x) + b_v)`."""
         attn: nn.MultiheadAttention = block.attn
         d = x.shape[-1]
         y = block.ln_1(x)
         v = F.linear(y, attn.in_proj_weight[2 * d :], attn.in_proj_bias[2 * d :])
         return attn.out_proj(v)
+
+    def last_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The last block as this teacher's variant computes it (module docstring)."""
+        v = self.value_path(block, x)
+        if self.variant == "maskclip-no-residual":
+            return v
+        v = x + block.ls_1(v) if hasattr(block, "ls_1") else x + v
+        ffn = block.mlp(block.ln_2(v))
+        return v + (block.ls_2(ffn) if hasattr(block, "ls_2") else ffn)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         b, _, h, w = images.shape
@@ -101,19 +127,23 @@ class MaskCLIP(nn.Module):
             x = x.transpose(0, 1)
         for blk in blocks[:-1]:
             x = blk(x)
-        x = self.value_path(blocks[-1], x)
+        x = self.last_block(blocks[-1], x)
         if not batch_first:
             x = x.transpose(0, 1)
         x = self.visual.ln_post(x[:, 1:]) @ self.visual.proj  # drop the class token
         return x.transpose(1, 2).reshape(b, -1, gh, gw)
 
 
-def build_maskclip(model_name: str = "ViT-B-16", checkpoint: str | None = None) -> MaskCLIP:
+def build_maskclip(
+    model_name: str = "ViT-B-16", checkpoint: str | None = None, variant: str = "maskclip"
+) -> MaskCLIP:
     """MaskCLIP around open_clip's `model_name` vision tower; weights from a local file only."""
     import open_clip
 
+    if variant not in MASKCLIP_VARIANTS:
+        raise ValueError(f"unknown MaskCLIP variant {variant!r} (one of {MASKCLIP_VARIANTS})")
     model = open_clip.create_model(model_name, pretrained=checkpoint or None)
-    return MaskCLIP(model.visual).eval()
+    return MaskCLIP(model.visual, variant).eval()
 
 
 @torch.no_grad()
