@@ -135,3 +135,69 @@ def test_random_voxel_sets_match_breadth_first_search(seed):
         np.testing.assert_allclose(
             o.center, (w[:, None] * centres[o.voxel_indices]).sum(0) / w.sum(), atol=1e-5
         )
+
+
+# -- the pipeline's query with min_score ------------------------------------------------------
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    from pipeline_fixtures import random_images, rig_cameras, write_tiny_checkpoint
+
+    from pop3d_ros.data.synthetic_text import SyntheticTextSpace
+    from pop3d_ros.export.runtime import load_runtime
+    from pop3d_ros.pipeline.occupancy import OccupancyPipeline
+
+    ckpt = write_tiny_checkpoint(tmp_path_factory.mktemp("m") / "model.pt", occupancy_bias=2.0)
+    runtime = load_runtime(ckpt, backend="torch", log=lambda _s: None)
+    pipe = OccupancyPipeline(runtime, SyntheticTextSpace(dim=64))
+    pipe.infer(random_images(6, 64, 96), rig_cameras(96, 64), stamp=3.0)
+    return pipe
+
+
+def test_pipeline_query_returns_objects_above_min_score(pipeline):
+    latest = pipeline.latest
+    base = pipeline.query("car")
+    assert base.success and base.objects == ()  # min_score 0: today's answer, no objects
+    threshold = float(np.quantile(base.scores, 0.9))  # the best tenth of the voxels
+    q = pipeline.query("car", min_score=threshold)
+    assert q.success and len(q.objects) >= 2, q.message  # several: the tests below bite
+    np.testing.assert_array_equal(q.scores, base.scores)
+    members = np.concatenate([o.voxel_indices for o in q.objects])
+    assert len(np.unique(members)) == len(members)
+    np.testing.assert_array_equal(np.sort(members), np.flatnonzero(q.scores >= threshold))
+    # The best voxel of the heatmap lies in the first object.
+    assert q.top[0] in q.objects[0].voxel_indices
+    assert q.objects[0].max_score == pytest.approx(float(q.scores[q.top[0]]))
+    # Distinct objects never touch: integer grid indices from inference, not the centres.
+    for a in range(len(q.objects)):
+        for b in range(a + 1, len(q.objects)):
+            ia = latest.indices[q.objects[a].voxel_indices]
+            ib = latest.indices[q.objects[b].voxel_indices]
+            cheb = np.abs(ia[:, None, :] - ib[None, :, :]).max(axis=-1)
+            assert cheb.min() >= 2
+    for o in q.objects:
+        w = q.scores[o.voxel_indices].astype(np.float64)
+        expect = (w[:, None] * latest.centres[o.voxel_indices]).sum(0) / w.sum()
+        np.testing.assert_allclose(o.center, expect, atol=1e-4)
+
+
+def test_pipeline_max_objects_and_bad_min_score(pipeline):
+    from dataclasses import replace
+
+    scores = pipeline.query("car").scores
+    low = float(np.quantile(scores, 0.9))
+    every = pipeline.query("car", min_score=low).objects
+    assert len(every) >= 2
+    old = pipeline.config
+    pipeline.config = replace(old, max_objects=1)
+    try:
+        q = pipeline.query("car", min_score=low)
+    finally:
+        pipeline.config = old
+    assert len(q.objects) == 1 and q.objects[0].voxel_indices.tolist() == (
+        every[0].voxel_indices.tolist()
+    )
+    assert f"{len(every)} objects above min_score" in q.message
+    assert pipeline.query("car", min_score=1.0).success  # a cosine of 1 is a valid threshold
+    for bad, reason in ((float("nan"), "finite"), (1.5, "[0, 1]"), (-0.2, "[0, 1]")):
+        r = pipeline.query("car", min_score=bad)
+        assert not r.success and "min_score" in r.message and reason in r.message, r.message
