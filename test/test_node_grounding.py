@@ -9,6 +9,8 @@ world's car primitives (a car is a body box standing on the ground plus a cabin 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +163,14 @@ def test_query_text_min_score_grounds_cars(ros_node, node_process, tmp_path):
         assert len(r.objects) == 0
     proc.assert_alive()
     assert query(ros_node, "car", min_score=1.0).success
+
+    # The README's Python client with --min-score prints the objects.
+    example = Path(__file__).resolve().parents[1] / "examples" / "query_text_client.py"
+    run = subprocess.run(
+        [sys.executable, str(example), "car", "--top-k", "1", "--min-score", f"{min_score:.4f}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("  object ") == len(objects), run.stdout
