@@ -83,12 +83,15 @@ def start_node(start, tmp_path, **params) -> NodeProcess:
     return start(ros_node_command(exe, params_file))
 
 
-def query(ros: RosTestNode, text: str, top_k: int = 0, timeout: float = 20.0):
+def query(
+    ros: RosTestNode, text: str, top_k: int = 0, timeout: float = 20.0, min_score: float = 0.0
+):
     client = getattr(ros, "_query_client", None)
     if client is None:
         client = ros._query_client = ros.client(QueryText, "/query_text")
         ros.wait_for_service(client, timeout=60.0)
-    return ros.call(client, QueryText.Request(text=text, top_k=top_k), timeout=timeout)
+    request = QueryText.Request(text=text, top_k=top_k, min_score=float(min_score))
+    return ros.call(client, request, timeout=timeout)
 
 
 def wait_model_state(

@@ -17,7 +17,7 @@ import pop3d_ros
 ROOT = Path(__file__).resolve().parents[1]
 
 # design.md §2, verbatim as (name, type) in order.
-QUERY_REQUEST = [("text", "string"), ("top_k", "uint32")]
+QUERY_REQUEST = [("text", "string"), ("top_k", "uint32"), ("min_score", "float32")]
 QUERY_RESPONSE = [
     ("success", "bool"),
     ("message", "string"),
@@ -25,6 +25,14 @@ QUERY_RESPONSE = [
     ("heatmap", "sensor_msgs/PointCloud2"),
     ("top_points", "geometry_msgs/Point[]"),
     ("top_scores", "float32[]"),
+    ("objects", "pop3d_ros/GroundedObject[]"),
+]
+GROUNDED_OBJECT = [
+    ("center", "geometry_msgs/Point"),
+    ("size", "geometry_msgs/Vector3"),
+    ("max_score", "float32"),
+    ("mean_score", "float32"),
+    ("num_voxels", "uint32"),
 ]
 # rosidl's Python type names for the same fields.
 ROSIDL_TYPES = {
@@ -35,6 +43,10 @@ ROSIDL_TYPES = {
     "std_msgs/Header": "std_msgs/Header",
     "sensor_msgs/PointCloud2": "sensor_msgs/PointCloud2",
     "geometry_msgs/Point[]": "sequence<geometry_msgs/Point>",
+    "float32": "float",
+    "pop3d_ros/GroundedObject[]": "sequence<pop3d_ros/GroundedObject>",
+    "geometry_msgs/Point": "geometry_msgs/Point",
+    "geometry_msgs/Vector3": "geometry_msgs/Vector3",
 }
 
 
@@ -121,6 +133,15 @@ def test_generated_query_text_matches_design():
     got_res = list(QueryText.Response.get_fields_and_field_types().items())
     assert got_req == [(n, ROSIDL_TYPES[t]) for n, t in QUERY_REQUEST]
     assert got_res == [(n, ROSIDL_TYPES[t]) for n, t in QUERY_RESPONSE]
+
+
+def test_grounded_object_msg_matches_design():
+    fields, _ = _srv_fields((ROOT / "msg" / "GroundedObject.msg").read_text() + "\n---\n")
+    assert fields == GROUNDED_OBJECT
+    from pop3d_ros.msg import GroundedObject
+
+    got = list(GroundedObject.get_fields_and_field_types().items())
+    assert got == [(n, ROSIDL_TYPES[t]) for n, t in GROUNDED_OBJECT]
 
 
 # -- CLI and the ROS-free core ----------------------------------------------------------------

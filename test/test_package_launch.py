@@ -158,6 +158,7 @@ def test_rviz_config_shows_markers_cloud_and_heatmap():
     displays = {(d["Class"], d.get("Topic", {}).get("Value")) for d in manager["Displays"]}
     assert ("rviz_default_plugins/MarkerArray", "/pop3d/occupancy_markers") in displays
     assert ("rviz_default_plugins/MarkerArray", "/pop3d/query_heatmap") in displays
+    assert ("rviz_default_plugins/MarkerArray", "/pop3d/query_objects") in displays
     assert ("rviz_default_plugins/PointCloud2", "/pop3d/occupancy_cloud") in displays
     assert os.path.isfile(_install_share() / "config" / "pop3d.rviz")
 

@@ -79,3 +79,43 @@ def test_tf_transform_to_matrix_hand_computed():
     m = transform_to_matrix(t)
     np.testing.assert_allclose(m[:3, 3], [1.5, -0.5, 2.0])
     np.testing.assert_allclose(m[:3, :3] @ [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], atol=1e-12)
+
+
+def test_grounded_objects_in_response_and_markers():
+    from visualization_msgs.msg import Marker
+
+    from pop3d_ros.pipeline.grounding import ground_objects
+
+    # Two blobs on a 0.5 m grid: cells (0..2, 0, 0) and (6, 6, 1).
+    cells = np.array([(0, 0, 0), (1, 0, 0), (2, 0, 0), (6, 6, 1)], dtype=np.float32)
+    centres = (cells + 0.5) * 0.5
+    scores = np.array([0.3, 0.6, 0.3, 0.9], np.float32)
+    objects = tuple(ground_objects(centres, scores, 0.5, 0.2))
+    result = QueryResult(True, "", 3.0, centres, scores, np.array([3]), objects=objects)
+    response = QueryText.Response()
+    header = conv.make_header(3.0, "base_link")
+    conv.fill_query_response(response, result, header, None)
+    assert [o.num_voxels for o in response.objects] == [1, 3]
+    second = response.objects[1]
+    # weighted x: (0.25 * 0.3 + 0.75 * 0.6 + 1.25 * 0.3) / 1.2 = 0.75
+    assert (second.center.x, second.center.y, second.center.z) == pytest.approx((0.75, 0.25, 0.25))
+    assert (second.size.x, second.size.y, second.size.z) == pytest.approx((1.5, 0.5, 0.5))
+    assert second.max_score == pytest.approx(0.6) and second.mean_score == pytest.approx(0.4)
+    # No objects asked for: the field stays empty.
+    empty = QueryText.Response()
+    conv.fill_query_response(empty, QueryResult(True, "", 3.0, centres, scores, None), header, None)
+    assert len(empty.objects) == 0
+
+    # Asymmetric scores: the box sits around the voxels, not at the weighted centre.
+    lop = tuple(ground_objects(centres[:3], [0.9, 0.3, 0.3], 0.5, 0.2))
+    arr = conv.query_object_markers(header, objects + lop, centres, "  a   red car ")
+    assert arr.markers[0].action == Marker.DELETEALL
+    boxes = [m for m in arr.markers if m.type == Marker.CUBE]
+    labels = [m for m in arr.markers if m.type == Marker.TEXT_VIEW_FACING]
+    assert len(boxes) == len(labels) == 3 and len(arr.markers) == 7
+    assert [m.id for m in boxes] == [0, 1, 2] and boxes[0].ns == "query_objects"
+    assert boxes[2].pose.position.x == pytest.approx(0.75)  # middle of 0.25..1.25
+    assert (boxes[1].scale.x, boxes[1].scale.y) == pytest.approx((1.5, 0.5))
+    assert labels[0].text == "a red car 0.90" and labels[0].header.frame_id == "base_link"
+    assert labels[1].pose.position.z > boxes[1].pose.position.z + boxes[1].scale.z / 2
+    assert len(conv.query_object_markers(header, (), centres, "car").markers) == 1

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pop3d_ros.geometry.camera import PinholeCamera
+from pop3d_ros.pipeline.grounding import GroundedObject, ground_objects
 from pop3d_ros.pipeline.sampling_cache import SamplingCache
 from pop3d_ros.text.base import TextEncodingError
 
@@ -30,6 +31,7 @@ class PipelineConfig:
     max_top_k: int = 10000  # upper bound on top_k (a response holds that many points)
     max_query_chars: int = 1000  # longer text is cut before tokenizing (BPE cost grows fast)
     text_cache_size: int = 512  # query strings whose embeddings are kept
+    max_objects: int = 100  # grounded objects a query returns at most (the best ones)
 
     def __post_init__(self):
         if not 0.0 < float(self.occupancy_threshold) < 1.0:
@@ -66,11 +68,25 @@ class QueryResult:
     top: np.ndarray | None = None  # indices into centres/scores, best first
     elapsed_ms: float = 0.0
     cached: bool = False  # the text embedding came from the cache
+    objects: tuple[GroundedObject, ...] = ()  # groups scoring >= min_score, best first
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
     return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+def check_min_score(min_score) -> str:
+    """Why `min_score` is not a valid grounding threshold ("" when it is: 0 <= s <= 1)."""
+    try:
+        value = float(min_score)
+    except (TypeError, ValueError):
+        return f"min_score must be a number, got {min_score!r}"
+    if not np.isfinite(value):
+        return f"min_score must be a finite number in [0, 1], got {value}"
+    if not 0.0 <= value <= 1.0:
+        return f"min_score must be in [0, 1] (a cosine similarity; 0 = no objects), got {value:g}"
+    return ""
 
 
 def prepare_query_text(text: str, context_length: int, max_chars: int) -> tuple[str, str]:
@@ -216,9 +232,13 @@ class OccupancyPipeline:
                 self._text_cache.popitem(last=False)
         return emb, False, notes
 
-    def query(self, text: str, top_k: int = 0) -> QueryResult:
-        """Cosine similarity of `text` to every occupied voxel of the latest occupancy."""
+    def query(self, text: str, top_k: int = 0, min_score: float = 0.0) -> QueryResult:
+        """Cosine similarity of `text` to every occupied voxel of the latest occupancy, and
+        with `min_score` > 0 the connected groups of voxels scoring at least that (objects)."""
         t0 = time.perf_counter()
+        bad = check_min_score(min_score)
+        if bad:
+            return QueryResult(False, bad)
         latest = self.latest
         if latest is None:
             return QueryResult(False, "no occupancy yet: waiting for a complete camera set")
@@ -247,6 +267,12 @@ class OccupancyPipeline:
         notes = ([note] if note else []) + list(enc_notes)
         if latest.count == 0:
             notes.append("the latest occupancy has no occupied voxels")
+        objects = ()
+        if float(min_score) > 0:
+            found = ground_objects(latest.centres, scores, self.grid.voxel_size, min_score)
+            objects = tuple(found[: self.config.max_objects])
+            if len(found) > len(objects):
+                notes.append(f"{len(found)} objects above min_score, the best {len(objects)} kept")
         return QueryResult(
             True,
             "; ".join(notes),
@@ -256,4 +282,5 @@ class OccupancyPipeline:
             top=top,
             elapsed_ms=(time.perf_counter() - t0) * 1e3,
             cached=cached,
+            objects=objects,
         )

@@ -13,7 +13,7 @@ import struct
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Point
+from geometry_msgs.msg import Point, Vector3
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
@@ -178,3 +178,58 @@ def fill_query_response(response, result, header: Header, heatmap_arr) -> None:
         top = result.centres[result.top].astype(np.float64)
         response.top_points = [Point(x=x, y=y, z=z) for x, y, z in top.tolist()]
         response.top_scores = result.scores[result.top].astype(np.float32).tolist()
+    if result.success and result.objects:
+        response.objects = grounded_object_msgs(result.objects)
+
+
+def grounded_object_msgs(objects) -> list:
+    """pop3d_ros/GroundedObject messages of the pipeline's grounded objects (same order)."""
+    from pop3d_ros.msg import GroundedObject
+
+    return [
+        GroundedObject(
+            center=Point(x=float(o.center[0]), y=float(o.center[1]), z=float(o.center[2])),
+            size=Vector3(x=float(o.size[0]), y=float(o.size[1]), z=float(o.size[2])),
+            max_score=float(o.max_score),
+            mean_score=float(o.mean_score),
+            num_voxels=int(o.num_voxels),
+        )
+        for o in objects
+    ]
+
+
+OBJECT_COLOR = (1.0, 0.55, 0.0)  # boxes of grounded objects (orange), RGB
+LABEL_HEIGHT = 0.8  # metres: text size of the labels above the boxes
+
+
+def query_object_markers(
+    header: Header, objects, centres: np.ndarray, text: str, alpha: float = 0.4
+) -> MarkerArray:
+    """RViz markers of grounded objects: DELETEALL (drops the previous query's), then per
+    object a CUBE box (namespace "query_objects") and a TEXT_VIEW_FACING label with the query
+    and the object's peak score above it (namespace "query_labels"), both with the object's
+    rank as id. The box spans the object's voxels (`centres` = the voxel centres its
+    `voxel_indices` index), so it sits around them rather than at the score-weighted centre."""
+    label = " ".join(str(text).split())
+    label = label if len(label) <= 40 else label[:39] + "…"
+    markers = [Marker(header=header, action=Marker.DELETEALL)]
+    r, g, b = OBJECT_COLOR
+    for i, o in enumerate(objects):
+        own = np.asarray(centres, dtype=np.float64)[o.voxel_indices]
+        cx, cy, cz = ((own.min(axis=0) + own.max(axis=0)) / 2).tolist()
+        sx, sy, sz = (float(v) for v in o.size)
+        box = Marker(header=header, ns="query_objects", id=i, type=Marker.CUBE)
+        box.action = Marker.ADD
+        box.pose.position = Point(x=cx, y=cy, z=cz)
+        box.pose.orientation.w = 1.0
+        box.scale = Vector3(x=sx, y=sy, z=sz)
+        box.color = ColorRGBA(r=r, g=g, b=b, a=float(alpha))
+        tag = Marker(header=header, ns="query_labels", id=i, type=Marker.TEXT_VIEW_FACING)
+        tag.action = Marker.ADD
+        tag.pose.position = Point(x=cx, y=cy, z=cz + sz / 2 + LABEL_HEIGHT)
+        tag.pose.orientation.w = 1.0
+        tag.scale.z = LABEL_HEIGHT
+        tag.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+        tag.text = f"{label} {float(o.max_score):.2f}"
+        markers += [box, tag]
+    return MarkerArray(markers=markers)

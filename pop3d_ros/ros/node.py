@@ -45,6 +45,7 @@ NODE_NAME = "pop3d_occupancy"
 MARKERS_TOPIC = "/pop3d/occupancy_markers"
 CLOUD_TOPIC = "/pop3d/occupancy_cloud"
 HEATMAP_TOPIC = "/pop3d/query_heatmap"
+OBJECTS_TOPIC = "/pop3d/query_objects"
 SERVICE = "/query_text"
 
 
@@ -91,6 +92,7 @@ class OccupancyNode(Node):
         self.markers_pub = self.create_publisher(MarkerArray, MARKERS_TOPIC, out_qos)
         self.cloud_pub = self.create_publisher(conv.PointCloud2, CLOUD_TOPIC, out_qos)
         self.heatmap_pub = self.create_publisher(MarkerArray, HEATMAP_TOPIC, out_qos)
+        self.objects_pub = self.create_publisher(MarkerArray, OBJECTS_TOPIC, out_qos)
         from diagnostic_msgs.msg import DiagnosticArray
 
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -338,7 +340,7 @@ class OccupancyNode(Node):
                 response, header, f"model not loaded: {self.model_status()}"
             )
         try:
-            result = pipe.query(request.text, int(request.top_k))
+            result = pipe.query(request.text, int(request.top_k), float(request.min_score))
         except Exception as exc:  # noqa: BLE001 - a query must always get an answer
             return conv.fail_query_response(response, header, f"query failed: {exc}")
         if result.stamp:
@@ -353,6 +355,9 @@ class OccupancyNode(Node):
                 header, "query_heatmap", pipe.grid.voxel_size, result.centres, colors
             )
             self.heatmap_pub.publish(raw)
+            self.objects_pub.publish(
+                conv.query_object_markers(header, result.objects, result.centres, request.text)
+            )
         self.stages.record("query", (time.perf_counter() - t0) * 1e3)
         return response
 
