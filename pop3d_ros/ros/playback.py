@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+from rclpy.duration import Duration
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -40,6 +41,12 @@ class PlaybackConfig:
     drop_prob: float = 0.0  # chance that one camera's image is skipped in a frame
     jpeg_quality: int = 90  # for compressed
     seed: int = 0  # jitter / drop randomness
+    # Reliable only: after each image, wait up to this long until every subscriber has
+    # acknowledged it (0 = don't). One process writing six images back to back overflows
+    # Fast DDS's default 512 KB shared-memory segment; the lost sample is repaired only at
+    # the next heartbeat, seconds later. Waiting for the acks paces the writes instead, with
+    # default DDS settings (README, "DDS settings for six large image streams").
+    ack_timeout_s: float = 0.1
 
     def __post_init__(self):
         if self.reliability not in ("reliable", "best_effort"):
@@ -86,6 +93,9 @@ class CameraPlayback:
                 node.create_publisher(CameraInfo, topics["camera_info"], qos),
             )
         self._rng = np.random.default_rng(c.seed)
+        self._ack_timeout = None
+        if c.reliability == "reliable" and c.ack_timeout_s > 0:
+            self._ack_timeout = Duration(nanoseconds=int(c.ack_timeout_s * 1e9))
         self.frames_published = 0
 
     def topics(self) -> list[str]:
@@ -119,6 +129,8 @@ class CameraPlayback:
                 _fill(CameraInfo(), camera_info_fields(sample["intrinsics"][i], W, H, t, frame))
             )
             img_pub.publish(_fill(self._image_type(), fields))
+            if self._ack_timeout is not None:
+                img_pub.wait_for_all_acked(self._ack_timeout)
         self.frames_published += 1
         return stamp_us
 
