@@ -371,7 +371,8 @@ class OccupancyNode(Node):
         left to the daemon thread, which dies with the process."""
         self._stop.set()
         self.slot.close()
-        self._worker.join(timeout=timeout)
+        # A model load cannot be interrupted and nothing waits for its result: don't wait.
+        self._worker.join(timeout=0.05 if self.model_loading else timeout)
         if self.runtime is not None and not self._worker.is_alive():
             self.runtime.close()
 
