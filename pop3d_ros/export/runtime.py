@@ -263,6 +263,10 @@ def load_runtime(
 
             model, ckpt = load_model(checkpoint)
             cfg = model.cfg
+            if threads > 0:
+                import torch
+
+                torch.set_num_threads(int(threads))
             enc, head = _torch_backends(model, cfg, os.fspath(checkpoint))
             desc = f"{enc.description} fp32, checkpoint sha {sha[:10]}.."
             rt = Pop3DRuntime(cfg, dict(ckpt["text_space"]), name, enc, head, desc, None, None, sha)

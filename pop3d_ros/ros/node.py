@@ -1,7 +1,8 @@
 """The `pop3d_occupancy` node: six cameras in, occupancy markers/cloud out, `/query_text`.
 
-Thin glue: callbacks decode and resize images and feed the camera-set matcher; a worker thread
-runs the newest complete set through `OccupancyPipeline` (a queue of one: sets that arrive
+Thin glue: callbacks keep each image as it arrived (a zero-copy view or the compressed bytes,
+cheap checks only) and feed the camera-set matcher; a worker thread decodes and resizes only
+the newest complete set and runs it through `OccupancyPipeline` (a queue of one: sets that arrive
 while it is busy replace each other and are counted); the query service has its own callback
 group, so it answers while inference runs. The model loads in the worker, so the node is up
 (and answers queries with the reason) even when the model is missing or broken; a failed load
@@ -29,7 +30,7 @@ from pop3d_ros.geometry.camera import PinholeCamera, validate_intrinsics
 from pop3d_ros.geometry.rig import RigError, load_rig
 from pop3d_ros.pipeline import messages
 from pop3d_ros.pipeline.images import ImageDecodeError
-from pop3d_ros.pipeline.preprocess import resize_to_rgb
+from pop3d_ros.pipeline.preprocess import PendingImage, convert_set
 from pop3d_ros.pipeline.sync import CameraSetMatcher, Frame, LatestSlot
 from pop3d_ros.ros import conversions as conv
 from pop3d_ros.ros.diagnostics import InvalidCounter, RateMeter, StageTimes
@@ -208,23 +209,18 @@ class OccupancyNode(Node):
         if pipe is None:
             return
         t0 = time.perf_counter()
-        try:
+        try:  # cheap checks only; decoding and resizing wait until the set runs (worker)
             if self.params.image_transport == "compressed":
-                img, encoding = conv.compressed_rgb(msg), "rgb8"
+                pending = PendingImage.compressed(msg.data, msg.format, msg.header.frame_id)
             else:
-                img, encoding = conv.image_view(msg), msg.encoding.strip().lower()
-            camera = self._camera(
-                name, img.shape[1], img.shape[0], pipe.image_hw, msg.header.frame_id
-            )
-            small = resize_to_rgb(img, encoding, pipe.image_hw)
+                pending = PendingImage.raw(
+                    msg.data, msg.height, msg.width, msg.step, msg.encoding, msg.header.frame_id
+                )
         except ImageDecodeError as exc:
             self._reject(exc.reason, name, exc)
             return
-        except ValueError as exc:
-            self._reject("bad_calibration", name, exc)
-            return
-        self.stages.record("convert", (time.perf_counter() - t0) * 1e3)
-        frame = Frame(name, conv.stamp_to_sec(msg.header.stamp), (small, camera), received)
+        self.stages.record("receive", (time.perf_counter() - t0) * 1e3)
+        frame = Frame(name, conv.stamp_to_sec(msg.header.stamp), pending, received)
         camera_set = self.matcher.add(frame)
         if camera_set is not None:
             self.slot.put(camera_set)
@@ -240,7 +236,14 @@ class OccupancyNode(Node):
         try:
             if not path.is_file():
                 raise ValueError(f"{path}: checkpoint not found (parameters model_dir/checkpoint)")
-            runtime = load_runtime(path, p.backend, p.cache_dir or None, log=self.log.info)
+            runtime = load_runtime(
+                path,
+                p.backend,
+                p.cache_dir or None,
+                precision=p.precision,
+                log=self.log.info,
+                threads=p.thread_plan[0],
+            )
             if runtime.config.num_cameras != len(p.camera_names):
                 raise ValueError(
                     f"model expects {runtime.config.num_cameras} cameras, "
@@ -274,10 +277,31 @@ class OccupancyNode(Node):
             if camera_set is not None:
                 self._process(camera_set)
 
+    def _convert(self, camera_set, pipe):
+        """(images, cameras) of the set at the network size, or None (rejected, counted)."""
+        names = [f.camera for f in camera_set.frames]
+        t0 = time.perf_counter()
+        try:
+            images, cameras = convert_set(
+                [f.payload for f in camera_set.frames],
+                pipe.image_hw,
+                lambda i, frame_id, w, h: self._camera(names[i], w, h, pipe.image_hw, frame_id),
+            )
+        except ImageDecodeError as exc:
+            self._reject(exc.reason, names[getattr(exc, "index", 0)], exc)
+            return None
+        except ValueError as exc:
+            self._reject("bad_calibration", "camera set", exc)
+            return None
+        self.stages.record("convert", (time.perf_counter() - t0) * 1e3)
+        return images, cameras
+
     def _process(self, camera_set) -> None:
         pipe = self.pipeline
-        images = [f.payload[0] for f in camera_set.frames]
-        cameras = [f.payload[1] for f in camera_set.frames]
+        converted = self._convert(camera_set, pipe)
+        if converted is None:
+            return
+        images, cameras = converted
         try:
             result = pipe.infer(images, cameras, camera_set.stamp)
         except Exception as exc:  # noqa: BLE001 - one bad set must not stop the worker
@@ -358,7 +382,7 @@ def main(args=None) -> int:
     node = None
     try:
         node = OccupancyNode()
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = MultiThreadedExecutor(num_threads=node.params.thread_plan[1])
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

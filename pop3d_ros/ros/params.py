@@ -26,6 +26,9 @@ class NodeParams:
     model_dir: str = ""  # directory with the checkpoint; "" = the package's models/default
     checkpoint: str = "model.pt"  # checkpoint file name inside model_dir
     cache_dir: str = ""  # ONNX/engine cache; "" = ~/.cache/pop3d_ros
+    precision: str = "fp32"  # fp32 | fp16 | int8: graph precision (int8: `pop3d export
+    #   --precision int8` first; fp16 runs as fp32 on the CPU-only ONNX Runtime and torch)
+    threads: int = 0  # inference threads (ORT intra-op / torch) and executor size; 0 = all cores
     occupancy_threshold: float = 0.5  # P(occupied) at or above which a voxel is shown
     vocabulary: list[str] = field(default_factory=list)  # class prompts -> colour by class
     target_frame: str = "base_link"  # frame of markers, cloud and query answers
@@ -41,6 +44,7 @@ class NodeParams:
             "image_transport": ("raw", "compressed"),
             "image_reliability": ("auto", "reliable", "best_effort"),
             "backend": ("auto", "tensorrt", "onnxruntime", "torch"),
+            "precision": ("fp32", "fp16", "int8"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -51,6 +55,20 @@ class NodeParams:
             raise ValueError("parameter occupancy_threshold must be in (0, 1)")
         if self.max_camera_time_diff < 0:
             raise ValueError("parameter max_camera_time_diff must be >= 0")
+        if self.threads < 0:
+            raise ValueError("parameter threads must be >= 0 (0 = all cores)")
+
+    @property
+    def thread_plan(self) -> tuple[int, int]:
+        """(inference threads, executor threads) for `threads`.
+
+        Inference (ONNX Runtime intra-op pool, or torch) gets `threads` cores, 0 = all. The
+        executor runs only cheap callbacks (images are kept unconverted until the worker runs
+        them), so it needs no more threads than that: `threads`, but at least two (one for
+        images, one so the query service answers during a burst of images).
+        """
+        n = self.threads or os.cpu_count() or 1
+        return n, max(2, n)
 
     @property
     def checkpoint_path(self) -> Path:
