@@ -11,6 +11,7 @@ is retried every `model_retry_s` seconds, so dropping a valid model in place rec
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -30,6 +31,7 @@ from pop3d_ros.geometry.camera import PinholeCamera, validate_intrinsics
 from pop3d_ros.geometry.rig import RigError, load_rig
 from pop3d_ros.pipeline import messages
 from pop3d_ros.pipeline.images import ImageDecodeError
+from pop3d_ros.pipeline.output_frame import resolve_output_transform
 from pop3d_ros.pipeline.preprocess import PendingImage, convert_set
 from pop3d_ros.pipeline.sync import CameraSetMatcher, Frame, LatestSlot
 from pop3d_ros.ros import conversions as conv
@@ -56,11 +58,12 @@ class OccupancyNode(Node):
         self.tf = None
         if p.extrinsics_source == "tf":
             try:
-                self.tf = TfExtrinsics(self, p.target_frame)
-                self.extrinsics_note = f"tf (-> {p.target_frame}); rig where tf has no transform"
+                self.tf = TfExtrinsics(self, p.base_frame)
+                self.extrinsics_note = f"tf (-> {p.base_frame}); rig where tf has no transform"
             except ImportError as exc:
                 self.extrinsics_note = f"tf requested but tf2_ros is not installed ({exc}); rig"
                 self.log.warning(self.extrinsics_note)
+        self._init_output_frame(p)
         self.matcher = CameraSetMatcher(p.camera_names, p.max_camera_time_diff)
         self.slot = LatestSlot()
         self.stages = StageTimes()
@@ -186,7 +189,7 @@ class OccupancyNode(Node):
             cam_to_ego = self.tf.lookup(frame_id)
             if cam_to_ego is not None:
                 return cam_to_ego
-            self._warn(f"tf:{name}", f"{name}: no TF {frame_id!r} -> {self.params.target_frame!r}"
+            self._warn(f"tf:{name}", f"{name}: no TF {frame_id!r} -> {self.params.base_frame!r}"
                        "; using the rig file")  # fmt: skip
         return self.rig[name].cam_to_ego
 
@@ -224,6 +227,36 @@ class OccupancyNode(Node):
         camera_set = self.matcher.add(frame)
         if camera_set is not None:
             self.slot.put(camera_set)
+
+    # -- output frame -----------------------------------------------------------------------
+    def _init_output_frame(self, p) -> None:
+        """TF for outputs where target_frame differs and no static transform is given."""
+        self._out_tf, self._out_tf_problem = None, ""
+        self._out_cache: dict[float, object] = {}
+        self.output_transform = resolve_output_transform(p.base_frame, p.target_frame, 0.0,
+                                                         p.target_transform)  # fmt: skip
+        if p.target_frame != p.base_frame and not p.target_transform:
+            try:
+                self._out_tf = self.tf or TfExtrinsics(self, p.base_frame)
+            except ImportError as exc:
+                self._out_tf_problem = f"tf2_ros is not installed ({exc})"
+
+    def _output_for(self, stamp: float):
+        """The OutputTransform of the set stamped `stamp` (one per stamp: outputs and queries
+        of a set agree)."""
+        out = self._out_cache.get(stamp)
+        if out is None:
+            p = self.params
+            lookup = self._out_tf.lookup_at if self._out_tf is not None else None
+            out = resolve_output_transform(
+                p.base_frame, p.target_frame, stamp, p.target_transform, lookup,
+                self._out_tf_problem,
+            )  # fmt: skip
+            if out.frame != p.target_frame:
+                self._warn("output_frame", out.note, 30.0)
+            self._out_cache = {**dict(list(self._out_cache.items())[-3:]), stamp: out}
+        self.output_transform = out
+        return out
 
     # -- model and inference ----------------------------------------------------------------
     def _load_model(self) -> None:
@@ -311,17 +344,17 @@ class OccupancyNode(Node):
         for stage, ms in result.timings_ms.items():
             self.stages.record(stage, ms)
         t0 = time.perf_counter()
-        header = conv.make_header(camera_set.stamp, self.params.target_frame)
+        out = self._output_for(camera_set.stamp)
+        header = conv.make_header(camera_set.stamp, out.frame)
+        centres = out.points(result.centres)
         alpha = self.params.marker_alpha
         if result.labels is not None:
             colors = messages.class_colors(result.labels % len(messages.CLASS_PALETTE), alpha)
-        else:
+        else:  # coloured by height above base_frame's ground, whatever the output frame
             colors = messages.height_colors(result.centres[:, 2], pipe.grid.z_range, alpha)
-        raw = self.serializer.serialize(
-            header, "occupancy", pipe.grid.voxel_size, result.centres, colors
-        )
+        raw = self.serializer.serialize(header, "occupancy", pipe.grid.voxel_size, centres, colors)
         self.markers_pub.publish(raw)
-        cloud = messages.cloud_array(result.centres, result.probabilities, labels=result.labels)
+        cloud = messages.cloud_array(centres, result.probabilities, labels=result.labels)
         self.cloud_pub.publish(conv.point_cloud(cloud, header))
         now = time.monotonic()
         self.stages.record("publish", (time.perf_counter() - t0) * 1e3)
@@ -335,7 +368,7 @@ class OccupancyNode(Node):
         t0 = time.perf_counter()
         self.queries += 1
         pipe = self.pipeline
-        header = conv.make_header(0.0, self.params.target_frame)
+        header = conv.make_header(0.0, self.output_transform.frame)
         if pipe is None:
             response.success = False
             response.message = f"model not loaded: {self.model_error}"
@@ -348,7 +381,10 @@ class OccupancyNode(Node):
             response.header = header
             return response
         if result.stamp:
-            header = conv.make_header(result.stamp, self.params.target_frame)
+            out = self._output_for(result.stamp)
+            header = conv.make_header(result.stamp, out.frame)
+            if result.centres is not None:
+                result = dataclasses.replace(result, centres=out.points(result.centres))
         heat = None
         if result.success:
             heat = messages.cloud_array(result.centres, result.scores, extra="score")
