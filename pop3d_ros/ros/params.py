@@ -33,9 +33,10 @@ class NodeParams:
     vocabulary: list[str] = field(default_factory=list)  # class prompts -> colour by class
     base_frame: str = "base_link"  # the model's frame (the rig's); TF camera lookups go here
     target_frame: str = "base_link"  # frame of markers, cloud and query answers (transformed)
-    # base_frame -> target_frame pose [x, y, z, qx, qy, qz, qw] (p_target = R p_base + t); empty
-    # = TF at each set's stamp where tf2_ros exists, else outputs stay in base_frame
-    target_transform: list[float] = field(default_factory=list)
+    # base_frame -> target_frame pose [x, y, z, qx, qy, qz, qw] (p_target = R p_base + t); all
+    # zeros (no rotation is a zero quaternion) = none: TF at each set's stamp where tf2_ros
+    # exists, else outputs stay in base_frame. (ROS parameter files cannot hold an empty list.)
+    target_transform: list[float] = field(default_factory=lambda: [0.0] * 7)
     max_latency_warn_s: float = 1.0  # diagnostics WARN above this end-to-end latency
     camera_stale_s: float = 1.0  # diagnostics WARN when a camera is silent this long
     diagnostics_period_s: float = 1.0  # how often /diagnostics is published
@@ -59,7 +60,10 @@ class NodeParams:
             raise ValueError("parameter occupancy_threshold must be in (0, 1)")
         if self.max_camera_time_diff < 0:
             raise ValueError("parameter max_camera_time_diff must be >= 0")
-        if self.target_transform:
+        self.target_transform = [float(v) for v in self.target_transform]
+        if not any(self.target_transform):
+            self.target_transform = []  # "none" (see the field's comment)
+        else:
             from pop3d_ros.pipeline.output_frame import pose_to_matrix
 
             pose_to_matrix(self.target_transform)  # ValueError: one line
@@ -103,9 +107,6 @@ def default_model_dir() -> Path:
     return share_path("models", "default")
 
 
-_LIST_TYPES = {"target_transform": Parameter.Type.DOUBLE_ARRAY}  # else STRING_ARRAY
-
-
 def declare(node) -> NodeParams:
     """Declare every parameter on `node` and read it (`declare_parameter(...).value`)."""
     values = {}
@@ -115,8 +116,7 @@ def declare(node) -> NodeParams:
         desc = ParameterDescriptor(description=f.name)
         if isinstance(default, list) and not default:
             # An empty list has no type of its own: declare the type explicitly.
-            kind = _LIST_TYPES.get(f.name, Parameter.Type.STRING_ARRAY)
-            param = node.declare_parameter(f.name, kind, desc)
+            param = node.declare_parameter(f.name, Parameter.Type.STRING_ARRAY, desc)
             value = param.value if param.value is not None else []
         else:
             value = node.declare_parameter(f.name, default, desc).value
