@@ -84,15 +84,17 @@ def node_rate(
     rate_hz: float = 12.0,
     threads: int = 0,
     precision: str = "fp32",
-    start_timeout: float = 300.0,
+    start_timeout: float = 180.0,
     say=print,
 ) -> dict:
     """Occupancy messages per second over `seconds`, six `hw` rgb8 streams at `rate_hz`."""
     from pop3d_ros.ros.dds_env import use_large_data_transport
 
+    # This process's participant needs the same domain and transport as the node's.
+    old = {k: os.environ.get(k) for k in ("ROS_DOMAIN_ID", "FASTDDS_BUILTIN_TRANSPORTS")}
+    os.environ["ROS_DOMAIN_ID"] = str(100 + os.getpid() % 100)
+    use_large_data_transport(os.environ)
     env = dict(os.environ)
-    env["ROS_DOMAIN_ID"] = str(100 + os.getpid() % 100)
-    use_large_data_transport(env)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cmd = [
@@ -109,7 +111,6 @@ def node_rate(
             "--width", str(hw[1]), "--height", str(hw[0]), "--rate", str(rate_hz), "--loop",
         ]  # fmt: skip
         node_log, play_log = open(tmp / "node.log", "w+"), open(tmp / "play.log", "w+")  # noqa: SIM115
-        os.environ["ROS_DOMAIN_ID"], old = env["ROS_DOMAIN_ID"], os.environ.get("ROS_DOMAIN_ID")
         counter = _Counter()
         procs = []
         try:
@@ -139,10 +140,11 @@ def node_rate(
             for p in reversed(procs):
                 _stop(p)
             counter.close()
-            if old is None:
-                os.environ.pop("ROS_DOMAIN_ID", None)
-            else:
-                os.environ["ROS_DOMAIN_ID"] = old
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     keys = ("_ms", "rate_hz", "dropped", "threads", "precision", "engine")
     profile = {k: v for k, v in diag.items() if any(s in k for s in keys) and "last" not in k}
     return {
