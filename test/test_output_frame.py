@@ -86,6 +86,7 @@ def _on_lattice(points_target, grid_ranges, shape):
 
 
 @pytest.mark.ros
+@pytest.mark.slow  # ~25 s: its own node process (model load) on a loaded 2-core machine
 def test_node_publishes_in_target_frame(tmp_path):
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray

@@ -221,9 +221,9 @@ def quantize_graph(
     """Static QDQ quantization of one graph (symmetric per-channel int8 weights, symmetric
     int8 activations from MinMax calibration over `feeds`); nodes named by a prefix in
     `exclude` stay float."""
-    import onnx
     import tempfile
 
+    import onnx
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
