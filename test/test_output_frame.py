@@ -167,3 +167,20 @@ def test_node_publishes_in_target_frame(tmp_path):
             p.stop()
         ros.close()
         rclpy.shutdown(context=context)
+
+
+def test_node_params_thread_plan_and_target_transform():
+    from pop3d_ros.ros.params import NodeParams
+
+    p = NodeParams(threads=3)
+    p.validate()
+    assert p.thread_plan == (3, 3) and p.target_transform == []  # all zeros = none
+    one = NodeParams(threads=1, target_transform=[1, 2, 3, 0, 0, 0, 1])
+    one.validate()
+    assert one.thread_plan == (1, 2) and one.target_transform == [1.0, 2.0, 3.0, 0, 0, 0, 1.0]
+    with pytest.raises(ValueError, match="7 finite numbers"):
+        NodeParams(target_transform=[1.0, 2.0]).validate()
+    with pytest.raises(ValueError, match="threads"):
+        NodeParams(threads=-1).validate()
+    with pytest.raises(ValueError, match="precision"):
+        NodeParams(precision="int4").validate()
