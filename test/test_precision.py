@@ -127,7 +127,7 @@ def test_runtime_precision(export, tmp_path):
         resolve_variant(other / d.name / "encoder.onnx", "int8")
     quantize_export(d, _feeds(cfg, 2), QUIET)
     with load_runtime(ckpt, "onnxruntime", cache, precision="int8", log=QUIET) as rt:
-        assert rt.precision == "int8" and "int8" in rt.description
+        assert rt.precision == "int8" and "encoder.int8.onnx sha" in rt.description
         assert rt.encoder.source.endswith("encoder.int8.onnx")
         assert rt.language_head.source.endswith("language_head.int8.onnx")
         out = rt.encoder.infer(example_inputs(cfg, seed=1))

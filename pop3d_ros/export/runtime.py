@@ -302,8 +302,14 @@ def load_runtime(
             enc, head = _tensorrt_backends(export_dir, cfg, precision, build_engines, log)
         _check_io(enc, ENCODER_INPUTS, ENCODER_OUTPUTS)
         _check_io(head, LANGUAGE_INPUTS, LANGUAGE_OUTPUTS)
+        from pop3d_ros.export.precision import read_variant_info
+
         enc_sha = manifest["graphs"]["encoder"]["sha256"]
-        desc = f"{enc.description} {precision}, {ENCODER_FILE} sha {enc_sha[:10]}.."
+        enc_file = ENCODER_FILE
+        if name == "onnxruntime" and precision != "fp32":  # the variant's own sha (sidecar)
+            enc_file = Path(enc.source).name
+            enc_sha = (read_variant_info(enc.source) or {}).get("sha256", "?")
+        desc = f"{enc.description} {precision}, {enc_file} sha {enc_sha[:10]}.."
         rt = Pop3DRuntime(
             cfg, dict(ckpt["text_space"]), name, enc, head, desc, export_dir, manifest, sha
         )
