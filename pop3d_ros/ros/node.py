@@ -31,12 +31,12 @@ from pop3d_ros.geometry.camera import PinholeCamera, validate_intrinsics
 from pop3d_ros.geometry.rig import RigError, load_rig
 from pop3d_ros.pipeline import messages
 from pop3d_ros.pipeline.images import ImageDecodeError
-from pop3d_ros.pipeline.output_frame import resolve_output_transform
 from pop3d_ros.pipeline.preprocess import PendingImage, convert_set
 from pop3d_ros.pipeline.sync import CameraSetMatcher, Frame, LatestSlot
 from pop3d_ros.ros import conversions as conv
 from pop3d_ros.ros.diagnostics import InvalidCounter, RateMeter, StageTimes
 from pop3d_ros.ros.node_diagnostics import build_diagnostics
+from pop3d_ros.ros.output_frames import OutputFrames
 from pop3d_ros.ros.params import declare, share_path
 from pop3d_ros.ros.tf_extrinsics import TfExtrinsics
 
@@ -63,7 +63,7 @@ class OccupancyNode(Node):
             except ImportError as exc:
                 self.extrinsics_note = f"tf requested but tf2_ros is not installed ({exc}); rig"
                 self.log.warning(self.extrinsics_note)
-        self._init_output_frame(p)
+        self.outputs = OutputFrames(self, p, self.tf, lambda k, text: self._warn(k, text, 30.0))
         self.matcher = CameraSetMatcher(p.camera_names, p.max_camera_time_diff)
         self.slot = LatestSlot()
         self.stages = StageTimes()
@@ -228,36 +228,6 @@ class OccupancyNode(Node):
         if camera_set is not None:
             self.slot.put(camera_set)
 
-    # -- output frame -----------------------------------------------------------------------
-    def _init_output_frame(self, p) -> None:
-        """TF for outputs where target_frame differs and no static transform is given."""
-        self._out_tf, self._out_tf_problem = None, ""
-        self._out_cache: dict[float, object] = {}
-        self.output_transform = resolve_output_transform(p.base_frame, p.target_frame, 0.0,
-                                                         p.target_transform)  # fmt: skip
-        if p.target_frame != p.base_frame and not p.target_transform:
-            try:
-                self._out_tf = self.tf or TfExtrinsics(self, p.base_frame)
-            except ImportError as exc:
-                self._out_tf_problem = f"tf2_ros is not installed ({exc})"
-
-    def _output_for(self, stamp: float):
-        """The OutputTransform of the set stamped `stamp` (one per stamp: outputs and queries
-        of a set agree)."""
-        out = self._out_cache.get(stamp)
-        if out is None:
-            p = self.params
-            lookup = self._out_tf.lookup_at if self._out_tf is not None else None
-            out = resolve_output_transform(
-                p.base_frame, p.target_frame, stamp, p.target_transform, lookup,
-                self._out_tf_problem,
-            )  # fmt: skip
-            if out.frame != p.target_frame:
-                self._warn("output_frame", out.note, 30.0)
-            self._out_cache = {**dict(list(self._out_cache.items())[-3:]), stamp: out}
-        self.output_transform = out
-        return out
-
     # -- model and inference ----------------------------------------------------------------
     def _load_model(self) -> None:
         from pop3d_ros.export.runtime import load_runtime
@@ -344,7 +314,7 @@ class OccupancyNode(Node):
         for stage, ms in result.timings_ms.items():
             self.stages.record(stage, ms)
         t0 = time.perf_counter()
-        out = self._output_for(camera_set.stamp)
+        out = self.outputs.for_stamp(camera_set.stamp)
         header = conv.make_header(camera_set.stamp, out.frame)
         centres = out.points(result.centres)
         alpha = self.params.marker_alpha
@@ -368,7 +338,7 @@ class OccupancyNode(Node):
         t0 = time.perf_counter()
         self.queries += 1
         pipe = self.pipeline
-        header = conv.make_header(0.0, self.output_transform.frame)
+        header = conv.make_header(0.0, self.outputs.current.frame)
         if pipe is None:
             response.success = False
             response.message = f"model not loaded: {self.model_error}"
@@ -381,7 +351,7 @@ class OccupancyNode(Node):
             response.header = header
             return response
         if result.stamp:
-            out = self._output_for(result.stamp)
+            out = self.outputs.for_stamp(result.stamp)
             header = conv.make_header(result.stamp, out.frame)
             if result.centres is not None:
                 result = dataclasses.replace(result, centres=out.points(result.centres))

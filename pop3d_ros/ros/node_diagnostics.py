@@ -38,8 +38,8 @@ def build_diagnostics(node):
                 "error": node.model_error,
                 "retry_s": p.model_retry_s,
                 "extrinsics": node.extrinsics_note,
-                "output_frame": node.output_transform.frame,
-                "output_transform": node.output_transform.note,
+                "output_frame": node.outputs.current.frame,
+                "output_transform": node.outputs.current.note,
             },
             hw,
         )
