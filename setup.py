@@ -35,6 +35,9 @@ setup(
         "clip": ["open_clip_torch"],
         "train": ["tensorboard", "open_clip_torch"],
         "bag": ["mcap", "mcap-ros2-support"],
+        # Strongly typed builds (export/trt_builder.py, SUPPORTED_TENSORRT); the API surface of
+        # both majors is exercised by test/test_engine_builder_fake.py.
+        "tensorrt": ["tensorrt>=10.0,<12"],
     },
     entry_points={"console_scripts": ["pop3d = pop3d_ros.cli:main"]},
 )

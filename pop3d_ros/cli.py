@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pop3d_ros.training.cli_train", "train a model (POP-3D recipe)"),
     "eval": ("pop3d_ros.training.cli_eval", "evaluate a checkpoint with the POP-3D protocol"),
     "export": ("pop3d_ros.export.cli_export", "export a checkpoint to ONNX + manifest"),
+    "calib-frames": ("pop3d_ros.export.cli_calib", "write int8 calibration frames (.npz)"),
     "build-engine": ("pop3d_ros.export.cli_engine", "build a TensorRT engine from the ONNX"),
 }
 

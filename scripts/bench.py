@@ -186,34 +186,32 @@ def bench_query_open_clip(runtime, repeat: int) -> dict:
 
 
 def bench_backends(checkpoint: Path, cache_dir: Path, repeat: int, threads: int) -> dict:
-    """Encoder + language head: PyTorch eager vs ONNX Runtime on the same feeds."""
+    """Encoder + language head: PyTorch eager vs ONNX Runtime on the same feeds, interleaved
+    (A B A B ...) so contention from other processes hits both sides alike."""
+    from bench_deploy import interleaved
+
     from pop3d_ros.export.runtime import load_runtime
 
-    out = {}
-    feeds = {}
-    for backend in ("torch", "onnxruntime"):
-        runtime = load_runtime(
-            checkpoint, backend=backend, cache_dir=cache_dir, log=lambda s: None, threads=threads
-        )
-        if not feeds:
-            feeds["encoder"] = encoder_feed(runtime)
-            c_v = runtime.config.decoder.voxel_channels
-            rng = np.random.default_rng(0)
-            feeds["language"] = {"voxel_features": rng.standard_normal((4000, c_v), np.float32)}
-        out[backend] = {
-            "encoder": timed(lambda r=runtime: r.encoder.infer(feeds["encoder"]), repeat),
-            "language_head_4000": timed(
-                lambda r=runtime: r.language_head.infer(feeds["language"]), repeat
-            ),
-            "description": runtime.description,
-        }
-        runtime.close()
-    out["ort_vs_torch_speedup"] = (
-        out["torch"]["encoder"]["median_ms"] / out["onnxruntime"]["encoder"]["median_ms"]
-    )
+    rts = {
+        b: load_runtime(checkpoint, b, cache_dir=cache_dir, log=lambda s: None, threads=threads)
+        for b in ("torch", "onnxruntime")
+    }
+    enc_feed = encoder_feed(rts["torch"])
+    c_v = rts["torch"].config.decoder.voxel_channels
+    lang = {"voxel_features": np.random.default_rng(0).standard_normal((4000, c_v), np.float32)}
+    enc = interleaved({b: (lambda r=r: r.encoder.infer(enc_feed)) for b, r in rts.items()}, repeat)
+    head = interleaved({b: (lambda r=r: r.language_head.infer(lang)) for b, r in rts.items()},
+                       repeat)  # fmt: skip
+    out = {
+        b: {"encoder": enc[b], "language_head_4000": head[b], "description": r.description}
+        for b, r in rts.items()
+    }
+    for r in rts.values():
+        r.close()
+    out["timing"] = "interleaved"
+    out["ort_vs_torch_speedup"] = enc["torch"]["median_ms"] / enc["onnxruntime"]["median_ms"]
     out["ort_vs_torch_speedup_language_head"] = (
-        out["torch"]["language_head_4000"]["median_ms"]
-        / out["onnxruntime"]["language_head_4000"]["median_ms"]
+        head["torch"]["median_ms"] / head["onnxruntime"]["median_ms"]
     )
     return out
 
@@ -278,6 +276,15 @@ def print_table(results: dict) -> None:
         ("model GFLOP/s / matmul GFLOP/s", f"{results['model_gflops_fraction_of_matmul']:.3f}"),
         ("synthetic render (s per frame)", f"{results['render_s_per_frame']:.2f}"),
     ]  # fmt: skip
+    rows += [
+        ("node rate, six 12 Hz streams at the model's input size (Hz)",
+         f"{results['node_hz_model_res']:.2f}"),
+        ("node rate, six 12 Hz streams at 900x1600 (Hz)", f"{results['node_hz_full_res']:.2f}"),
+        ("ONNX Runtime int8 vs fp32 (encoder)", f"{results['ort_int8_vs_fp32_speedup']:.2f}x"),
+        ("int8 IoU drop (points, held-out frames)", f"{results['int8_iou_drop']:.2f}"),
+        ("lazy conversion: conversion CPU saved at 900x1600",
+         f"{100 * results['lazy_conversion_saving']:.0f} %"),
+    ]  # fmt: skip
     rows += [(f"node stage: {k} (ms)", f"{v:.2f}") for k, v in results["node_stage_ms"].items()]
     width = max(len(r[0]) for r in rows)
     print("\n| measure".ljust(width + 3) + " | value |")
@@ -291,9 +298,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="bench/results.json")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per figure")
     parser.add_argument("--render-frames", type=int, default=3)
+    parser.add_argument("--node-seconds", type=float, default=30.0, help="node rate window")
+    parser.add_argument("--eval-frames", type=int, default=8, help="held-out frames, int8 IoU")
     args = parser.parse_args(argv)
-
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
+    from bench_deploy import bench_int8, bench_lazy_conversion
+    from bench_node import node_rate
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     from pop3d_ros.export.runtime import load_runtime
@@ -318,12 +329,25 @@ def main(argv=None) -> int:
                                 runtime.config.voxel_grid.z_range, args.repeat)  # fmt: skip
         matmul = bench_matmul_fraction(runtime, backends["torch"]["encoder"]["median_ms"])
         render = bench_render(args.render_frames)
+        model_hw = tuple(runtime.config.image_size)
         runtime.close()
+        int8 = bench_int8(checkpoint, tmp / "cache", tmp, args.repeat, torch.get_num_threads(),
+                          args.eval_frames)  # fmt: skip
+        node = {}
+        for key, hw in (("model_res", model_hw), ("full_res", (900, 1600))):
+            print(f"[bench] node rate at {hw[1]}x{hw[0]} ({args.node_seconds:.0f} s)", flush=True)
+            node[key] = node_rate(checkpoint, tmp / "cache", hw, args.node_seconds)
+        lazy = bench_lazy_conversion(node["full_res"]["hz"], args.repeat, model_hw=model_hw)
 
     results = {
         "machine": machine_info(),
         "model": model_desc,
         "ort_vs_torch_speedup": backends["ort_vs_torch_speedup"],
+        "node_hz_model_res": node["model_res"]["hz"],
+        "node_hz_full_res": node["full_res"]["hz"],
+        "ort_int8_vs_fp32_speedup": int8["ort_int8_vs_fp32_speedup"],
+        "int8_iou_drop": int8["int8_iou_drop"],
+        "lazy_conversion_saving": lazy["lazy_conversion_saving"],
         "markers_vectorized_speedup": markers["markers_vectorized_speedup"],
         "query_ms_cold": query["cold"]["median_ms"],
         "query_ms_cached": query["cached"]["median_ms"],
@@ -334,6 +358,9 @@ def main(argv=None) -> int:
         "node_stage_ms": {k: v["median_ms"] for k, v in stages.items()},
         "details": {
             "backends": backends,
+            "node_rate": node,
+            "int8": int8,
+            "lazy_conversion": lazy,
             "markers": markers,
             "query": query,
             "query_open_clip_vit_b_32": query_clip,

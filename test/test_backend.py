@@ -117,11 +117,22 @@ def test_provider_resolution():
     logs.clear()
     assert resolve_providers(None, [CPU_EP], log=logs.append) == [(CPU_EP, {})]
     assert logs == []  # the default list is not a user request: no noise
-    chosen = dict(resolve_providers(None, [TRT_EP, CUDA_EP, CPU_EP], "/tmp/pop3d_trt_ep", True))
+    profiles = {"voxel_features": ((1, 32), (4096, 32), (32768, 32))}
+    chosen = dict(
+        resolve_providers(
+            None, [TRT_EP, CUDA_EP, CPU_EP], "/tmp/pop3d_trt_ep", True, QUIET, profiles
+        )
+    )
     assert list(chosen) == [TRT_EP, CUDA_EP, CPU_EP]
     assert chosen[TRT_EP]["trt_engine_cache_enable"] is True
     assert chosen[TRT_EP]["trt_engine_cache_path"] == "/tmp/pop3d_trt_ep"
-    assert chosen[TRT_EP]["trt_fp16_enable"] is True
+    # Strongly typed: the graph file carries the precision, the weak-typing flags stay off.
+    assert chosen[TRT_EP]["trt_fp16_enable"] is False
+    assert chosen[TRT_EP]["trt_int8_enable"] is False
+    assert chosen[TRT_EP]["trt_profile_min_shapes"] == "voxel_features:1x32"
+    assert chosen[TRT_EP]["trt_profile_opt_shapes"] == "voxel_features:4096x32"
+    assert chosen[TRT_EP]["trt_profile_max_shapes"] == "voxel_features:32768x32"
+    assert "trt_profile_min_shapes" not in chosen[CUDA_EP]
     chosen = resolve_providers([("cuda", {"device_id": 1})], [CUDA_EP, CPU_EP], log=QUIET)
     assert chosen == [(CUDA_EP, {"device_id": 1}), (CPU_EP, {})]
 

@@ -223,7 +223,6 @@ def test_calibration_feeds(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--precision", "int8"], "needs --calib"),
         (["--lang-min", "10", "--lang-opt", "5"], "--lang-min"),
         (["--lang-opt", "50", "--lang-max", "20"], "--lang-max"),
         (["--workspace-mib", "0"], "--workspace-mib"),

@@ -1,7 +1,10 @@
-"""`pop3d build-engine`: ONNX export -> TensorRT engines in the content-keyed cache.
+"""`pop3d build-engine`: ONNX export -> strongly typed TensorRT engines in the cache.
 
-Arguments are checked before TensorRT is imported, so mistakes get an argparse-style error
-on any machine; without TensorRT the command ends with one line saying so (exit 1).
+The precision is the graph's (export.precision): fp16 builds `*.fp16.onnx` (converted on
+demand), int8 builds the Q/DQ `*.int8.onnx` (quantized here from `--calib` frames when the
+export has none yet). Arguments are checked before TensorRT is imported, so mistakes get an
+argparse-style error on any machine; without TensorRT the command ends with one line saying
+so (exit 1).
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--calib",
         type=Path,
         default=None,
-        help="int8: calibration frames (.npz per frame with the encoder's inputs): a directory "
-        "or a text file listing them",
+        help="int8: calibration frames (`pop3d calib-frames`: .npz per frame with the encoder's "
+        "inputs), a directory or a text file listing them; used to write the Q/DQ graph when "
+        "the export has none",
     )
     parser.add_argument("--calib-limit", type=int, default=64, help="int8: at most this many")
     parser.add_argument(
@@ -63,8 +67,6 @@ def _check_args(args) -> str | None:
         return f"need 1 <= --lang-min <= --lang-opt, got {args.lang_min}, {args.lang_opt}"
     if args.lang_max and args.lang_max < args.lang_opt:
         return f"need --lang-opt <= --lang-max, got {args.lang_opt} > {args.lang_max}"
-    if args.precision == "int8" and args.calib is None:
-        return "--precision int8 needs --calib FRAMES (calibration frames)"
     if args.calib is not None and not args.calib.exists():
         return f"{args.calib}: calibration frames not found"
     if args.onnx_dir is not None and not args.onnx_dir.is_dir():
@@ -75,25 +77,6 @@ def _check_args(args) -> str | None:
         return "--progress-interval must be positive"
     args.graphs = graphs
     return None
-
-
-def _language_calibration(export_dir: Path, enc_feeds, n: int, c_v: int):
-    """Language-head calibration inputs: voxel features the encoder gives on the frames."""
-    import numpy as np
-
-    from pop3d_ros.export.backends.ort_backend import OrtBackend
-
-    feeds = []
-    with OrtBackend(export_dir / "encoder.onnx", providers=["cpu"], log=lambda _m: None) as enc:
-        for feed in enc_feeds:
-            out = enc.infer(feed)
-            occupied = out["occupancy_logits"][..., 1] > out["occupancy_logits"][..., 0]
-            feats = out["voxel_features"][occupied].reshape(-1, c_v)
-            if len(feats) < n:  # pad with unoccupied voxels so every batch has opt N rows
-                rest = out["voxel_features"][~occupied].reshape(-1, c_v)
-                feats = np.concatenate([feats, rest])[:n]
-            feeds.append({"voxel_features": np.ascontiguousarray(feats[:n], dtype=np.float32)})
-    return feeds
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,6 +96,7 @@ def _run(args) -> int:
     from pop3d_ros.export.engine_cache import ensure_engine
     from pop3d_ros.export.hashing import sha256_file
     from pop3d_ros.export.manifest import verify_export
+    from pop3d_ros.export.precision import quantize_export, resolve_variant, variant_problem
     from pop3d_ros.export.runtime import default_cache_dir, ensure_export
     from pop3d_ros.export.trt_builder import (
         BuildOptions,
@@ -141,31 +125,29 @@ def _run(args) -> int:
     c_v, n_vox = cfg.decoder.voxel_channels, cfg.voxel_grid.num_voxels
     lang_max = args.lang_max or n_vox
     lang_opt = min(args.lang_opt, lang_max)
-    enc_feeds = []
-    if args.precision == "int8":
+    files = [export_dir / manifest["graphs"][g]["file"] for g in GRAPHS]
+    if args.precision == "int8" and any(variant_problem(f, "int8") for f in files):
+        if args.calib is None:
+            return _fail(
+                f"{export_dir}: no int8 (Q/DQ) graphs yet: give --calib FRAMES "
+                "(from `pop3d calib-frames`) to write them"
+            )
         names = [s["name"] for s in manifest["graphs"]["encoder"]["inputs"]]
-        enc_feeds = load_calibration_feeds(args.calib, names, args.calib_limit)
+        quantize_export(export_dir, load_calibration_feeds(args.calib, names, args.calib_limit))
     engines = {}
     for graph in args.graphs:
-        onnx_path = export_dir / manifest["graphs"][graph]["file"]
-        profiles, feeds = {}, enc_feeds
+        onnx_path = resolve_variant(export_dir / manifest["graphs"][graph]["file"], args.precision)
+        profiles = {}
         if graph == "language_head":
             profiles = {"voxel_features": ((args.lang_min, c_v), (lang_opt, c_v), (lang_max, c_v))}
-            if enc_feeds:
-                feeds = _language_calibration(export_dir, enc_feeds, lang_opt, c_v)
         options = BuildOptions(
             precision=args.precision,
             workspace_mib=args.workspace_mib,
             profiles=profiles,
-            calibration_feeds=feeds,
             progress_interval_s=args.progress_interval,
         )
         key = engine_key(sha256_file(onnx_path), options)
         engine_dir = export_dir / "engines"
-        if args.precision == "int8":
-            options.calibration_cache = engine_dir / (
-                key.filename(graph)[: -len(".engine")] + ".calib"
-            )
         engines[graph] = (
             ensure_engine(
                 engine_dir, graph, key, lambda p=onnx_path, o=options: build_serialized_engine(p, o)

@@ -93,6 +93,8 @@ class Pop3DRuntime:
         self.export_dir = export_dir  # where the ONNX/engines live (None for torch)
         self.manifest = manifest  # the export's manifest (None for torch)
         self.checkpoint_sha256 = checkpoint_sha256
+        self.precision = "fp32"  # the precision actually run (set by load_runtime)
+        self.precision_note = ""  # why it differs from the requested one, if it does
 
     def close(self) -> None:
         self.encoder.close()
@@ -178,19 +180,39 @@ def _check_io(backend: Backend, inputs, outputs) -> None:
         )
 
 
+def language_head_profiles(cfg) -> dict:
+    """The language head's optimisation profile: 1 .. all voxels rows, 4096 typical."""
+    c_v, n_vox = cfg.decoder.voxel_channels, int(cfg.voxel_grid.num_voxels)
+    return {"voxel_features": ((1, c_v), (min(4096, n_vox), c_v), (n_vox, c_v))}
+
+
+def ort_precision(precision: str, providers: Sequence | None, log: Log) -> tuple[str, str]:
+    """(precision to load, note): fp16 needs a GPU EP; on the CPU EP alone it runs as fp32."""
+    import onnxruntime as ort
+
+    from pop3d_ros.export.backends.ort_backend import CPU_EP, resolve_providers
+
+    if precision != "fp16":
+        return precision, ""
+    chosen = [n for n, _ in resolve_providers(providers, ort.get_available_providers(), log=log)]
+    if chosen == [CPU_EP]:
+        note = "fp16 requested, fp32 used: the CPU execution provider has no fp16 kernels"
+        log(f"onnxruntime: {note}")
+        return "fp32", note
+    return precision, ""
+
+
 def _tensorrt_backends(export_dir: Path, cfg, precision: str, build: bool, log: Log):
     from pop3d_ros.export.backends.trt_backend import TrtBackend
     from pop3d_ros.export.engine_cache import ensure_engine
     from pop3d_ros.export.hashing import sha256_file
+    from pop3d_ros.export.precision import resolve_variant
     from pop3d_ros.export.trt_builder import BuildOptions, build_serialized_engine, engine_key
 
-    c_v, n_vox = cfg.decoder.voxel_channels, int(cfg.voxel_grid.num_voxels)
     out = []
-    for file, profiles in (
-        (ENCODER_FILE, {}),
-        (LANGUAGE_HEAD_FILE, {"voxel_features": ((1, c_v), (min(4096, n_vox), c_v), (n_vox, c_v))}),
-    ):
-        onnx_path = export_dir / file
+    for file, profiles in ((ENCODER_FILE, {}), (LANGUAGE_HEAD_FILE, language_head_profiles(cfg))):
+        # The precision is the graph's (strongly typed build): fp16 / Q/DQ int8 variant.
+        onnx_path = resolve_variant(export_dir / file, precision, log)
         options = BuildOptions(precision=precision, profiles=profiles)
         key = engine_key(sha256_file(onnx_path), options)
 
@@ -220,7 +242,8 @@ def load_runtime(
     or aliases tensorrt/cuda/cpu). precision: fp32 | fp16 | int8 (TensorRT engines and the
     ORT TensorRT EP). build_engines=False refuses to build missing TensorRT engines.
     threads: onnxruntime intra-op threads (0 = its default, all cores); set it equal to
-    torch's thread count for like-for-like timings.
+    torch's thread count for like-for-like timings. The precision actually run is
+    `runtime.precision` (fp16 on the CPU EP alone runs fp32: `runtime.precision_note`).
     """
     from pop3d_ros.model.checkpoint import CheckpointError, checkpoint_sha256, read_checkpoint
     from pop3d_ros.model.config import ModelConfig
@@ -240,11 +263,17 @@ def load_runtime(
 
             model, ckpt = load_model(checkpoint)
             cfg = model.cfg
+            if threads > 0:
+                import torch
+
+                torch.set_num_threads(int(threads))
             enc, head = _torch_backends(model, cfg, os.fspath(checkpoint))
-            desc = f"{enc.description}, checkpoint sha {sha[:10]}.."
-            return Pop3DRuntime(
-                cfg, dict(ckpt["text_space"]), name, enc, head, desc, None, None, sha
-            )
+            desc = f"{enc.description} fp32, checkpoint sha {sha[:10]}.."
+            rt = Pop3DRuntime(cfg, dict(ckpt["text_space"]), name, enc, head, desc, None, None, sha)
+            if precision != "fp32":
+                rt.precision_note = f"{precision} requested, fp32 used: the torch backend is fp32"
+                log(f"torch: {rt.precision_note}")
+            return rt
         if name == "tensorrt":  # fail before a possibly long export
             from pop3d_ros.export.trt_builder import gpu_identity, import_tensorrt
 
@@ -253,24 +282,39 @@ def load_runtime(
         ckpt = read_checkpoint(checkpoint)
         cfg = ModelConfig.from_dict(ckpt["config"])
         export_dir, manifest = ensure_export(checkpoint, sha, cfg, cache_dir, log)
+        note = ""
         if name == "onnxruntime":
             from pop3d_ros.export.backends.ort_backend import OrtBackend
+            from pop3d_ros.export.precision import resolve_variant
 
+            precision, note = ort_precision(precision, providers, log)
             trt_cache = export_dir / "ort_trt_cache"
             fp16 = precision == "fp16"
-            enc = OrtBackend(export_dir / ENCODER_FILE, providers, trt_cache, fp16, threads, log)
+            enc = OrtBackend(
+                resolve_variant(export_dir / ENCODER_FILE, precision, log),
+                providers, trt_cache, fp16, threads, log,
+            )  # fmt: skip
             head = OrtBackend(
-                export_dir / LANGUAGE_HEAD_FILE, providers, trt_cache, fp16, threads, log
-            )
+                resolve_variant(export_dir / LANGUAGE_HEAD_FILE, precision, log),
+                providers, trt_cache, fp16, threads, log, language_head_profiles(cfg),
+            )  # fmt: skip
         else:
             enc, head = _tensorrt_backends(export_dir, cfg, precision, build_engines, log)
         _check_io(enc, ENCODER_INPUTS, ENCODER_OUTPUTS)
         _check_io(head, LANGUAGE_INPUTS, LANGUAGE_OUTPUTS)
+        from pop3d_ros.export.precision import read_variant_info
+
         enc_sha = manifest["graphs"]["encoder"]["sha256"]
-        desc = f"{enc.description}, {ENCODER_FILE} sha {enc_sha[:10]}.."
-        return Pop3DRuntime(
+        enc_file = ENCODER_FILE
+        if name == "onnxruntime" and precision != "fp32":  # the variant's own sha (sidecar)
+            enc_file = Path(enc.source).name
+            enc_sha = (read_variant_info(enc.source) or {}).get("sha256", "?")
+        desc = f"{enc.description} {precision}, {enc_file} sha {enc_sha[:10]}.."
+        rt = Pop3DRuntime(
             cfg, dict(ckpt["text_space"]), name, enc, head, desc, export_dir, manifest, sha
         )
+        rt.precision, rt.precision_note = precision, note
+        return rt
     except RuntimeLoadError:
         raise
     except DeploymentError as e:

@@ -1,11 +1,16 @@
-"""ONNX -> TensorRT engine with the TensorRT 10 Python API (lazily imported).
+"""ONNX -> strongly typed TensorRT engine, valid on TensorRT 10.x and 11.x (lazily imported).
 
-Written to the documented TensorRT 10 API (`trt.Builder`, `create_network(0)` — explicit
-batch is the only mode in 10.x —, `trt.OnnxParser`, `set_memory_pool_limit`,
-`BuilderFlag.FP16/INT8`, `IInt8EntropyCalibrator2`, optimisation profiles,
-`build_serialized_network`). TensorRT cannot be installed in this project's workplace, so
-this path is not executed by CI; the logic around it (options, calibration feeds, progress
-thread, cache) is tested without the library.
+Uses only API present in both (`trt.Builder`, `create_network(1 << STRONGLY_TYPED)`,
+`OnnxParser.parse_from_file`, `set_memory_pool_limit`, optimisation profiles,
+`build_serialized_network`). Precision is a property of the ONNX graph (an fp16 graph or a
+Q/DQ int8 graph, export.precision), never a builder flag: TensorRT 11 removed
+`BuilderFlag.FP16/INT8`, `int8_calibrator`, `set_calibration_profile`, `platform_has_fast_*`
+and the `IInt8*Calibrator` classes (weak typing, deprecated since 10.12; implicit int8
+calibration deprecated since 10.1). The implicit calibrator this module once had is gone:
+Q/DQ graphs build on every supported version, so it had no version left to serve.
+A missing API is one TensorRTUnavailableError line. TensorRT cannot be installed in this
+project's workplace; test_engine_builder_fake.py drives this code against recording
+stand-ins of the 10.x and 11.x API surfaces.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pop3d_ros.export.engine_cache import PRECISIONS, EngineKey
 from pop3d_ros.export.errors import EngineError, TensorRTUnavailableError
 
 Log = Callable[[str], None]
+SUPPORTED_TENSORRT = "tensorrt>=10.0,<12"  # also the `tensorrt` extra in setup.py
 
 
 def import_tensorrt():
@@ -54,13 +60,10 @@ def gpu_identity() -> tuple[str, str]:
 class BuildOptions:
     """How to build one engine."""
 
-    precision: str = "fp16"  # fp32 | fp16 | int8 (int8 also enables fp16 fallback)
+    precision: str = "fp16"  # fp32 | fp16 | int8: the precision the ONNX file carries
     workspace_mib: int = 2048  # builder workspace memory pool limit
     # input name -> (min, opt, max) shapes; required for every input with dynamic dims
     profiles: dict[str, tuple[tuple, tuple, tuple]] = field(default_factory=dict)
-    # int8 only: feeds for calibration (each a dict input name -> array with the opt shape)
-    calibration_feeds: list[dict[str, np.ndarray]] = field(default_factory=list)
-    calibration_cache: Path | None = None  # int8 only: read if present, written after
     progress_interval_s: float = 5.0  # seconds between "still building" log lines
 
     def __post_init__(self):
@@ -155,70 +158,101 @@ def load_calibration_feeds(
     return feeds
 
 
-def _make_calibrator(trt, feeds: list[dict[str, np.ndarray]], cache_path: Path | None, log: Log):
-    """An IInt8EntropyCalibrator2 fed from host arrays through torch CUDA tensors."""
-    import torch
+def _major(version: str) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return 0
 
-    class _Calibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self):
-            trt.IInt8EntropyCalibrator2.__init__(self)  # required by the pybind11 trampoline
-            self._feeds = iter(feeds)
-            self._device: dict[str, torch.Tensor] = {}  # kept alive while TRT reads them
-            self._count = 0
 
-        def get_batch_size(self):
-            return 1  # explicit-batch networks: the batch is part of the input shapes
+def network_flags(trt) -> int:
+    """`create_network` flags of a strongly typed network on TensorRT 10.x and 11.x.
 
-        def get_batch(self, names):
-            feed = next(self._feeds, None)
-            if feed is None:
-                return None
-            self._count += 1
-            if self._count % 10 == 1:
-                log(f"int8 calibration: frame {self._count}/{len(feeds)}")
-            self._device = {n: torch.from_numpy(feed[n]).cuda() for n in names}
-            return [int(self._device[n].data_ptr()) for n in names]
+    10.x: strong typing is opt-in (`1 << STRONGLY_TYPED`); 11.x: always on, the flag is kept
+    (deprecated, ignored), so passing it is right on both; should a later version drop the
+    flag, 0 is the same network. Before 10.0 there is no strongly typed ONNX build here.
+    """
+    if _major(trt.__version__) < 10:
+        raise TensorRTUnavailableError(
+            None, f"TensorRT {trt.__version__} is too old: need {SUPPORTED_TENSORRT}"
+        )
+    flags = getattr(trt, "NetworkDefinitionCreationFlag", None)
+    flag = getattr(flags, "STRONGLY_TYPED", None)
+    if flag is not None:
+        return 1 << int(flag)
+    if _major(trt.__version__) >= 11:
+        return 0  # strongly typed is the only mode
+    raise TensorRTUnavailableError(
+        None, f"TensorRT {trt.__version__} lacks NetworkDefinitionCreationFlag.STRONGLY_TYPED"
+    )
 
-        def read_calibration_cache(self):
-            if cache_path is not None and cache_path.is_file():
-                log(f"int8 calibration: reusing cache {cache_path}")
-                return cache_path.read_bytes()
-            return None
 
-        def write_calibration_cache(self, cache):
-            if cache_path is not None:
-                cache_path.parent.mkdir(parents=True, exist_ok=True)
-                cache_path.write_bytes(bytes(cache))
-                log(f"int8 calibration: cache written to {cache_path}")
+def _require(obj, attrs: tuple[str, ...], what: str, version: str) -> None:
+    missing = [a for a in attrs if not hasattr(obj, a)]
+    if missing:
+        raise TensorRTUnavailableError(
+            None, f"TensorRT {version} lacks {what}.{'/'.join(missing)} (need {SUPPORTED_TENSORRT})"
+        )
 
-    return _Calibrator()
+
+def graph_precision(onnx_path: Path) -> str:
+    """The precision an ONNX file carries (its `export.precision` sidecar; none = fp32)."""
+    from pop3d_ros.export.precision import read_variant_info
+
+    return (read_variant_info(onnx_path) or {}).get("precision", "fp32")
 
 
 def build_serialized_engine(
     onnx_path: str | os.PathLike, options: BuildOptions, log: Log = print
 ) -> bytes:
-    """Parse an ONNX file and build a serialized engine; EngineError (one line) on failure."""
+    """Parse an ONNX file and build a strongly typed serialized engine; EngineError or
+    TensorRTUnavailableError (one line) on failure.
+
+    The precision is the graph's: `options.precision` must name the precision of the file
+    (fp32 `encoder.onnx`, fp16 `encoder.fp16.onnx`, Q/DQ int8 `encoder.int8.onnx`; see
+    export.precision). No weak-typing flag is set (TensorRT 11 has none).
+    """
     trt = import_tensorrt()
     onnx_path = Path(onnx_path)
+    carried = graph_precision(onnx_path)
+    if carried != options.precision:
+        raise EngineError(
+            onnx_path,
+            f"this graph is {carried}, the build asks for {options.precision}: precision is a "
+            "property of the ONNX (build the .fp16.onnx / .int8.onnx variant)",
+        )
+    _require(
+        trt, ("Builder", "OnnxParser", "Logger", "MemoryPoolType"), "tensorrt", trt.__version__
+    )
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
+    _require(parser, ("parse_from_file",), "OnnxParser", trt.__version__)
+    # From the file, not bytes: ONNX with external weights resolves them next to the file.
+    if not parser.parse_from_file(os.fspath(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise EngineError(onnx_path, f"TensorRT ONNX parser failed: {errors}")
+        raise EngineError(onnx_path, f"TensorRT ONNX parser failed: {errors or 'no details'}")
 
     config = builder.create_builder_config()
+    _require(config, ("set_memory_pool_limit", "add_optimization_profile"), "IBuilderConfig",
+             trt.__version__)  # fmt: skip
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
-    # platform_has_fast_* are deprecated in late 10.x; absent means "assume yes".
-    if options.precision in ("fp16", "int8") and getattr(builder, "platform_has_fast_fp16", True):
-        config.set_flag(trt.BuilderFlag.FP16)
 
     profile = None
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         dynamic = any(d < 0 for d in tensor.shape)
         if tensor.name in options.profiles:
+            lo, _opt, hi = options.profiles[tensor.name]
+            if len(lo) != len(tensor.shape) or any(
+                d >= 0 and not (a <= d <= b) for d, a, b in zip(tensor.shape, lo, hi, strict=True)
+            ):
+                raise EngineError(
+                    onnx_path,
+                    f"profile for '{tensor.name}' {options.profiles[tensor.name]} does not fit "
+                    f"the input's shape {tuple(tensor.shape)}",
+                )
             profile = profile or builder.create_optimization_profile()
             profile.set_shape(tensor.name, *options.profiles[tensor.name])
         elif dynamic:
@@ -229,20 +263,6 @@ def build_serialized_engine(
             )
     if profile is not None:
         config.add_optimization_profile(profile)
-
-    if options.precision == "int8":
-        if not getattr(builder, "platform_has_fast_int8", True):
-            raise EngineError(onnx_path, "this GPU has no fast int8; use fp16")
-        if not options.calibration_feeds and not (
-            options.calibration_cache and options.calibration_cache.is_file()
-        ):
-            raise EngineError(onnx_path, "int8 needs calibration frames or a calibration cache")
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _make_calibrator(
-            trt, options.calibration_feeds, options.calibration_cache, log
-        )
-        if profile is not None:
-            config.set_calibration_profile(profile)
 
     with ProgressLogger(
         f"{onnx_path.name} ({options.precision})", options.progress_interval_s, log

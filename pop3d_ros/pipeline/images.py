@@ -70,8 +70,8 @@ def to_rgb(image: np.ndarray, encoding: str) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(image), code)
 
 
-def decode_compressed(data, fmt: str = "") -> np.ndarray:
-    """RGB (H, W, 3) uint8 of a JPEG/PNG buffer (CompressedImage.data)."""
+def check_compressed(data, fmt: str = "") -> np.ndarray:
+    """The checks of a JPEG/PNG buffer that need no decoding; its uint8 view."""
     buf = np.frombuffer(data, dtype=np.uint8)
     if buf.size == 0:
         raise ImageDecodeError("zero_size", "compressed image has no data")
@@ -80,6 +80,12 @@ def decode_compressed(data, fmt: str = "") -> np.ndarray:
         raise ImageDecodeError(
             "unsupported_encoding", f"unsupported compressed format {fmt!r} (JPEG or PNG)"
         )
+    return buf
+
+
+def decode_compressed(data, fmt: str = "") -> np.ndarray:
+    """RGB (H, W, 3) uint8 of a JPEG/PNG buffer (CompressedImage.data)."""
+    buf = check_compressed(data, fmt)
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ImageDecodeError("corrupt_compressed", "compressed image could not be decoded")

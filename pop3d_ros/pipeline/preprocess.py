@@ -1,14 +1,27 @@
-"""Resizing camera images and intrinsics to the network input size."""
+"""Resizing camera images and intrinsics to the network input size, lazily.
+
+Images arrive faster than sets are inferred (6 x 12 Hz in, a few sets per second out), and
+only the newest complete set runs. So a message is kept as it arrived — a zero-copy view over
+a raw buffer, or the compressed bytes — in a `PendingImage` (cheap checks only), and decoded
+and resized in the worker for the set that actually runs (`convert_set`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from pop3d_ros.geometry.camera import PinholeCamera
-from pop3d_ros.pipeline.images import to_rgb
+from pop3d_ros.pipeline.images import (
+    ImageDecodeError,
+    check_compressed,
+    decode_compressed,
+    raw_image_view,
+    to_rgb,
+)
 
 
 def resize_to_rgb(image: np.ndarray, encoding: str, image_hw: tuple[int, int]) -> np.ndarray:
@@ -41,3 +54,60 @@ def images_to_input(images_rgb: Sequence[np.ndarray]) -> np.ndarray:
     out = stack.transpose(0, 3, 1, 2).astype(np.float32)
     out *= 1.0 / 255.0
     return out[None]
+
+
+@dataclass(frozen=True)
+class PendingImage:
+    """One camera's image as it arrived, converted only when its set runs.
+
+    Raw: `view` is an (H, W, C) uint8 view over the message buffer (no copy; it keeps the
+    buffer alive). Compressed: `data` holds the JPEG/PNG bytes. Construction runs the cheap
+    checks (encoding, sizes, format), so a malformed message is rejected on arrival.
+    """
+
+    encoding: str  # raw encoding (rgb8, bgr8, ...) or "compressed"
+    frame_id: str = ""
+    view: np.ndarray | None = None
+    data: object = None  # compressed bytes
+    fmt: str = ""
+
+    @classmethod
+    def raw(cls, data, height, width, step, encoding: str, frame_id: str = "") -> PendingImage:
+        view = raw_image_view(data, height, width, step, encoding)
+        return cls((encoding or "").strip().lower(), frame_id, view=view)
+
+    @classmethod
+    def compressed(cls, data, fmt: str, frame_id: str = "") -> PendingImage:
+        check_compressed(data, fmt)
+        return cls("compressed", frame_id, data=data, fmt=fmt)
+
+    def convert(self, image_hw) -> tuple[np.ndarray, tuple[int, int]]:
+        """(RGB uint8 at `image_hw`, native (width, height)); ImageDecodeError if corrupt."""
+        if self.view is not None:
+            img, enc = self.view, self.encoding
+        else:
+            img, enc = decode_compressed(self.data, self.fmt), "rgb8"
+        return resize_to_rgb(img, enc, image_hw), (int(img.shape[1]), int(img.shape[0]))
+
+
+CameraFn = Callable[[int, str, int, int], PinholeCamera]  # (index, frame_id, w, h) -> camera
+
+
+def convert_set(
+    pending: Sequence[PendingImage], image_hw, camera_fn: CameraFn
+) -> tuple[list[np.ndarray], list[PinholeCamera]]:
+    """Network-size RGB images and their cameras for one set, in order.
+
+    Raises ImageDecodeError (with `.index`, the position of the failing image) for a corrupt
+    image, ValueError from `camera_fn` for bad calibration.
+    """
+    images, cameras = [], []
+    for i, p in enumerate(pending):
+        try:
+            img, (w, h) = p.convert(image_hw)
+        except ImageDecodeError as exc:
+            exc.index = i
+            raise
+        images.append(img)
+        cameras.append(camera_fn(i, p.frame_id, w, h))
+    return images, cameras

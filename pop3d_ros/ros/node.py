@@ -1,7 +1,8 @@
 """The `pop3d_occupancy` node: six cameras in, occupancy markers/cloud out, `/query_text`.
 
-Thin glue: callbacks decode and resize images and feed the camera-set matcher; a worker thread
-runs the newest complete set through `OccupancyPipeline` (a queue of one: sets that arrive
+Thin glue: callbacks keep each image as it arrived (a zero-copy view or the compressed bytes,
+cheap checks only) and feed the camera-set matcher; a worker thread decodes and resizes only
+the newest complete set and runs it through `OccupancyPipeline` (a queue of one: sets that arrive
 while it is busy replace each other and are counted); the query service has its own callback
 group, so it answers while inference runs. The model loads in the worker, so the node is up
 (and answers queries with the reason: loading, or why the last attempt failed) even when the
@@ -12,6 +13,7 @@ every state (see `main`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -33,11 +35,12 @@ from pop3d_ros.geometry.camera import PinholeCamera, validate_intrinsics
 from pop3d_ros.geometry.rig import RigError, load_rig
 from pop3d_ros.pipeline import messages
 from pop3d_ros.pipeline.images import ImageDecodeError
-from pop3d_ros.pipeline.preprocess import resize_to_rgb
+from pop3d_ros.pipeline.preprocess import PendingImage, convert_set
 from pop3d_ros.pipeline.sync import CameraSetMatcher, Frame, LatestSlot
 from pop3d_ros.ros import conversions as conv
 from pop3d_ros.ros.diagnostics import InvalidCounter, RateMeter, StageTimes
 from pop3d_ros.ros.node_diagnostics import build_diagnostics
+from pop3d_ros.ros.output_frames import OutputFrames
 from pop3d_ros.ros.params import declare, share_path
 from pop3d_ros.ros.tf_extrinsics import TfExtrinsics
 
@@ -60,11 +63,12 @@ class OccupancyNode(Node):
         self.tf = None
         if p.extrinsics_source == "tf":
             try:
-                self.tf = TfExtrinsics(self, p.target_frame)
-                self.extrinsics_note = f"tf (-> {p.target_frame}); rig where tf has no transform"
+                self.tf = TfExtrinsics(self, p.base_frame)
+                self.extrinsics_note = f"tf (-> {p.base_frame}); rig where tf has no transform"
             except ImportError as exc:
                 self.extrinsics_note = f"tf requested but tf2_ros is not installed ({exc}); rig"
                 self.log.warning(self.extrinsics_note)
+        self.outputs = OutputFrames(self, p, self.tf, lambda k, text: self._warn(k, text, 30.0))
         self.matcher = CameraSetMatcher(p.camera_names, p.max_camera_time_diff)
         self.slot = LatestSlot()
         self.stages = StageTimes()
@@ -192,7 +196,7 @@ class OccupancyNode(Node):
             cam_to_ego = self.tf.lookup(frame_id)
             if cam_to_ego is not None:
                 return cam_to_ego
-            self._warn(f"tf:{name}", f"{name}: no TF {frame_id!r} -> {self.params.target_frame!r}"
+            self._warn(f"tf:{name}", f"{name}: no TF {frame_id!r} -> {self.params.base_frame!r}"
                        "; using the rig file")  # fmt: skip
         return self.rig[name].cam_to_ego
 
@@ -215,23 +219,18 @@ class OccupancyNode(Node):
         if pipe is None:
             return
         t0 = time.perf_counter()
-        try:
+        try:  # cheap checks only; decoding and resizing wait until the set runs (worker)
             if self.params.image_transport == "compressed":
-                img, encoding = conv.compressed_rgb(msg), "rgb8"
+                pending = PendingImage.compressed(msg.data, msg.format, msg.header.frame_id)
             else:
-                img, encoding = conv.image_view(msg), msg.encoding.strip().lower()
-            camera = self._camera(
-                name, img.shape[1], img.shape[0], pipe.image_hw, msg.header.frame_id
-            )
-            small = resize_to_rgb(img, encoding, pipe.image_hw)
+                pending = PendingImage.raw(
+                    msg.data, msg.height, msg.width, msg.step, msg.encoding, msg.header.frame_id
+                )
         except ImageDecodeError as exc:
             self._reject(exc.reason, name, exc)
             return
-        except ValueError as exc:
-            self._reject("bad_calibration", name, exc)
-            return
-        self.stages.record("convert", (time.perf_counter() - t0) * 1e3)
-        frame = Frame(name, conv.stamp_to_sec(msg.header.stamp), (small, camera), received)
+        self.stages.record("receive", (time.perf_counter() - t0) * 1e3)
+        frame = Frame(name, conv.stamp_to_sec(msg.header.stamp), pending, received)
         camera_set = self.matcher.add(frame)
         if camera_set is not None:
             self.slot.put(camera_set)
@@ -256,7 +255,14 @@ class OccupancyNode(Node):
         try:
             if not path.is_file():
                 raise ValueError(f"{path}: checkpoint not found (parameters model_dir/checkpoint)")
-            runtime = load_runtime(path, p.backend, p.cache_dir or None, log=self.log.info)
+            runtime = load_runtime(
+                path,
+                p.backend,
+                p.cache_dir or None,
+                precision=p.precision,
+                log=self.log.info,
+                threads=p.thread_plan[0],
+            )
             if runtime.config.num_cameras != len(p.camera_names):
                 raise ValueError(
                     f"model expects {runtime.config.num_cameras} cameras, "
@@ -295,10 +301,31 @@ class OccupancyNode(Node):
             if camera_set is not None:
                 self._process(camera_set)
 
+    def _convert(self, camera_set, pipe):
+        """(images, cameras) of the set at the network size, or None (rejected, counted)."""
+        names = [f.camera for f in camera_set.frames]
+        t0 = time.perf_counter()
+        try:
+            images, cameras = convert_set(
+                [f.payload for f in camera_set.frames],
+                pipe.image_hw,
+                lambda i, frame_id, w, h: self._camera(names[i], w, h, pipe.image_hw, frame_id),
+            )
+        except ImageDecodeError as exc:
+            self._reject(exc.reason, names[getattr(exc, "index", 0)], exc)
+            return None
+        except ValueError as exc:
+            self._reject("bad_calibration", "camera set", exc)
+            return None
+        self.stages.record("convert", (time.perf_counter() - t0) * 1e3)
+        return images, cameras
+
     def _process(self, camera_set) -> None:
         pipe = self.pipeline
-        images = [f.payload[0] for f in camera_set.frames]
-        cameras = [f.payload[1] for f in camera_set.frames]
+        converted = self._convert(camera_set, pipe)
+        if converted is None:
+            return
+        images, cameras = converted
         try:
             result = pipe.infer(images, cameras, camera_set.stamp)
         except Exception as exc:  # noqa: BLE001 - one bad set must not stop the worker
@@ -310,17 +337,17 @@ class OccupancyNode(Node):
         for stage, ms in result.timings_ms.items():
             self.stages.record(stage, ms)
         t0 = time.perf_counter()
-        header = conv.make_header(camera_set.stamp, self.params.target_frame)
+        out = self.outputs.for_stamp(camera_set.stamp)
+        header = conv.make_header(camera_set.stamp, out.frame)
+        centres = out.points(result.centres)
         alpha = self.params.marker_alpha
         if result.labels is not None:
             colors = messages.class_colors(result.labels % len(messages.CLASS_PALETTE), alpha)
-        else:
+        else:  # coloured by height above base_frame's ground, whatever the output frame
             colors = messages.height_colors(result.centres[:, 2], pipe.grid.z_range, alpha)
-        raw = self.serializer.serialize(
-            header, "occupancy", pipe.grid.voxel_size, result.centres, colors
-        )
+        raw = self.serializer.serialize(header, "occupancy", pipe.grid.voxel_size, centres, colors)
         self.markers_pub.publish(raw)
-        cloud = messages.cloud_array(result.centres, result.probabilities, labels=result.labels)
+        cloud = messages.cloud_array(centres, result.probabilities, labels=result.labels)
         self.cloud_pub.publish(conv.point_cloud(cloud, header))
         now = time.monotonic()
         self.stages.record("publish", (time.perf_counter() - t0) * 1e3)
@@ -334,7 +361,7 @@ class OccupancyNode(Node):
         t0 = time.perf_counter()
         self.queries += 1
         pipe = self.pipeline
-        header = conv.make_header(0.0, self.params.target_frame)
+        header = conv.make_header(0.0, self.outputs.current.frame)
         if pipe is None:
             return conv.fail_query_response(
                 response, header, f"model not loaded: {self.model_status()}"
@@ -344,7 +371,12 @@ class OccupancyNode(Node):
         except Exception as exc:  # noqa: BLE001 - a query must always get an answer
             return conv.fail_query_response(response, header, f"query failed: {exc}")
         if result.stamp:
-            header = conv.make_header(result.stamp, self.params.target_frame)
+            out = self.outputs.for_stamp(result.stamp)
+            header = conv.make_header(result.stamp, out.frame)
+            if result.centres is not None:
+                result = dataclasses.replace(
+                    result, centres=out.points(result.centres), objects=out.objects(result.objects)
+                )
         heat = None
         if result.success:
             heat = messages.cloud_array(result.centres, result.scores, extra="score")
@@ -394,7 +426,7 @@ def main(args=None) -> int:
     rc = 0
     try:
         node = OccupancyNode()
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = MultiThreadedExecutor(num_threads=node.params.thread_plan[1])
         executor.add_node(node)
         while rclpy.ok():
             executor.spin_once(timeout_sec=SPIN_PERIOD_S)

@@ -25,12 +25,20 @@ class NodeParams:
     model_dir: str = ""  # directory with the checkpoint; "" = the package's models/default
     checkpoint: str = "model.pt"  # checkpoint file name inside model_dir
     cache_dir: str = ""  # ONNX/engine cache; "" = ~/.cache/pop3d_ros
+    precision: str = "fp32"  # fp32 | fp16 | int8: graph precision (int8: `pop3d export
+    #   --precision int8` first; fp16 runs as fp32 on the CPU-only ONNX Runtime and torch)
+    threads: int = 0  # inference threads (ORT intra-op / torch) and executor size; 0 = all cores
     occupancy_threshold: float = 0.5  # P(occupied) at or above which a voxel is shown
     # Class prompts -> colour by zero-shot class; [""] = none. A list with one empty string,
     # not []: ROS has no typed empty array, so [] would leave the parameter without a value
     # (`ros2 param get/dump` fail on it).
     vocabulary: list[str] = field(default_factory=lambda: [""])
-    target_frame: str = "base_link"  # frame of markers, cloud and query answers
+    base_frame: str = "base_link"  # the model's frame (the rig's); TF camera lookups go here
+    target_frame: str = "base_link"  # frame of markers, cloud and query answers (transformed)
+    # base_frame -> target_frame pose [x, y, z, qx, qy, qz, qw] (p_target = R p_base + t); all
+    # zeros (no rotation is a zero quaternion) = none: TF at each set's stamp where tf2_ros
+    # exists, else outputs stay in base_frame. (ROS parameter files cannot hold an empty list.)
+    target_transform: list[float] = field(default_factory=lambda: [0.0] * 7)
     max_latency_warn_s: float = 1.0  # diagnostics WARN above this end-to-end latency
     camera_stale_s: float = 1.0  # diagnostics WARN when a camera is silent this long
     diagnostics_period_s: float = 1.0  # how often /diagnostics is published
@@ -43,6 +51,7 @@ class NodeParams:
             "image_transport": ("raw", "compressed"),
             "image_reliability": ("auto", "reliable", "best_effort"),
             "backend": ("auto", "tensorrt", "onnxruntime", "torch"),
+            "precision": ("fp32", "fp16", "int8"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -53,6 +62,27 @@ class NodeParams:
             raise ValueError("parameter occupancy_threshold must be in (0, 1)")
         if self.max_camera_time_diff < 0:
             raise ValueError("parameter max_camera_time_diff must be >= 0")
+        self.target_transform = [float(v) for v in self.target_transform]
+        if not any(self.target_transform):
+            self.target_transform = []  # "none" (see the field's comment)
+        else:
+            from pop3d_ros.pipeline.output_frame import pose_to_matrix
+
+            pose_to_matrix(self.target_transform)  # ValueError: one line
+        if self.threads < 0:
+            raise ValueError("parameter threads must be >= 0 (0 = all cores)")
+
+    @property
+    def thread_plan(self) -> tuple[int, int]:
+        """(inference threads, executor threads) for `threads`.
+
+        Inference (ONNX Runtime intra-op pool, or torch) gets `threads` cores, 0 = all. The
+        executor runs only cheap callbacks (images are kept unconverted until the worker runs
+        them), so it needs no more threads than that: `threads`, but at least two (one for
+        images, one so the query service answers during a burst of images).
+        """
+        n = self.threads or os.cpu_count() or 1
+        return n, max(2, n)
 
     @property
     def checkpoint_path(self) -> Path:

@@ -19,7 +19,8 @@ def transform_to_matrix(transform) -> np.ndarray:
 
 
 class TfExtrinsics:
-    """Looks up camera optical frame -> `target_frame` transforms (latest available)."""
+    """Looks up camera optical frame -> `target_frame` transforms (latest available), and
+    base frame -> output frame at a stamp (`lookup_at`)."""
 
     def __init__(self, node, target_frame: str):
         import tf2_ros  # ImportError where tf2 is not installed: the caller falls back
@@ -35,6 +36,22 @@ class TfExtrinsics:
 
         try:
             stamped = self.buffer.lookup_transform(self.target_frame, source_frame, Time())
+        except (
+            self._tf2.LookupException,
+            self._tf2.ConnectivityException,
+            self._tf2.ExtrapolationException,
+        ):
+            return None
+        return transform_to_matrix(stamped.transform)
+
+    def lookup_at(self, target_frame: str, source_frame: str, stamp: float) -> np.ndarray | None:
+        """source -> target at `stamp` (seconds), or None when TF cannot give it (no waiting)."""
+        from rclpy.time import Time
+
+        try:
+            stamped = self.buffer.lookup_transform(
+                target_frame, source_frame, Time(nanoseconds=int(round(stamp * 1e9)))
+            )
         except (
             self._tf2.LookupException,
             self._tf2.ConnectivityException,

@@ -34,6 +34,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(training/eval_conventions.py)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime", "tensorrt"),
+        default="torch",
+        help="score the checkpoint (torch) or its deployed graphs (export cache, --cache-dir)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        default="fp32",
+        help="deployed graphs' precision (int8 needs `pop3d export --precision int8` first)",
+    )
+    p.add_argument("--cache-dir", default=None, help="export cache (~/.cache/pop3d_ros)")
 
 
 def run(args) -> int:
@@ -77,6 +90,14 @@ def _run(args) -> int:
     info = init_distributed(args.device)
     model, ckpt = load_model(args.checkpoint)
     cfg = model.cfg
+    if args.backend != "torch":
+        from pop3d_ros.export.eval_runtime import RuntimeModel
+        from pop3d_ros.export.runtime import load_runtime
+
+        runtime = load_runtime(
+            args.checkpoint, args.backend, args.cache_dir, precision=args.precision, threads=1
+        )
+        model = RuntimeModel(runtime)
     encoder = text_encoder_from_spec(ckpt["text_space"])
     classifier = ZeroShotClassifier(class_phrase_embeddings(encoder))
     if args.data == "synthetic":
@@ -113,6 +134,8 @@ def _run(args) -> int:
         seeds=args.seeds if args.data == "synthetic" else None,
         split=args.split if args.data == "nuscenes" else None,
         text_space=ckpt["text_space"].get("space_id", ckpt["text_space"].get("kind")),
+        backend=args.backend,
+        precision=getattr(model, "runtime", None) and model.runtime.precision or "fp32",
     )
     if info.is_main:
         out = Path(args.out)

@@ -1,8 +1,12 @@
 """ONNX Runtime backend with an execution-provider list.
 
 On a vehicle with `onnxruntime-gpu` and TensorRT, the TensorRT EP is a second, library-managed
-route to TensorRT (engine cache + fp16 are provider options); here only the CPU EP exists.
-Requested providers that this onnxruntime build lacks are dropped with a log line.
+route to TensorRT; here only the CPU EP exists. Precision is a property of the graph file the
+caller loads (`export.precision`: fp16 graph, Q/DQ int8 graph), so the TensorRT EP gets neither
+`trt_fp16_enable` nor `trt_int8_enable` (weak typing, removed in TensorRT 11): with both off it
+builds a strongly typed network, which honours the graph's fp16 tensors and Q/DQ nodes. Dynamic
+inputs get optimisation-profile shapes (`trt_profile_min/opt/max_shapes`). Requested
+providers that this onnxruntime build lacks are dropped with a log line.
 """
 
 from __future__ import annotations
@@ -23,6 +27,20 @@ _ALIASES = {"tensorrt": TRT_EP, "trt": TRT_EP, "cuda": CUDA_EP, "cpu": CPU_EP}
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64"}
 
 ProviderSpec = str | tuple[str, dict]
+Profiles = dict[str, tuple[tuple, tuple, tuple]]  # input name -> (min, opt, max) shapes
+
+
+def profile_shape_options(profiles: Profiles) -> dict[str, str]:
+    """TensorRT EP profile options: {"trt_profile_min_shapes": "voxel_features:1x32", ...}."""
+    if not profiles:
+        return {}
+    out = {}
+    for i, key in enumerate(("min", "opt", "max")):
+        out[f"trt_profile_{key}_shapes"] = ",".join(
+            f"{name}:{'x'.join(str(int(d)) for d in shapes[i])}"
+            for name, shapes in sorted(profiles.items())
+        )
+    return out
 
 
 def resolve_providers(
@@ -31,12 +49,15 @@ def resolve_providers(
     trt_cache_dir: str | os.PathLike | None = None,
     fp16: bool = False,
     log: Callable[[str], None] = print,
+    trt_profiles: Profiles | None = None,
 ) -> list[tuple[str, dict]]:
     """Turn a provider request into onnxruntime's (name, options) list.
 
     Accepts full EP names or the aliases tensorrt/cuda/cpu, optionally with options. Fills in
-    the TensorRT EP's engine cache and fp16 options, drops unavailable providers (logged),
-    and always ends with the CPU EP so a session can be created.
+    the TensorRT EP's engine cache and profile shapes and turns its weak-typing precision
+    flags off (the graph file carries the precision; `fp16` is accepted for compatibility
+    and only recorded), drops unavailable providers (logged), and always ends with the CPU
+    EP so a session can be created.
     """
     out: list[tuple[str, dict]] = []
     dropped = []
@@ -51,7 +72,11 @@ def resolve_providers(
                 os.makedirs(trt_cache_dir, exist_ok=True)
                 opts.setdefault("trt_engine_cache_enable", True)
                 opts.setdefault("trt_engine_cache_path", os.fspath(trt_cache_dir))
-            opts.setdefault("trt_fp16_enable", bool(fp16))
+            # Strongly typed build: the loaded graph's types decide (fp16 / Q/DQ int8).
+            opts.setdefault("trt_fp16_enable", False)
+            opts.setdefault("trt_int8_enable", False)
+            for k, v in profile_shape_options(trt_profiles or {}).items():
+                opts.setdefault(k, v)
         if name not in [n for n, _ in out]:
             out.append((name, opts))
     if CPU_EP not in [n for n, _ in out]:
@@ -75,6 +100,7 @@ class OrtBackend(Backend):
         fp16: bool = False,
         intra_op_threads: int = 0,
         log: Callable[[str], None] = print,
+        trt_profiles: Profiles | None = None,
     ):
         import onnxruntime as ort
 
@@ -83,7 +109,7 @@ class OrtBackend(Backend):
             raise OnnxFileError(path, "file not found")
         self._ort = ort
         chosen = resolve_providers(
-            providers, ort.get_available_providers(), trt_cache_dir, fp16, log
+            providers, ort.get_available_providers(), trt_cache_dir, fp16, log, trt_profiles
         )
         so = ort.SessionOptions()
         so.intra_op_num_threads = int(intra_op_threads)

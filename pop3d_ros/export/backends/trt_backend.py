@@ -3,7 +3,8 @@
 Device memory and the stream are torch CUDA objects (no pycuda autoinit global context).
 The engine file is validated against its sidecar (engine_cache.check_engine) BEFORE TensorRT
 sees a byte, because deserialising a truncated or foreign engine may crash the process.
-Written to the TensorRT 10 API; not executable in this workplace (no TensorRT here).
+Written to API present in TensorRT 10.x and 11.x; not executable in this workplace (no
+TensorRT here; test_engine_builder_fake.py drives it against recording stand-ins).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class TrtBackend(Backend):
         if self._engine is None:
             raise EngineError(path, "TensorRT could not deserialize it (corrupt or other version)")
         self._context = self._engine.create_execution_context()
+        if self._context is None:  # e.g. out of device memory; TensorRT logs why
+            self._engine = None
+            raise EngineError(path, "TensorRT could not create an execution context (see its log)")
         self._stream = torch.cuda.Stream()
         inputs, outputs = [], []
         for i in range(self._engine.num_io_tensors):

@@ -1,0 +1,52 @@
+"""Calibration frames: the encoder's input feed (images, sampling_grid, sampling_mask) of
+synthetic samples, one `.npz` per frame, for static int8 quantization.
+
+The feed is computed exactly as evaluation computes it (`training.inputs`: images resized to
+the model's input and scaled to [0, 1], sampling grid/mask from the rig), so the activation
+ranges seen during calibration are those of deployment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+Log = Callable[[str], None]
+
+
+def sample_feed(sample: dict, cfg, sampling) -> dict[str, np.ndarray]:
+    """The encoder feed (batch 1, float32) of one sample."""
+    from pop3d_ros.training.inputs import model_inputs
+
+    inputs = model_inputs(sample, tuple(cfg.image_size))
+    g, m = sampling(inputs["intrinsics"], inputs["cam_to_ego"])
+    return {
+        "images": (inputs["images"][None].float() / 255.0).numpy(),
+        "sampling_grid": np.asarray(g[None], np.float32),
+        "sampling_mask": np.asarray(m[None], np.float32),
+    }
+
+
+def write_calibration_frames(
+    samples: Iterable[tuple[str, dict]], cfg, out_dir: str | os.PathLike, total: int | None = None
+) -> list[Path]:
+    """Write `<key>.npz` per (key, sample); an existing file is kept (resumable)."""
+    from tqdm import tqdm
+
+    from pop3d_ros.training.inputs import SamplingCache
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sampling = SamplingCache(cfg)
+    paths = []
+    for key, make in tqdm(samples, total=total, desc="calib-frames", unit="frame"):
+        path = out_dir / f"{key}.npz"
+        if not path.is_file():
+            tmp = path.with_name(path.stem + ".tmp.npz")
+            np.savez(tmp, **sample_feed(make(), cfg, sampling))
+            os.replace(tmp, path)
+        paths.append(path)
+    return paths
