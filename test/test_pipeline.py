@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pipeline_fixtures import random_images, rig_cameras, write_tiny_checkpoint
 
-from pop3d_ros.data.synthetic_text import SyntheticTextSpace
+from pop3d_ros.text.synthetic_text import SyntheticTextSpace
 from pop3d_ros.geometry.grid import VoxelGrid
 from pop3d_ros.pipeline import messages
 from pop3d_ros.pipeline.images import (
