@@ -119,6 +119,15 @@ def test_eval_cli_writes_all_keys(tmp_path, space):
     for key in ("iou", "miou", "lidar_miou", "teacher_lidar_miou", "prior_iou", "per_class"):
         assert key in res and res[key] is not None, key
     assert res["frames"] == 1 and set(res["per_class"]) >= {"car", "empty"}
+    # the long-tail retrieval benchmark (a v2 text space, a v2 world frame); the tiny grid
+    # (16 m square) may hold no long-tail concept: then its values are None
+    assert res["text_space"].startswith("synthetic:v2")
+    keys = ("retrieval_map", "retrieval_map_parent", "retrieval_map_teacher",
+            "retrieval_map_chance")  # fmt: skip
+    for key in keys:
+        assert key in res and (res[key] is None or 0.0 <= res[key] <= 1.0), key
+    assert (res["retrieval_map"] is None) == (not res["retrieval_per_concept"])
+    assert {"grounding_recall", "grounding_center_error", "grounding_instances"} <= set(res)
     # An all-occupied prior (0.3 >= 0.25) scores the occupied share of observed voxels.
     assert 0.0 < res["prior_iou"] < 1.0
     assert main(["eval", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out)]) != 0

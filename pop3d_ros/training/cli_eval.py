@@ -19,6 +19,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="occupancy probability threshold")
     p.add_argument("--max-frames", type=int, default=0, help="evaluate at most N frames (0 = all)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument(
+        "--grounding-min-score",
+        type=float,
+        default=0.9,
+        help="cosine threshold of the long-tail grounding benchmark (default: %(default)s)",
+    )
 
 
 def run(args) -> int:
@@ -53,6 +59,7 @@ def _run(args) -> int:
     from pop3d_ros.text.factory import text_encoder_from_spec
     from pop3d_ros.training.distributed import cleanup, init_distributed
     from pop3d_ros.training.evaluate import Evaluator, format_table
+    from pop3d_ros.training.retrieval import RetrievalMetrics, concept_queries
     from pop3d_ros.training.sources import nuscenes_source, parse_seeds, synthetic_source
     from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
 
@@ -73,6 +80,8 @@ def _run(args) -> int:
         keys = keys[: args.max_frames]
     mine = keys[info.rank :: info.world_size]
     prior = ckpt.get("occupancy_prior")
+    queries = concept_queries(encoder) if args.data == "synthetic" else {}
+    retrieval = RetrievalMetrics(queries, args.grounding_min_score) if queries else None
     ev = Evaluator(
         model,
         cfg,
@@ -82,6 +91,7 @@ def _run(args) -> int:
         prior_threshold=float(ckpt.get("prior_threshold", 0.5)),
         occupancy_threshold=args.threshold,
         device=info.device,
+        retrieval=retrieval,
     )
     ev.run((make(k) for k in mine), total=len(mine), show=info.is_main)
     ev.all_reduce()

@@ -7,6 +7,8 @@
   (the MaskCLIP+ baseline).
 - Baselines: the training-set occupancy-frequency prior, and random class labels on the
   model's own occupancy (chance level of the zero-shot mIoU).
+- With `retrieval` (frames with concept ids, a text space with long-tail concepts): text
+  retrieval AP and grounding of long-tail concepts (`training/retrieval.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pop3d_ros.data.classes import CLASS_NAMES, EMPTY, IGNORE, NUM_CLASSES
 from pop3d_ros.training.eval_labels import evaluation_labels
 from pop3d_ros.training.inputs import SamplingCache, model_inputs
 from pop3d_ros.training.metrics import ConfusionMatrix
+from pop3d_ros.training.retrieval import RetrievalMetrics, frame_instances, voxel_concepts
 from pop3d_ros.training.targets import point_feature_pairs, sum_by
 from pop3d_ros.training.zeroshot import ZeroShotClassifier
 
@@ -40,6 +43,7 @@ class Evaluator:
         device="cpu",
         seed: int = 0,
         sampling: SamplingCache | None = None,
+        retrieval: RetrievalMetrics | None = None,
     ):
         self.model = model.eval().to(device)
         self.cfg = model_cfg
@@ -58,6 +62,8 @@ class Evaluator:
         self.chance = ConfusionMatrix(NUM_CLASSES + 1, names + ["empty"])
         self.lidar = ConfusionMatrix(NUM_CLASSES, names)
         self.teacher_lidar = ConfusionMatrix(NUM_CLASSES, names)
+        self.retrieval = retrieval
+        self._centres = self.grid.centers().reshape(-1, 3)
         self.frames = 0
 
     @torch.no_grad()
@@ -82,8 +88,8 @@ class Evaluator:
         # Zero-shot semantics: the language head runs on occupied voxels only (as deployed).
         pred = np.full(grid.num_voxels, EMPTY, np.int64)
         occ_idx = np.nonzero(occupied)[0]
-        lang = self.model.language_head(vf[torch.from_numpy(occ_idx).to(self.device)])
-        pred[occ_idx] = self.classifier(lang.cpu()).numpy()
+        occ_lang = self.model.language_head(vf[torch.from_numpy(occ_idx).to(self.device)]).cpu()
+        pred[occ_idx] = self.classifier(occ_lang).numpy()
         self.sem.update(pred, np.where(sem_gt == IGNORE, -1, sem_gt))
         chance = np.full(grid.num_voxels, EMPTY, np.int64)
         chance[occ_idx] = self.rng.integers(0, NUM_CLASSES, occ_idx.size)
@@ -92,6 +98,7 @@ class Evaluator:
         # LiDAR mIoU at camera-visible, labelled points inside the grid.
         idx, inside = grid.points_to_index(points)
         keep = inside & (labels < NUM_CLASSES)
+        teacher_vox = None
         if self.teacher is not None:
             tf = self.teacher(sample)["features"]
             pidx, _, feats = point_feature_pairs(sample, tf, points, keep=keep)
@@ -99,6 +106,10 @@ class Evaluator:
             # (the sum: same direction, same zero-shot label).
             uniq, _, summed = sum_by(pidx, feats)
             self.teacher_lidar.update(self.classifier(summed).numpy(), labels[uniq])
+            # per voxel: the sum of its points' (unit-direction) teacher features
+            tv, _, tsum = sum_by(grid.flat_index(idx[uniq]), summed / summed.norm(
+                dim=1, keepdim=True).clamp_min(1e-12))  # fmt: skip
+            teacher_vox = (tv, tsum.numpy())
         else:
             from pop3d_ros.data.sample import project_points
 
@@ -108,6 +119,18 @@ class Evaluator:
         vox, inv = np.unique(flat, return_inverse=True)
         lang = self.model.language_head(vf[torch.from_numpy(vox).to(self.device)])
         self.lidar.update(self.classifier(lang.cpu()).numpy()[inv], labels[uniq])
+        if self.retrieval is not None and "lidar_concepts" in sample:
+            self.retrieval.add(
+                gt_concepts=voxel_concepts(points, sample["lidar_concepts"], grid),
+                observed=occ_gt != IGNORE,
+                occupied=occupied,
+                student=occ_lang.numpy(),
+                centres=self._centres,
+                voxel_size=grid.voxel_size,
+                teacher_voxels=None if teacher_vox is None else teacher_vox[0],
+                teacher=None if teacher_vox is None else teacher_vox[1],
+                instances=frame_instances(sample, grid),
+            )
         self.frames += 1
 
     def run(self, samples: Iterable[dict], total: int | None = None, show: bool = True):
@@ -118,6 +141,8 @@ class Evaluator:
     def all_reduce(self) -> None:
         for cm in (self.occ, self.prior_occ, self.sem, self.chance, self.lidar, self.teacher_lidar):
             cm.all_reduce()
+        if self.retrieval is not None:
+            self.retrieval.all_reduce()
 
     def result(self) -> dict:
         def num(x):
@@ -138,7 +163,8 @@ class Evaluator:
         }
         has_teacher = self.teacher_lidar.matrix.sum() > 0
         has_prior = self.prior_occ.matrix.sum() > 0
-        return {
+        extra = self.retrieval.result() if self.retrieval is not None else {}
+        return extra | {
             "iou": num(self.occ.iou()[1]),
             "miou": num(self.sem.miou()),
             "lidar_miou": num(self.lidar.miou()),
@@ -197,6 +223,16 @@ def format_table(result: dict) -> str:
     lines.append("")
     for key in ("iou", "prior_iou", "miou", "chance_miou", "lidar_miou", "teacher_lidar_miou"):
         lines.append(f"{key:<22}{f(result.get(key)):>8}")
+    if result.get("retrieval_per_concept"):
+        lines += ["", f"{'concept (AP)':<22}{'student':>8}{'parent':>8}{'teacher':>8}{'chance':>8}"]
+        for name, v in result["retrieval_per_concept"].items():
+            cols = (v["ap"], v["ap_parent"], v["ap_teacher"], v["ap_chance"])
+            lines.append(f"{name:<22}" + "".join(f"{f(x):>8}" for x in cols))
+        for key in ("retrieval_map", "retrieval_map_parent", "retrieval_map_teacher",
+                    "retrieval_map_chance", "grounding_recall"):  # fmt: skip
+            lines.append(f"{key:<22}{f(result.get(key)):>8}")
+        err = result.get("grounding_center_error")
+        lines.append(f"{'grounding_center_error':<22}{'-' if err is None else f'{err:.2f} m':>8}")
     lines.append(f"frames: {result['frames']}")
     return "\n".join(lines)
 
