@@ -65,6 +65,11 @@ def test_v1_knows_classes_only_and_v2_knows_long_tail_concepts():
         "bike_rack", "crosswalk"]  # fmt: skip
     with pytest.raises(ValueError, match="version"):
         SyntheticTextSpace(version=3)
+    # v2 extends v1: classes and their synonyms keep their v1 vectors
+    v1 = SyntheticTextSpace(seed=2, dim=128, version=1)
+    np.testing.assert_array_equal(space.class_embeddings(), v1.class_embeddings())
+    phrases = [p for ps in VOCABULARY.values() for p in ps] + ["sky"]
+    np.testing.assert_array_equal(space.encode(phrases), v1.encode(phrases))
 
 
 def test_v2_is_structured_child_near_parent_siblings_near_each_other():

@@ -9,7 +9,8 @@ embeddings. It implements `pop3d_ros.text.base.TextEncoder`.
 
 Version 1 (`synthetic:v1:...`, what older checkpoints record) knows the 16 evaluation
 classes only, one near-orthogonal vector each. Version 2 (`synthetic:v2:...`, the default)
-is structured like CLIP's space: the 16 classes stay near-orthogonal, and each long-tail
+extends it and is structured like CLIP's space: the 16 classes and their synonyms keep
+their version-1 vectors (so a v1 model's class features stay valid), and each long-tail
 concept (`CONCEPT_VOCABULARY`: "stairs", "fire hydrant", "ambulance", ...) lies near its
 parent class, child = normalise(parent + CONCEPT_SPREAD * own direction), so siblings are
 nearer each other (cos ~0.6) than unrelated concepts (cos ~0) and a child is nearer its
@@ -130,23 +131,30 @@ class SyntheticTextSpace:
         self.embed_dim = int(dim)
         self.version = int(version)
         self.space_id = f"synthetic:v{self.version}:seed={self.seed}:dim={self.embed_dim}"
-        rng = np.random.default_rng([self.seed, self.version, self.embed_dim, 20240])
+        # The classes, sky and their synonyms are drawn exactly as in version 1 (version 2
+        # extends version 1: a v1 model's class features are right in v2 as well).
+        rng = np.random.default_rng([self.seed, 1, self.embed_dim, 20240])
         names = list(VOCABULARY) + list(EXTRA_VOCABULARY)
         base = rng.standard_normal((len(names), self.embed_dim))
         base /= np.linalg.norm(base, axis=1, keepdims=True)
         # name -> unit vector (classes, sky and, in v2, concepts); name -> its class
         self._vectors = dict(zip(names, base, strict=True))
         self._parent = {n: n for n in names}
-        groups = {**VOCABULARY, **EXTRA_VOCABULARY}
-        if self.version >= 2:
-            own = rng.standard_normal((len(CONCEPT_VOCABULARY), self.embed_dim))
-            own /= np.linalg.norm(own, axis=1, keepdims=True)
-            for (name, (parent, phrases)), d in zip(CONCEPT_VOCABULARY.items(), own, strict=True):
-                self._vectors[name] = _unit(self._vectors[parent] + CONCEPT_SPREAD * d)
-                self._parent[name] = parent
-                groups[name] = phrases
         # phrase (tuple of words) -> (concept or class name, unit vector)
         self._phrases: dict[tuple[str, ...], tuple[str, np.ndarray]] = {}
+        self._add_phrases({**VOCABULARY, **EXTRA_VOCABULARY}, rng)
+        if self.version >= 2:
+            rng = np.random.default_rng([self.seed, 2, self.embed_dim, 20241])
+            own = rng.standard_normal((len(CONCEPT_VOCABULARY), self.embed_dim))
+            own /= np.linalg.norm(own, axis=1, keepdims=True)
+            for (name, (parent, _)), d in zip(CONCEPT_VOCABULARY.items(), own, strict=True):
+                self._vectors[name] = _unit(self._vectors[parent] + CONCEPT_SPREAD * d)
+                self._parent[name] = parent
+            self._add_phrases({n: p for n, (_, p) in CONCEPT_VOCABULARY.items()}, rng)
+        self._max_phrase_len = max(len(k) for k in self._phrases)
+
+    def _add_phrases(self, groups: dict[str, tuple[str, ...]], rng) -> None:
+        """Each phrase: its concept's vector, synonyms (not the first) jittered a little."""
         for name, phrases in groups.items():
             for i, phrase in enumerate(phrases):
                 vec = self._vectors[name].copy()
@@ -154,7 +162,6 @@ class SyntheticTextSpace:
                     jitter = rng.standard_normal(self.embed_dim) / np.sqrt(self.embed_dim)
                     vec = _unit(vec + _SYNONYM_SPREAD * jitter)
                 self._phrases[tuple(phrase.split())] = (name, vec)
-        self._max_phrase_len = max(len(k) for k in self._phrases)
 
     # -- vocabulary ------------------------------------------------------------------------
     @property
