@@ -63,33 +63,34 @@ def _components(cells: np.ndarray) -> np.ndarray:
     strides = np.array([dims[1] * dims[2], dims[2], 1], dtype=np.int64)
     keys = (cells + 1) @ strides
     order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    src, dst = [], []
-    # Repeated cells (the same voxel listed twice) join the first listing of their cell.
-    first = order[np.searchsorted(sorted_keys, keys)]
-    dup = first != np.arange(n)
-    src.append(np.flatnonzero(dup))
-    dst.append(first[dup])
+    sk = keys[order]  # work on sorted positions: sorted queries keep the searches cache-local
+    # Repeated cells (the same voxel listed twice) are neighbours of each other.
+    same = np.flatnonzero(sk[1:] == sk[:-1])
+    src, dst = [same + 1], [same]
     for off in _OFFSETS @ strides:
-        pos = np.searchsorted(sorted_keys, keys + off)
-        hit = pos < n
-        hit[hit] = sorted_keys[pos[hit]] == keys[hit] + off
-        src.append(np.flatnonzero(hit))
-        dst.append(order[pos[hit]])
+        pos = np.searchsorted(sk, sk + off)
+        hit = np.flatnonzero(sk[np.minimum(pos, n - 1)] == sk + off)
+        src.append(hit)
+        dst.append(pos[hit])
     u, v = np.concatenate(src), np.concatenate(dst)
     parent = np.arange(n, dtype=np.int64)
     while True:
         pu, pv = parent[u], parent[v]  # roots (parent is fully compressed here)
-        lo, hi = np.minimum(pu, pv), np.maximum(pu, pv)
-        cross = lo != hi
+        cross = pu != pv
         if not cross.any():
-            return parent
-        np.minimum.at(parent, hi[cross], lo[cross])  # hook the larger root under the smaller
+            break
+        u, v, pu, pv = u[cross], v[cross], pu[cross], pv[cross]  # intra-tree edges stay so
+        np.minimum.at(parent, np.maximum(pu, pv), np.minimum(pu, pv))  # hook larger root
         while True:  # pointer jumping until every voxel points at its root
             grand = parent[parent]
             if np.array_equal(grand, parent):
                 break
             parent = grand
+    smallest = np.full(n, n, dtype=np.int64)  # per root: the smallest input index
+    np.minimum.at(smallest, parent, order)
+    label = np.empty(n, dtype=np.int64)
+    label[order] = smallest[parent]
+    return label
 
 
 def ground_objects(
