@@ -57,9 +57,9 @@ def checkpoint_or_random(tmp: Path) -> tuple[Path, str]:
     """The default checkpoint, or a random-init cpu-small one when none is committed."""
     if DEFAULT_CHECKPOINT.is_file():
         return DEFAULT_CHECKPOINT, "models/default/model.pt"
-    from pop3d_ros.data.synthetic_text import SyntheticTextSpace
     from pop3d_ros.model import build_model, get_preset
     from pop3d_ros.model.checkpoint import save_checkpoint
+    from pop3d_ros.text.synthetic_text import SyntheticTextSpace
 
     cfg = get_preset("cpu-small")
     path = tmp / "random_cpu_small.pt"

@@ -4,7 +4,7 @@
 2. starts the installed `occupancy_node` with the launch file's params file and the default
    model (a separate process, talking over DDS);
 3. publishes the six camera topics frame by frame and collects the node's occupancy cloud;
-4. calls `/query_text` for a few queries;
+4. calls `/query_text` for a few queries (classes, long-tail concepts, a paraphrase);
 5. writes pictures and `summary.json` to the output folder. Exits non-zero if the node
    failed (died, never published, or all queries failed).
 """
@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-QUERIES = ("car", "pedestrian", "building", "a parked bus", "stairs")
+# Classes, long-tail concepts of the synthetic world v2 and a paraphrase ("a staircase").
+QUERIES = ("car", "pedestrian", "building", "a parked bus", "stairs", "a staircase",
+           "fire hydrant", "ambulance")  # fmt: skip
 # One prompt per class, in class-id order, so the node's `label` field is the class id.
 VOCABULARY = (
     "barrier", "bicycle", "bus", "car", "construction vehicle", "motorcycle", "pedestrian",
@@ -133,7 +135,10 @@ def main(argv=None) -> int:
     say(f"frames published {summary.get('frames_published')}, processed {processed}, "
         f"IoU vs ground truth {summary.get('iou_vs_ground_truth')}")  # fmt: skip
     for q in summary.get("queries", []):
+        g = q.get("grounding") or {}
         say(f"query {q['text']!r}: success={q['success']} top={q.get('top_score')} "
+            f"top10_precision={q.get('top10_precision')} objects={g.get('objects_total')} "
+            f"found {g.get('gt_instances_found')}/{g.get('gt_instances_in_view')} "
             f"{q['message']}")  # fmt: skip
     say(f"wrote {out}/summary.json and pictures; {'FAILED' if failed else 'OK'}")
     return 1 if failed else 0

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from pop3d_ros.data.classes import CLASS_ID
+from pop3d_ros.data.concepts import CONCEPT_ID, PARENT
 from pop3d_ros.data.sample import cameras_of
+from pop3d_ros.pipeline.grounding import ground_objects
 from pop3d_ros.training.eval_labels import sample_ious
 from pop3d_ros.training.targets import occupancy_target
 from pop3d_ros.viz.demo_views import (
@@ -21,13 +23,22 @@ from pop3d_ros.viz.demo_views import (
 )
 from pop3d_ros.viz.mosaic import camera_mosaic
 
-# The class a query should find, to check its top voxels against the ground truth.
-QUERY_CLASS = {
+# The class or long-tail concept a query should find, to check its top voxels against the
+# ground truth (classes against the class grid, concepts against the concept grid).
+QUERY_TARGET = {
     "car": "car",
     "pedestrian": "pedestrian",
     "building": "manmade",
     "a parked bus": "bus",
+    "stairs": "stairs",
+    "a staircase": "stairs",
+    "fire hydrant": "fire_hydrant",
+    "ambulance": "ambulance",
 }
+# Grounding in the demo: voxels scoring at least this (cosine) form objects; an object
+# finds a ground-truth instance whose box centre lies within MATCH_RADIUS_M of its centre.
+GROUNDING_MIN_SCORE = 0.9
+MATCH_RADIUS_M = 1.5
 
 
 def slug(text: str) -> str:
@@ -46,13 +57,53 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def top_class_precision(points, gt_occupancy: np.ndarray, grid, class_name: str) -> float | None:
-    """Share of the top voxels whose ground-truth class is the query's class."""
+def top_precision(points, gt_grid: np.ndarray, grid, target_id: int) -> float | None:
+    """Share of the top voxels whose ground-truth class (or concept) is the query's."""
     if not points:
         return None
     idx, inside = grid.points_to_index(np.asarray(points))
-    found = gt_occupancy[tuple(idx[inside].T)]
-    return float(np.mean(found == CLASS_ID[class_name])) if found.size else None
+    found = gt_grid[tuple(idx[inside].T)]
+    return float(np.mean(found == target_id)) if found.size else None
+
+
+def target_grid(sample: dict, target: str) -> tuple[np.ndarray, int]:
+    """(ground-truth grid, id) to check a query's answer: concepts on the concept grid."""
+    if target in PARENT:
+        return sample["occupancy_concept"], CONCEPT_ID[target]
+    return sample["occupancy"], CLASS_ID[target]
+
+
+def grounding_report(heat, sample: dict, grid, target: str) -> dict:
+    """Objects grounded from the node's heatmap (`pipeline.grounding.ground_objects`) vs the
+    ground-truth instances of the target concept with LiDAR returns in the grid."""
+    centres = np.stack([heat["x"], heat["y"], heat["z"]], axis=-1).astype(np.float64)
+    objects = ground_objects(centres, heat["score"], grid.voxel_size, GROUNDING_MIN_SCORE)
+    _, inside = grid.points_to_index(sample["lidar_points"])
+    seen_ids = set(np.unique(sample["lidar_instances"][inside]).tolist()) - {0}
+    cid = CONCEPT_ID[target]
+    pairs = zip(sample["instance_ids"], sample["instance_concepts"], strict=True)
+    mine = [k for k, (i, c) in enumerate(pairs) if c == cid and int(i) in seen_ids]
+    gt = sample["instance_centers"][mine].astype(np.float64).reshape(-1, 3)
+    obj = np.stack([o.center for o in objects]) if objects else np.zeros((0, 3))
+    d = np.linalg.norm(gt[:, None] - obj[None], axis=-1) if len(obj) else None
+    found = (d.min(1) <= MATCH_RADIUS_M) if d is not None else np.zeros(len(gt), bool)
+    return {
+        "min_score": GROUNDING_MIN_SCORE,
+        "objects": [
+            {
+                "center": [round(float(v), 2) for v in o.center],
+                "size": [round(float(v), 2) for v in o.size],
+                "max_score": round(o.max_score, 4),
+                "num_voxels": o.num_voxels,
+            }
+            for o in objects[:5]
+        ],  # fmt: skip
+        "objects_total": len(objects),
+        "gt_instances_in_view": len(gt),
+        "gt_instances_found": int(found.sum()),
+        "gt_instance_centers": [[round(float(v), 2) for v in c] for c in gt],
+        "center_error_m": [round(float(v), 2) for v in d.min(1)[found]] if d is not None else [],
+    }
 
 
 def write_report(out: Path, samples, frames, queries, grid, vocabulary) -> dict:
@@ -90,17 +141,18 @@ def write_report(out: Path, samples, frames, queries, grid, vocabulary) -> dict:
         entry = {k: q.get(k) for k in ("text", "success", "message", "round_trip_ms")}
         entry["top_score"] = q["top_scores"][0] if q.get("top_scores") else None
         entry["top_points"] = q.get("top_points", [])[:5]
-        target = QUERY_CLASS.get(q["text"])
+        target = QUERY_TARGET.get(q["text"])
         if q["success"] and target:
-            entry["expected_class"] = target
-            in_view = int((last_sample["occupancy"] == CLASS_ID[target]).sum())
-            entry["expected_class_voxels_in_grid"] = in_view
-            # Precision is only meaningful when the class is in the grid at all.
-            entry["top_class_precision"] = (
-                top_class_precision(q["top_points"], last_sample["occupancy"], grid, target)
-                if in_view
-                else None
+            entry["expected"] = target
+            gt_grid, target_id = target_grid(last_sample, target)
+            in_view = int((gt_grid == target_id).sum())
+            entry["expected_voxels_in_grid"] = in_view
+            # Precision of the top-10 voxels; only meaningful when the target is in the grid.
+            entry["top10_precision"] = (
+                top_precision(q["top_points"][:10], gt_grid, grid, target_id) if in_view else None
             )
+            if len(q.get("heatmap", ())) and "instance_ids" in last_sample:
+                entry["grounding"] = grounding_report(q["heatmap"], last_sample, grid, target)
         if q["success"] and len(q.get("heatmap", ())):
             heat = q["heatmap"]
             centres = np.stack([heat["x"], heat["y"], heat["z"]], axis=-1)

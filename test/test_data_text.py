@@ -7,14 +7,15 @@ import pytest
 
 from pop3d_ros.data.classes import CLASS_ID, CLASS_NAMES, IGNORE
 from pop3d_ros.data.synthetic_teacher import SyntheticTeacher, TeacherConfig
-from pop3d_ros.data.synthetic_text import VOCABULARY, SyntheticTextSpace
 from pop3d_ros.text.base import TextEncoder, TextEncodingError
+from pop3d_ros.text.synthetic_text import VOCABULARY, SyntheticTextSpace
 
 
 def test_space_implements_text_encoder_and_is_seeded():
     space = SyntheticTextSpace(seed=0)
     assert isinstance(space, TextEncoder)
-    assert space.space_id == "synthetic:v1:seed=0:dim=512"
+    assert space.space_id == "synthetic:v2:seed=0:dim=512"
+    assert SyntheticTextSpace(seed=0, version=1).space_id == "synthetic:v1:seed=0:dim=512"
     assert space.embed_dim == 512 and space.context_length == 77
     a = space.encode(["car", "bus"])
     assert a.shape == (2, 512) and a.dtype == np.float32
@@ -46,17 +47,62 @@ def test_classes_near_orthogonal_synonyms_close_templates_work():
     assert mixed @ emb[CLASS_ID["car"]] > 0.6 and mixed @ emb[CLASS_ID["bus"]] > 0.6
 
 
-@pytest.mark.parametrize("bad", ["", "   ", "stairs", "a photo of a spaceship"])
+@pytest.mark.parametrize("bad", ["", "   ", "a unicorn", "a photo of a spaceship"])
 def test_unknown_or_empty_text_raises(bad):
     with pytest.raises(TextEncodingError):
         SyntheticTextSpace().encode([bad])
 
 
+def test_v1_knows_classes_only_and_v2_knows_long_tail_concepts():
+    with pytest.raises(TextEncodingError, match="vocabulary"):
+        SyntheticTextSpace(version=1).encode(["stairs"])
+    space = SyntheticTextSpace(seed=2, dim=128)
+    assert space.concepts_of("the stairs") == ["stairs"]
+    assert space.classes_of("the stairs") == ["manmade"]
+    # longest match: the concept, not the class word inside it
+    assert space.concepts_of("a fire truck by the street lamp") == ["fire_truck", "street_lamp"]
+    assert space.concepts_of("two bike racks on the pedestrian crossing") == [
+        "bike_rack", "crosswalk"]  # fmt: skip
+    with pytest.raises(ValueError, match="version"):
+        SyntheticTextSpace(version=3)
+    # v2 extends v1: classes and their synonyms keep their v1 vectors
+    v1 = SyntheticTextSpace(seed=2, dim=128, version=1)
+    np.testing.assert_array_equal(space.class_embeddings(), v1.class_embeddings())
+    phrases = [p for ps in VOCABULARY.values() for p in ps] + ["sky"]
+    np.testing.assert_array_equal(space.encode(phrases), v1.encode(phrases))
+
+
+def test_v2_is_structured_child_near_parent_siblings_near_each_other():
+    space = SyntheticTextSpace(seed=1, dim=512)
+    names = ("building", "stairs", "bench", "car", "ambulance", "taxi", "tree", "pine tree")
+    emb = {n: space.encode([n])[0] for n in names}
+    cos = lambda a, b: float(emb[a] @ emb[b])  # noqa: E731
+    # child = normalise(parent + 0.8 own): cos(child, parent) = 1 / sqrt(1 + 0.64) = 0.78
+    assert abs(cos("stairs", "building") - 0.78) < 0.1
+    assert abs(cos("ambulance", "car") - 0.78) < 0.1
+    # siblings: 1 / 1.64 = 0.61; unrelated concepts: ~0 (random directions in 512-d)
+    assert 0.45 < cos("stairs", "bench") < 0.75 and 0.45 < cos("ambulance", "taxi") < 0.75
+    for a, b in (("stairs", "ambulance"), ("stairs", "car"), ("taxi", "pine tree")):
+        assert abs(cos(a, b)) < 0.2, (a, b)
+    # every concept's phrases (2+ synonyms each) are nearest to that concept, then its parent
+    classes = space.class_embeddings()
+    for name, phrases in space.concepts.items():
+        assert len(phrases) >= 2, name
+        e = space.encode(list(phrases))
+        own = space.embedding(name)
+        assert np.all(e @ own > 0.9), name
+        parent = list(VOCABULARY).index(space.parent_of(name))
+        assert np.all(np.argmax(e @ classes.T, axis=1) == parent), name
+
+
 def test_description_round_trip():
-    space = SyntheticTextSpace(seed=5, dim=64)
-    again = SyntheticTextSpace.from_description(space.describe())
-    assert again.space_id == space.space_id
-    np.testing.assert_array_equal(again.encode(["road"]), space.encode(["road"]))
+    for version in (1, 2):
+        space = SyntheticTextSpace(seed=5, dim=64, version=version)
+        again = SyntheticTextSpace.from_description(space.describe())
+        assert again.space_id == space.space_id
+        np.testing.assert_array_equal(again.encode(["road"]), space.encode(["road"]))
+    old = {"kind": "synthetic", "seed": 0, "dim": 512}  # a description without a version
+    assert SyntheticTextSpace.from_description(old).space_id == "synthetic:v1:seed=0:dim=512"
 
 
 def _semantic():
@@ -179,3 +225,25 @@ def test_teacher_expected_without_randomness_is_the_features():
     )
     with pytest.raises(ValueError, match="majority"):
         SyntheticTeacher(space, TeacherConfig(mode="average")).expected(_semantic())
+
+
+def test_teacher_sees_concepts_and_confuses_siblings():
+    from pop3d_ros.data.concepts import CONCEPT_ID, PARENT
+
+    space = SyntheticTextSpace(seed=0, dim=64)
+    con = np.full((6, 160, 160), CONCEPT_ID["stairs"], dtype=np.uint8)
+    clean = SyntheticTeacher(space, TeacherConfig(noise_std=0.0, confusion_prob=0.0))
+    out = clean({"concept": con, "semantic": np.zeros_like(con), "token": "s"})
+    np.testing.assert_allclose(out["features"][0, :, 0, 0], space.embedding("stairs"), atol=1e-6)
+    assert np.all(out["patch_concepts"] == CONCEPT_ID["stairs"])
+    assert np.all(out["patch_classes"] == CLASS_ID["manmade"])
+    # look-alike confusion of a long-tail concept: its siblings or its parent class only
+    cfg = TeacherConfig(noise_std=0.0, confusion_prob=1.0, seed=1)
+    got = set(np.unique(SyntheticTeacher(space, cfg)(con, token="s")["patch_concepts"]))
+    siblings = {CONCEPT_ID[n] for n, p in PARENT.items() if p == "manmade" and n != "stairs"}
+    assert got <= siblings | {CLASS_ID["manmade"]} and len(got) > 3
+    # a v1 space cannot tell stairs from buildings: the teacher gives the parent's vector
+    v1 = SyntheticTextSpace(seed=0, dim=64, version=1)
+    f = SyntheticTeacher(v1, TeacherConfig(noise_std=0.0, confusion_prob=0.0))(con, token="s")
+    np.testing.assert_allclose(f["features"][0, :, 0, 0],
+                               v1.class_embeddings()[CLASS_ID["manmade"]], atol=1e-6)  # fmt: skip

@@ -14,7 +14,7 @@ from train_fixtures import tiny_model_config, tiny_sample  # noqa: E402
 
 from pop3d_ros.data.classes import CLASS_ID, NUM_CLASSES  # noqa: E402
 from pop3d_ros.data.synthetic_teacher import SyntheticTeacher, TeacherConfig  # noqa: E402
-from pop3d_ros.data.synthetic_text import SyntheticTextSpace  # noqa: E402
+from pop3d_ros.text.synthetic_text import SyntheticTextSpace  # noqa: E402
 from pop3d_ros.training.eval_labels import evaluation_labels  # noqa: E402
 from pop3d_ros.training.evaluate import Evaluator, format_table  # noqa: E402
 from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings  # noqa: E402
@@ -120,6 +120,15 @@ def test_eval_cli_writes_all_keys(tmp_path, space):
     for key in (*keys, "prior_iou", "per_class", "conventions"):
         assert key in res and res[key] is not None, key
     assert res["frames"] == 1 and set(res["per_class"]) >= {"car", "empty"}
+    # the long-tail retrieval benchmark (a v2 text space, a v2 world frame); the tiny grid
+    # (16 m square) may hold no long-tail concept: then its values are None
+    assert res["text_space"].startswith("synthetic:v2")
+    keys = ("retrieval_map", "retrieval_map_parent", "retrieval_map_teacher",
+            "retrieval_map_chance")  # fmt: skip
+    for key in keys:
+        assert key in res and (res[key] is None or 0.0 <= res[key] <= 1.0), key
+    assert (res["retrieval_map"] is None) == (not res["retrieval_per_concept"])
+    assert {"grounding_recall", "grounding_center_error", "grounding_instances"} <= set(res)
     # An all-occupied prior (0.3 >= 0.25) scores the occupied share of observed voxels.
     assert 0.0 < res["prior_iou"] < 1.0
     assert main(["eval", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out)]) != 0

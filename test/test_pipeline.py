@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from pipeline_fixtures import random_images, rig_cameras, write_tiny_checkpoint
 
-from pop3d_ros.data.synthetic_text import SyntheticTextSpace
 from pop3d_ros.geometry.grid import VoxelGrid
 from pop3d_ros.pipeline import messages
 from pop3d_ros.pipeline.images import (
@@ -24,6 +23,7 @@ from pop3d_ros.pipeline.preprocess import cameras_for_input, images_to_input, re
 from pop3d_ros.pipeline.sampling_cache import SamplingCache
 from pop3d_ros.pipeline.sync import CameraSetMatcher, Frame, LatestSlot
 from pop3d_ros.text.base import TextEncodingError
+from pop3d_ros.text.synthetic_text import SyntheticTextSpace
 
 
 # -- decoding ---------------------------------------------------------------------------------

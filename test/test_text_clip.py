@@ -129,7 +129,7 @@ def test_factory_and_encoder_errors(tmp_path):
 
 
 def test_factory_builds_the_synthetic_space():
-    from pop3d_ros.data.synthetic_text import SyntheticTextSpace
+    from pop3d_ros.text.synthetic_text import SyntheticTextSpace
 
     ref = SyntheticTextSpace(seed=3)
     built = text_encoder_from_spec(ref.describe())

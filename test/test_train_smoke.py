@@ -181,8 +181,8 @@ def test_prepared_frames_refuse_other_settings(tmp_path):
 def test_periodic_evaluation_scores_the_model_of_that_step(frames, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from pop3d_ros.data.synthetic_text import SyntheticTextSpace
     from pop3d_ros.model.checkpoint import load_model
+    from pop3d_ros.text.synthetic_text import SyntheticTextSpace
     from pop3d_ros.training.evaluate import Evaluator, HeldOutEvaluation
     from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
 

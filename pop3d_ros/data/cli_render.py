@@ -47,7 +47,9 @@ def render(out, seeds, frames, width=256, height=144, frame_interval=0.5, force=
     for s, cfg in configs.items():
         prev = old["configs"].get(str(s))
         if prev is not None and prev != _jsonable(world_config_dict(cfg)) and not force:
-            raise ValueError(f"{out}: seed {s} was rendered with other settings; "
+            what = "another world version" if prev.get("world_version", 1) != _jsonable(
+                world_config_dict(cfg))["world_version"] else "other settings"  # fmt: skip
+            raise ValueError(f"{out}: seed {s} was rendered with {what}; "
                              "use another --out or --force")  # fmt: skip
     all_configs = dict(old["configs"])
     all_configs.update({str(s): world_config_dict(c) for s, c in configs.items()})

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from pop3d_ros.data.sample import load_sample
 from pop3d_ros.data.synthetic import SyntheticWorld, WorldConfig
+from pop3d_ros.data.synthetic.config import WORLD_VERSION
 from pop3d_ros.geometry.grid import VoxelGrid
 
 INDEX_FILE = "index.json"
@@ -33,13 +34,23 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def world_config_dict(config: WorldConfig) -> dict:
+    """The config as JSON-able dict, with the generator's `world_version` (caches compare it)."""
     d = asdict(config)
     d["grid"] = config.grid.to_dict()
+    d["world_version"] = WORLD_VERSION
     return d
 
 
 def world_config_from_dict(d: dict) -> WorldConfig:
+    """Inverse of `world_config_dict`; refuses a config recorded by another world version
+    (its frames would not be what this generator renders)."""
     d = dict(d)
+    version = d.pop("world_version", 1)
+    if version != WORLD_VERSION:
+        raise ValueError(
+            f"frames of synthetic world version {version}; this is version {WORLD_VERSION} "
+            "(re-render them)"
+        )
     d["grid"] = VoxelGrid.from_dict(d["grid"])
     for key in ("lidar_elevation_deg", "lidar_origin"):
         d[key] = tuple(d[key])
@@ -70,6 +81,13 @@ class SyntheticDataset(Dataset):
             if not index_path.is_file():
                 raise FileNotFoundError(f"{index_path} not found: render it with `pop3d render`")
             index = json.loads(index_path.read_text())
+            for cfg in index.get("configs", {}).values():
+                if cfg.get("world_version", 1) != WORLD_VERSION:
+                    raise ValueError(
+                        f"{self.root}: rendered by synthetic world version "
+                        f"{cfg.get('world_version', 1)}, this is version {WORLD_VERSION}; "
+                        "re-render it with `pop3d render --force` or use another directory"
+                    )
             wanted = set(self.seeds)
             missing = wanted - {int(s) for s in index["seeds"]}
             if missing:

@@ -24,6 +24,15 @@ OPTIONAL_ARRAY_KEYS = {
     "depth": (np.float32, ("C", "H", "W")),
     "semantic": (np.uint8, ("C", "H", "W")),
     "lidar_to_ego": (np.float32, (4, 4)),  # LiDAR sensor -> ego (nuScenes: LIDAR_TOP)
+    # synthetic world v2: concept ids (data/concepts.py) and objects
+    "concept": (np.uint8, ("C", "H", "W")),
+    "lidar_concepts": (np.uint8, ("N",)),
+    "lidar_instances": (np.int32, ("N",)),
+    "occupancy_concept": (np.uint8, (None, None, None)),
+    "instance_ids": (np.int32, ("M",)),
+    "instance_concepts": (np.uint8, ("M",)),
+    "instance_centers": (np.float32, ("M", 3)),
+    "instance_sizes": (np.float32, ("M", 3)),
 }
 META_KEYS = ("token", "scene", "timestamp", "prev", "next", "camera_names")
 

@@ -2,14 +2,18 @@
 
 Stands in for MaskCLIP where no pretrained weights exist. Like a real dense CLIP teacher
 its features are coarse (one vector per patch), noisy and sometimes wrong: each patch gets
-the embedding of its majority (or area-averaged) class in the synthetic text space, a
-configurable chance of another class instead, and Gaussian noise. Deterministic given the
-seed and the frame's token.
+the embedding of its majority (or area-averaged) concept in the synthetic text space, a
+configurable chance of another concept instead, and Gaussian noise. Deterministic given the
+seed and the frame's token. Concepts (`data/concepts.py`) are the 16 classes plus the
+world's long-tail objects (stairs, fire hydrant, ...); a sample without per-pixel
+`concept` ids is read by its classes, and a text space without concepts (v1) gives a
+long-tail concept its parent class's vector.
 
-Two kinds of confusion: "lookalike" swaps a patch for a visually similar class (car <->
-truck, ...); "context" gives it the class of another random patch of the same image, the
-way MaskCLIP's value-embedding path leaks the image's global content into every patch
-(big, frequent regions such as road and buildings bleed into small objects).
+Two kinds of confusion: "lookalike" swaps a patch for a visually similar concept (car <->
+truck, ...; a long-tail concept with its siblings under the same parent, stairs <-> bench);
+"context" gives it the concept of another random patch of the same image, the way
+MaskCLIP's value-embedding path leaks the image's global content into every patch (big,
+frequent regions such as road and buildings bleed into small objects).
 `TEACHER_PROFILES` names the settings the project trains with.
 """
 
@@ -21,7 +25,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from pop3d_ros.data.classes import CLASS_ID, IGNORE, NUM_CLASSES
-from pop3d_ros.data.synthetic_text import SyntheticTextSpace
+from pop3d_ros.data.concepts import (
+    CONCEPT_ID,
+    CONCEPT_NAMES,
+    LONG_TAIL_NAMES,
+    NUM_CONCEPTS,
+    PARENT,
+    concept_to_class,
+)
+from pop3d_ros.text.synthetic_text import SyntheticTextSpace
+
+SKY = NUM_CONCEPTS  # the histogram bin / table row of sky and ignored pixels
 
 # Classes a weak dense teacher mixes up (symmetric pairs by name).
 CONFUSABLE: dict[str, tuple[str, ...]] = {
@@ -86,21 +100,16 @@ class SyntheticTeacher:
             )
         if c.stride < 1 or not 0.0 <= c.confusion_prob <= 1.0 or c.noise_std < 0:
             raise ValueError("teacher needs stride >= 1, 0 <= confusion_prob <= 1, noise >= 0")
-        emb = self.text_space.class_embeddings().astype(np.float64)
-        sky = self.text_space.sky_embedding() if c.sky == "vector" else np.zeros(emb.shape[1])
-        # row NUM_CLASSES = sky / ignore
-        self._table = np.concatenate([emb, np.asarray(sky, np.float64)[None]], axis=0)
-        self._confuse = [
-            np.array([CLASS_ID[n] for n in CONFUSABLE.get(name, ())], dtype=np.int64)
-            for name in sorted(CLASS_ID, key=CLASS_ID.get)
-        ]
+        self._table = concept_table(self.text_space, c.sky == "vector")
+        self._confuse = confusion_options()
 
     @property
     def embed_dim(self) -> int:
         return self._table.shape[1]
 
     def patch_histogram(self, semantic: np.ndarray) -> np.ndarray:
-        """Per-patch pixel counts `(N_cam, h, w, NUM_CLASSES + 1)`; last bin = sky/ignore."""
+        """Per-patch pixel counts `(N_cam, h, w, NUM_CONCEPTS + 1)` of concept (or class)
+        ids; last bin = sky/ignore."""
         sem = np.asarray(semantic)
         if sem.ndim != 3:
             raise ValueError(f"semantic must be (N_cam, H, W), got shape {sem.shape}")
@@ -109,36 +118,36 @@ class SyntheticTeacher:
         h, w = -(-H // s), -(-W // s)
         padded = np.full((n, h * s, w * s), IGNORE, dtype=np.uint8)
         padded[:, :H, :W] = sem
-        lab = np.where(padded < NUM_CLASSES, padded, NUM_CLASSES).astype(np.int64)
+        known = (padded < NUM_CONCEPTS) & (padded != NUM_CLASSES)  # NUM_CLASSES = EMPTY
+        lab = np.where(known, padded, SKY).astype(np.int64)
         lab = lab.reshape(n, h, s, w, s).transpose(0, 1, 3, 2, 4).reshape(n * h * w, s * s)
-        flat = lab + (np.arange(n * h * w)[:, None] * (NUM_CLASSES + 1))
-        counts = np.bincount(flat.ravel(), minlength=n * h * w * (NUM_CLASSES + 1))
-        return counts.reshape(n, h, w, NUM_CLASSES + 1)
+        flat = lab + (np.arange(n * h * w)[:, None] * (SKY + 1))
+        counts = np.bincount(flat.ravel(), minlength=n * h * w * (SKY + 1))
+        return counts.reshape(n, h, w, SKY + 1)
 
     def __call__(self, sample_or_semantic, token: str | None = None) -> dict:
-        """Teacher output for a sample dict (uses `semantic`, `token`) or a semantic array.
+        """Teacher output for a sample dict (uses `concept` or else `semantic`, and `token`)
+        or a per-pixel concept (or class) id array.
 
-        Returns {"features": (N_cam, D, h, w), "patch_classes": uint8 (N_cam, h, w) after
-        confusion (IGNORE where sky), "stride": int}.
+        Returns {"features": (N_cam, D, h, w), "patch_classes": uint8 (N_cam, h, w) and
+        "patch_concepts" after confusion (IGNORE where sky), "stride": int}.
         """
         if isinstance(sample_or_semantic, dict):
-            if "semantic" not in sample_or_semantic:
-                raise ValueError("the synthetic teacher needs a sample with 'semantic' classes")
-            semantic = sample_or_semantic["semantic"]
+            semantic = _labels(sample_or_semantic)
             token = token if token is not None else sample_or_semantic.get("token", "")
         else:
             semantic = sample_or_semantic
         c = self.config
         hist = self.patch_histogram(semantic).astype(np.float64)
         rng = np.random.default_rng([c.seed, zlib.crc32(str(token or "").encode())])
-        majority = hist.argmax(-1)  # NUM_CLASSES = sky
+        majority = hist.argmax(-1)  # SKY = sky
         confused = majority.copy()
         if c.confusion_prob > 0 and c.confusion == "context":
             confused = _context_confusion(majority, c.confusion_prob, rng)
         elif c.confusion_prob > 0:
             flip = rng.random(majority.shape) < c.confusion_prob
             pick = rng.random(majority.shape)
-            for cls in range(NUM_CLASSES):
+            for cls in range(NUM_CONCEPTS):
                 options = self._confuse[cls]
                 sel = flip & (majority == cls)
                 if options.size and sel.any():
@@ -157,10 +166,11 @@ class SyntheticTeacher:
             feats = weights @ self._table
         if c.noise_std > 0:
             noise = rng.standard_normal(feats.shape) * (c.noise_std / np.sqrt(self.embed_dim))
-            feats = feats + noise * (majority != NUM_CLASSES)[..., None]
+            feats = feats + noise * (majority != SKY)[..., None]
         feats = np.ascontiguousarray(feats.transpose(0, 3, 1, 2)).astype(c.dtype)
-        classes = np.where(confused == NUM_CLASSES, IGNORE, confused).astype(np.uint8)
-        return {"features": feats, "patch_classes": classes, "stride": c.stride}
+        concepts = np.where(confused == SKY, IGNORE, confused).astype(np.uint8)
+        return {"features": feats, "patch_classes": concept_to_class(concepts),
+                "patch_concepts": concepts, "stride": c.stride}  # fmt: skip
 
     def expected(self, sample_or_semantic) -> np.ndarray:
         """The mean of `features` over the teacher's random draws (confusion and noise),
@@ -171,10 +181,10 @@ class SyntheticTeacher:
             raise ValueError("expected features are defined for mode 'majority' only")
         sem = sample_or_semantic
         if isinstance(sem, dict):
-            sem = sem["semantic"]
-        majority = self.patch_histogram(sem).argmax(-1)  # NUM_CLASSES = sky
+            sem = _labels(sem)
+        majority = self.patch_histogram(sem).argmax(-1)  # SKY = sky
         clean = self._table[majority]  # noise has zero mean; sky patches never change
-        sky = (majority == NUM_CLASSES)[..., None]
+        sky = (majority == SKY)[..., None]
         if c.confusion == "context":
             # A flipped patch takes a uniformly drawn non-sky patch of its own image.
             n_seen = np.maximum((~sky).sum(axis=(1, 2), keepdims=True), 1)
@@ -187,22 +197,61 @@ class SyntheticTeacher:
                     self._table[opts].mean(0) if opts.size else self._table[k]
                     for k, opts in enumerate(self._confuse)
                 ]
-                + [self._table[NUM_CLASSES]]
+                + [self._table[SKY]]
             )
             mixed = (1 - c.confusion_prob) * clean + c.confusion_prob * swapped[majority]
         out = np.where(sky, clean, mixed)
         return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
+def _labels(sample: dict) -> np.ndarray:
+    if "concept" in sample:
+        return sample["concept"]
+    if "semantic" not in sample:
+        raise ValueError("the synthetic teacher needs a sample with 'semantic' classes")
+    return sample["semantic"]
+
+
+def concept_table(text_space, sky_vector: bool) -> np.ndarray:
+    """(NUM_CONCEPTS + 1, D) float64: row = concept id's embedding (EMPTY: zeros), last row
+    = sky (its vector, or zeros)."""
+    dim = text_space.embed_dim
+    table = np.zeros((SKY + 1, dim))
+    has_concepts = hasattr(text_space, "embedding")
+    classes = text_space.class_embeddings().astype(np.float64)
+    for i, name in enumerate(CONCEPT_NAMES):
+        if i < NUM_CLASSES:
+            table[i] = classes[i]
+        elif name in PARENT:
+            table[i] = (
+                text_space.embedding(name) if has_concepts else classes[CLASS_ID[PARENT[name]]]
+            )
+    if sky_vector:
+        table[SKY] = text_space.sky_embedding()
+    return table
+
+
+def confusion_options() -> list[np.ndarray]:
+    """Per concept id, the concept ids a look-alike confusion may swap it for: a class's
+    look-alike classes (CONFUSABLE); a long-tail concept's siblings and parent class."""
+    out = [np.zeros(0, np.int64) for _ in range(NUM_CONCEPTS)]
+    for name, k in CLASS_ID.items():
+        out[k] = np.array([CLASS_ID[n] for n in CONFUSABLE.get(name, ())], dtype=np.int64)
+    for name in LONG_TAIL_NAMES:
+        sib = [CONCEPT_ID[n] for n in LONG_TAIL_NAMES if n != name and PARENT[n] == PARENT[name]]
+        out[CONCEPT_ID[name]] = np.array(sib + [CLASS_ID[PARENT[name]]], dtype=np.int64)
+    return out
+
+
 def _context_confusion(majority: np.ndarray, prob: float, rng) -> np.ndarray:
-    """Each non-sky patch, with chance `prob`, takes the class of a uniformly drawn non-sky
+    """Each non-sky patch, with chance `prob`, takes the concept of a uniformly drawn non-sky
     patch of the same camera image (itself included), so wrong labels follow the image's
-    class areas. `majority` (N_cam, h, w) with NUM_CLASSES = sky."""
+    concept areas. `majority` (N_cam, h, w) with SKY = sky."""
     out = majority.copy()
     flip = rng.random(majority.shape) < prob
     for cam in range(majority.shape[0]):
-        labels = majority[cam][majority[cam] != NUM_CLASSES]
-        sel = flip[cam] & (majority[cam] != NUM_CLASSES)
+        labels = majority[cam][majority[cam] != SKY]
+        sel = flip[cam] & (majority[cam] != SKY)
         if labels.size and sel.any():
             out[cam][sel] = labels[rng.integers(0, labels.size, int(sel.sum()))]
     return out

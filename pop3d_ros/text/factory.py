@@ -22,7 +22,7 @@ def text_encoder_from_spec(spec: dict, **overrides):
 
         encoder = OpenClipTextEncoder(**kwargs)
     elif kind == "synthetic":
-        from pop3d_ros.data.synthetic_text import SyntheticTextSpace
+        from pop3d_ros.text.synthetic_text import SyntheticTextSpace
 
         encoder = SyntheticTextSpace(**kwargs)
     else:

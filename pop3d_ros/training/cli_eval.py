@@ -47,6 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="deployed graphs' precision (int8 needs `pop3d export --precision int8` first)",
     )
     p.add_argument("--cache-dir", default=None, help="export cache (~/.cache/pop3d_ros)")
+    p.add_argument(
+        "--grounding-min-score",
+        type=float,
+        default=0.9,
+        help="cosine threshold of the long-tail grounding benchmark (default: %(default)s)",
+    )
 
 
 def run(args) -> int:
@@ -83,6 +89,7 @@ def _run(args) -> int:
     from pop3d_ros.training.eval_conventions import parse_conventions
     from pop3d_ros.training.eval_volume import choose_volume
     from pop3d_ros.training.evaluate import Evaluator, format_table
+    from pop3d_ros.training.retrieval import RetrievalMetrics, concept_queries
     from pop3d_ros.training.sources import nuscenes_source, parse_seeds, synthetic_source
     from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
 
@@ -112,6 +119,8 @@ def _run(args) -> int:
         keys = keys[: args.max_frames]
     mine = keys[info.rank :: info.world_size]
     prior = ckpt.get("occupancy_prior")
+    queries = concept_queries(encoder) if args.data == "synthetic" else {}
+    retrieval = RetrievalMetrics(queries, args.grounding_min_score) if queries else None
     ev = Evaluator(
         model,
         cfg,
@@ -123,6 +132,7 @@ def _run(args) -> int:
         device=info.device,
         conventions=conventions,
         volume=choose_volume(args.volume, cfg.voxel_grid, args.data, ckpt.get("meta", {})),
+        retrieval=retrieval,
     )
     ev.run((make(k) for k in mine), total=len(mine), show=info.is_main)
     ev.all_reduce()

@@ -109,7 +109,7 @@ def _teacher_and_space(args, model_cfg):
         from dataclasses import asdict
 
         from pop3d_ros.data.synthetic_teacher import TEACHER_PROFILES, SyntheticTeacher
-        from pop3d_ros.data.synthetic_text import SyntheticTextSpace
+        from pop3d_ros.text.synthetic_text import SyntheticTextSpace
 
         space = SyntheticTextSpace(seed=args.text_seed, dim=model_cfg.heads.clip_dim)
         tcfg = TEACHER_PROFILES[args.teacher_profile]
@@ -143,6 +143,12 @@ def _source(args, model_cfg, seeds_text=None, split=None):
     if not args.root:
         raise ValueError("--data nuscenes needs --root DIR")
     return nuscenes_source(args.root, split or args.split, args.version)
+
+
+def _world_version() -> int:
+    from pop3d_ros.data.synthetic.config import WORLD_VERSION
+
+    return WORLD_VERSION
 
 
 def run(args) -> int:
@@ -215,6 +221,7 @@ def _run(args) -> int:
                 "data": args.data,
                 # the synthetic world lays out a seed's scene for its number of frames
                 "frames_per_seed": args.frames_per_seed if args.data == "synthetic" else None,
+                "world_version": _world_version() if args.data == "synthetic" else None,
             },
         )
     barrier(info)
@@ -233,6 +240,7 @@ def _run(args) -> int:
         "data": args.data,
         "seeds": args.seeds if args.data == "synthetic" else None,
         "frames_per_seed": args.frames_per_seed if args.data == "synthetic" else None,
+        "world_version": _world_version() if args.data == "synthetic" else None,
         "root": args.root,
         "split": args.split if args.data == "nuscenes" else None,
         "frames": len(dataset),

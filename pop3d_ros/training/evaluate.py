@@ -7,6 +7,8 @@
   (the MaskCLIP+ baseline).
 - Baselines: the training-set occupancy-frequency prior, and random class labels on the
   model's own occupancy (chance level of the zero-shot mIoU).
+- With `retrieval` (frames with concept ids, a text space with long-tail concepts): text
+  retrieval AP and grounding of long-tail concepts (`training/retrieval.py`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pop3d_ros.training.eval_labels import evaluation_labels
 from pop3d_ros.training.eval_volume import EvalVolume, VolumeMap
 from pop3d_ros.training.inputs import SamplingCache, model_inputs
 from pop3d_ros.training.metrics import ConfusionMatrix
+from pop3d_ros.training.retrieval import RetrievalMetrics, frame_instances, voxel_concepts
 from pop3d_ros.training.targets import point_feature_pairs, sum_by
 from pop3d_ros.training.zeroshot import ZeroShotClassifier
 
@@ -45,6 +48,7 @@ class Evaluator:
         sampling: SamplingCache | None = None,
         conventions: EvalConventions | None = None,
         volume: EvalVolume | None = None,
+        retrieval: RetrievalMetrics | None = None,
     ):
         self.model = model.eval().to(device)
         self.cfg = model_cfg
@@ -65,6 +69,8 @@ class Evaluator:
         self.chance = ConfusionMatrix(NUM_CLASSES + 1, names + ["empty"])
         self.lidar = ConfusionMatrix(NUM_CLASSES, names)
         self.teacher_lidar = ConfusionMatrix(NUM_CLASSES, names)
+        self.retrieval = retrieval
+        self._centres = self.grid.centers().reshape(-1, 3)
         self.frames = 0
 
     @torch.no_grad()
@@ -105,8 +111,8 @@ class Evaluator:
         # Zero-shot semantics: the language head runs on occupied voxels only (as deployed).
         pred = np.full(grid.num_voxels, EMPTY, np.int64)
         occ_idx = np.nonzero(occupied)[0]
-        lang = self.model.language_head(vf[torch.from_numpy(occ_idx).to(self.device)])
-        pred[occ_idx] = self.classifier(lang.cpu()).numpy()
+        occ_lang = self.model.language_head(vf[torch.from_numpy(occ_idx).to(self.device)]).cpu()
+        pred[occ_idx] = self.classifier(occ_lang).numpy()
         sem_ref = np.where(sem_gt == IGNORE, -1, sem_gt)
         self.sem.update(on_volume(pred, EMPTY), sem_ref)
         chance = np.full(vgrid.num_voxels, EMPTY, np.int64)
@@ -122,6 +128,7 @@ class Evaluator:
             idx = point_voxels(points, grid, "clip")[0]
         keep = inside & (labels < NUM_CLASSES)
         per_camera = conv.lidar_points == "per-camera"
+        teacher_vox = None
         if self.teacher is not None:
             tf = self.teacher(sample)["features"]
             pidx, _, feats = point_feature_pairs(sample, tf, points, keep=keep)
@@ -132,6 +139,10 @@ class Evaluator:
                 # (the sum: same direction, same zero-shot label).
                 uniq, _, summed = sum_by(pidx, feats)
             self.teacher_lidar.update(self.classifier(summed).numpy(), labels[uniq])
+            # per voxel: the sum of its points' (unit-direction) teacher features
+            tv, _, tsum = sum_by(grid.flat_index(idx[uniq]), summed / summed.norm(
+                dim=1, keepdim=True).clamp_min(1e-12))  # fmt: skip
+            teacher_vox = (tv, tsum.numpy())
         else:
             from pop3d_ros.data.sample import project_points
 
@@ -142,6 +153,19 @@ class Evaluator:
         vox_ids, inv = np.unique(flat, return_inverse=True)
         lang = self.model.language_head(vf[torch.from_numpy(vox_ids).to(self.device)])
         self.lidar.update(self.classifier(lang.cpu()).numpy()[inv], labels[uniq])
+        # Retrieval is scored on the model's own grid (synthetic frames with concept ids).
+        if self.retrieval is not None and "lidar_concepts" in sample and vmap.identity:
+            self.retrieval.add(
+                gt_concepts=voxel_concepts(points, sample["lidar_concepts"], grid),
+                observed=occ_gt != IGNORE,
+                occupied=occupied,
+                student=occ_lang.numpy(),
+                centres=self._centres,
+                voxel_size=grid.voxel_size,
+                teacher_voxels=None if teacher_vox is None else teacher_vox[0],
+                teacher=None if teacher_vox is None else teacher_vox[1],
+                instances=frame_instances(sample, grid),
+            )
         self.frames += 1
 
     def run(self, samples: Iterable[dict], total: int | None = None, show: bool = True):
@@ -152,6 +176,8 @@ class Evaluator:
     def all_reduce(self) -> None:
         for cm in (self.occ, self.prior_occ, self.sem, self.chance, self.lidar, self.teacher_lidar):
             cm.all_reduce()
+        if self.retrieval is not None:
+            self.retrieval.all_reduce()
 
     def result(self) -> dict:
         def num(x):
@@ -172,7 +198,8 @@ class Evaluator:
         }
         has_teacher = self.teacher_lidar.matrix.sum() > 0
         has_prior = self.prior_occ.matrix.sum() > 0
-        return {
+        extra = self.retrieval.result() if self.retrieval is not None else {}
+        return extra | {
             "iou": num(self.occ.iou()[1]),
             "iou_mean_empty_occupied": num(self.occ.miou()),
             "miou": num(self.sem.miou()),
@@ -254,6 +281,16 @@ def format_table(result: dict) -> str:
         "teacher_lidar_miou",
     ):
         lines.append(f"{key:<22}{f(result.get(key)):>8}")
+    if result.get("retrieval_per_concept"):
+        lines += ["", f"{'concept (AP)':<22}{'student':>8}{'parent':>8}{'teacher':>8}{'chance':>8}"]
+        for name, v in result["retrieval_per_concept"].items():
+            cols = (v["ap"], v["ap_parent"], v["ap_teacher"], v["ap_chance"])
+            lines.append(f"{name:<22}" + "".join(f"{f(x):>8}" for x in cols))
+        for key in ("retrieval_map", "retrieval_map_parent", "retrieval_map_teacher",
+                    "retrieval_map_chance", "grounding_recall"):  # fmt: skip
+            lines.append(f"{key:<22}{f(result.get(key)):>8}")
+        err = result.get("grounding_center_error")
+        lines.append(f"{'grounding_center_error':<22}{'-' if err is None else f'{err:.2f} m':>8}")
     lines.append(f"frames: {result['frames']}")
     return "\n".join(lines)
 

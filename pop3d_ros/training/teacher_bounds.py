@@ -71,8 +71,8 @@ def main(argv=None) -> int:
     from dataclasses import replace
 
     from pop3d_ros.data.synthetic_teacher import TEACHER_PROFILES, SyntheticTeacher
-    from pop3d_ros.data.synthetic_text import SyntheticTextSpace
     from pop3d_ros.model.config import get_preset
+    from pop3d_ros.text.synthetic_text import SyntheticTextSpace
     from pop3d_ros.training.sources import parse_seeds, synthetic_source
     from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
 

@@ -38,7 +38,7 @@ def class_vocabulary(encoder) -> dict[str, tuple[str, ...]]:
     """class name -> phrases: the encoder's own vocabulary if it has one, else the default."""
     vocab = getattr(encoder, "vocabulary", None)
     if vocab is None:
-        from pop3d_ros.data.synthetic_text import VOCABULARY
+        from pop3d_ros.text.synthetic_text import VOCABULARY
 
         vocab = VOCABULARY
     return dict(vocab() if callable(vocab) else vocab)

@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 
 from pop3d_ros.geometry.grid import VoxelGrid
 
+# Version of the world generator: bump when the same config renders different frames.
+# Render and prepared-frame caches record it and refuse frames of another version.
+# 2: long-tail objects and concept ids (data/concepts.py), instance ids, moving cyclists.
+WORLD_VERSION = 2
+
 
 @dataclass
 class WorldConfig:

@@ -1,11 +1,14 @@
 """Ground-truth semantic occupancy of a frame on any `VoxelGrid` (ego frame).
 
-A voxel takes a primitive's class when the (closed) primitive, grown by `tol`, overlaps the
-voxel, so every surface point a ray can hit lies in a voxel marked with some class. The
+The grid is built in concept ids (`data/concepts.py`) and read as class ids through
+`concept_to_class`, so both grids agree by construction. A voxel takes a primitive's
+concept when the (closed) primitive, grown by `tol`, overlaps the voxel, so every surface
+point a ray can hit lies in a voxel marked with some concept. The
 ground plane z = 0 fills the voxel layer that contains z = 0 (where LiDAR ground returns
-fall) with the ground region's class; layers below it are solid earth, never observable:
-IGNORE. Everything else is EMPTY. Small objects are written after buildings and vegetation
-so they win where they overlap.
+fall) with the ground region's concept; layers below it are solid earth, never observable:
+IGNORE. Everything else is EMPTY. Small objects (and long-tail manmade / vegetation objects
+such as stairs) are written after plain buildings and vegetation so they win where they
+overlap.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from pop3d_ros.data.classes import CLASS_ID, EMPTY, IGNORE
+from pop3d_ros.data.concepts import concept_to_class
+from pop3d_ros.data.synthetic.builder import BOX
 from pop3d_ros.data.synthetic.raycast import Primitives
-from pop3d_ros.data.synthetic.scene import BOX, Scene
+from pop3d_ros.data.synthetic.scene import Scene
 from pop3d_ros.geometry.grid import VoxelGrid
 
 _BACKGROUND = (CLASS_ID["manmade"], CLASS_ID["vegetation"])
@@ -24,6 +29,13 @@ def semantic_occupancy(
     scene: Scene, prims: Primitives, ego_to_world: np.ndarray, grid: VoxelGrid, tol: float = 1e-3
 ) -> np.ndarray:
     """uint8 (X, Y, Z): class id / EMPTY / IGNORE for primitives given in the ego frame."""
+    return concept_to_class(concept_occupancy(scene, prims, ego_to_world, grid, tol))
+
+
+def concept_occupancy(
+    scene: Scene, prims: Primitives, ego_to_world: np.ndarray, grid: VoxelGrid, tol: float = 1e-3
+) -> np.ndarray:
+    """uint8 (X, Y, Z): concept id / EMPTY / IGNORE for primitives given in the ego frame."""
     X, Y, Z = grid.shape
     occ = np.full(grid.shape, EMPTY, dtype=np.uint8)
     lower, size = grid.lower, grid.voxel_size
@@ -33,11 +45,11 @@ def semantic_occupancy(
         world = centers @ ego_to_world[:2, :2].T + ego_to_world[:2, 3]
         occ[:, :, : min(k_ground, Z)] = IGNORE
         if k_ground < Z:
-            occ[:, :, k_ground] = scene.ground_class(world[..., 0], world[..., 1])
+            occ[:, :, k_ground] = scene.ground_concept(world[..., 0], world[..., 1])[0]
     if not len(prims):
         return occ
     corners = prims.corners()
-    order = np.argsort(~np.isin(prims.cls, _BACKGROUND), kind="stable")
+    order = np.argsort(~np.isin(prims.concept, _BACKGROUND), kind="stable")
     for i in order:
         zlo = max(prims.center[i, 2] - prims.half[i, 2] - tol, 0.0)
         zhi = prims.center[i, 2] + prims.half[i, 2] + tol
@@ -68,5 +80,5 @@ def semantic_occupancy(
             ey = np.maximum(np.abs(dy) - sy, 0.0)
             m = ex * ex + ey * ey <= hx * hx
         block = occ[i0 : i1 + 1, j0 : j1 + 1, k0 : k1 + 1]
-        block[m] = prims.cls[i]
+        block[m] = prims.concept[i]
     return occ

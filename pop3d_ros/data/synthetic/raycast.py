@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pop3d_ros.data.synthetic.scene import BOX
+from pop3d_ros.data.synthetic.builder import BOX
 
 _EPS = 1e-9
 
@@ -27,6 +27,14 @@ class Primitives:
     yaw: np.ndarray
     cls: np.ndarray
     index: np.ndarray  # row in the scene's arrays (colour, texture)
+    concept: np.ndarray | None = None  # (n,) uint8 concept ids (None: = cls)
+    instance: np.ndarray | None = None  # (n,) int32 object ids (None: unknown, 0)
+
+    def __post_init__(self):
+        if self.concept is None:
+            self.concept = np.asarray(self.cls, np.uint8).copy()
+        if self.instance is None:
+            self.instance = np.zeros(len(self.kind), np.int32)
 
     def __len__(self) -> int:
         return len(self.kind)

@@ -1,8 +1,10 @@
 """Procedural street scenes: ground layout, primitives (boxes, cylinders), ego trajectory.
 
 World frame: x along the street (the ego drives +x), y left, z up, ground plane z = 0.
-Ground classes are regions of the plane; everything else is a primitive:
-a yaw-rotated box or a vertical cylinder standing on (or above) the ground.
+Ground classes are regions of the plane (crosswalks and manhole covers are ground concepts
+on the road); everything else is a primitive: a yaw-rotated box or a vertical cylinder
+standing on (or above) the ground. Objects (instances) are one or more primitives of one
+concept (`data/concepts.py`); long-tail street furniture comes from `furniture.py`.
 """
 
 from __future__ import annotations
@@ -12,29 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from pop3d_ros.data.classes import CLASS_ID
+from pop3d_ros.data.concepts import CONCEPT_ID
+from pop3d_ros.data.synthetic import furniture as fur
+from pop3d_ros.data.synthetic.builder import BOX, CYLINDER, Builder
 from pop3d_ros.data.synthetic.config import WorldConfig
 
-BOX, CYLINDER = 0, 1
+__all__ = ["BOX", "CYLINDER", "Scene", "generate_scene"]
+
 LANE_WIDTH = 3.3
 EGO_LANE_Y = -LANE_WIDTH / 2  # right-hand traffic: the ego drives in the lane right of centre
-# Body colours a class picks from (RGB 0..1), so classes differ in typical appearance.
-PALETTES = {
-    "car": [(0.75, 0.1, 0.1), (0.1, 0.2, 0.6), (0.85, 0.85, 0.85), (0.55, 0.57, 0.6),
-            (0.1, 0.1, 0.12), (0.2, 0.45, 0.3)],
-    "truck": [(0.95, 0.95, 0.92), (0.9, 0.5, 0.1), (0.2, 0.35, 0.2)],
-    "bus": [(0.95, 0.8, 0.1), (0.8, 0.15, 0.1), (0.15, 0.35, 0.75)],
-    "trailer": [(0.7, 0.7, 0.72), (0.6, 0.2, 0.15)],
-    "construction_vehicle": [(0.95, 0.7, 0.05)],
-    "bicycle": [(0.1, 0.5, 0.8), (0.1, 0.1, 0.1)],
-    "motorcycle": [(0.05, 0.05, 0.05), (0.6, 0.05, 0.05)],
-    "pedestrian": [(0.2, 0.25, 0.5), (0.6, 0.2, 0.2), (0.3, 0.3, 0.3), (0.8, 0.7, 0.3)],
-    "traffic_cone": [(1.0, 0.45, 0.0)],
-    "barrier": [(0.9, 0.9, 0.9)],
-    "manmade": [(0.8, 0.72, 0.58), (0.62, 0.3, 0.22), (0.6, 0.6, 0.62), (0.85, 0.82, 0.75)],
-    "pole": [(0.45, 0.45, 0.48)],
-    "vegetation": [(0.2, 0.45, 0.15), (0.15, 0.38, 0.12)],
-    "trunk": [(0.35, 0.25, 0.15)],
-}  # fmt: skip
 
 
 @dataclass
@@ -48,6 +36,8 @@ class Scene:
     cls: np.ndarray  # (n,) uint8 class id
     color: np.ndarray  # (n, 3) float32 base colour
     velocity: np.ndarray  # (n, 2) m/s in world xy
+    concept: np.ndarray  # (n,) uint8 concept id (data/concepts.py); its class is `cls`
+    instance: np.ndarray  # (n,) int32 object id (> 0); an object's primitives share it
     road_half: float  # |y| below this: driveable surface
     lanes: int  # traffic lanes per direction
     sidewalk: tuple[float, float]  # sidewalk widths (right side y<0, left side y>0)
@@ -57,6 +47,25 @@ class Scene:
     median: np.ndarray  # (m, 2) x intervals with an other-flat median at |y| < 0.8
     x_range: tuple[float, float]  # street extent
     ego_wave: tuple[float, float]  # lateral wobble of the ego (amplitude m, wavelength m)
+    crosswalks: np.ndarray  # (k, 2) x intervals of zebra crossings over the whole road
+    manholes: np.ndarray  # (m, 3) manhole covers on the road: x, y, radius
+    ground_instances: np.ndarray  # (k + m,) int32 instance ids: crosswalks, then manholes
+
+    def ground_concept(self, x, y) -> tuple[np.ndarray, np.ndarray]:
+        """(concept id uint8, instance id int32; 0 = none) of the ground at world (x, y)."""
+        x, y = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(y, np.float64))
+        cls = self.ground_class(x, y)
+        concept = cls.copy()
+        inst = np.zeros(x.shape, np.int32)
+        road = cls == CLASS_ID["driveable_surface"]
+        k = len(self.crosswalks)
+        for i, (x0, x1) in enumerate(self.crosswalks):
+            m = road & (x >= x0) & (x < x1)
+            concept[m], inst[m] = CONCEPT_ID["crosswalk"], self.ground_instances[i]
+        for i, (mx, my, mr) in enumerate(self.manholes):
+            m = road & ((x - mx) ** 2 + (y - my) ** 2 <= mr * mr)
+            concept[m], inst[m] = CONCEPT_ID["manhole"], self.ground_instances[k + i]
+        return concept, inst
 
     def ground_class(self, x, y) -> np.ndarray:
         """Class id of the ground plane at world (x, y), vectorised."""
@@ -93,73 +102,6 @@ class Scene:
         return c
 
 
-class _Builder:
-    def __init__(self, rng: np.random.Generator):
-        self.rng = rng
-        self.rows: list[tuple] = []
-
-    def color(self, key: str) -> np.ndarray:
-        base = np.asarray(PALETTES[key][self.rng.integers(len(PALETTES[key]))])
-        return np.clip(base * self.rng.uniform(0.85, 1.15), 0, 1)
-
-    def box(self, cls, x, y, z0, length, width, height, yaw=0.0, color="manmade", vel=(0, 0)):
-        c = (x, y, z0 + height / 2)
-        self.rows.append((BOX, c, (length / 2, width / 2, height / 2), yaw, CLASS_ID[cls],
-                          self.color(color), vel))  # fmt: skip
-
-    def cylinder(self, cls, x, y, z0, radius, height, color, vel=(0, 0)):
-        c = (x, y, z0 + height / 2)
-        self.rows.append((CYLINDER, c, (radius, radius, height / 2), 0.0, CLASS_ID[cls],
-                          self.color(color), vel))  # fmt: skip
-
-    def vehicle(self, kind, x, y, yaw, vel=(0.0, 0.0)):
-        """A vehicle of `kind` centred at (x, y); several boxes share the class."""
-        r = self.rng
-        d = (np.cos(yaw), np.sin(yaw))
-        if kind == "car":
-            length, width = r.uniform(3.9, 4.9), r.uniform(1.7, 1.95)
-            h1, h2 = r.uniform(0.8, 1.0), r.uniform(1.4, 1.65)
-            col = self.color("car")
-            self.box("car", x, y, 0.0, length, width, h1, yaw, "car", vel)
-            self.rows[-1] = self.rows[-1][:5] + (col, vel)
-            off = -0.08 * length
-            self.box("car", x + off * d[0], y + off * d[1], h1, 0.55 * length, width - 0.1,
-                     h2 - h1, yaw, "car", vel)  # fmt: skip
-            self.rows[-1] = self.rows[-1][:5] + (col * 0.8, vel)
-        elif kind == "truck":
-            length, width = r.uniform(6.0, 9.0), r.uniform(2.3, 2.5)
-            cab = 2.2
-            f = length / 2 - cab / 2
-            self.box("truck", x + f * d[0], y + f * d[1], 0.0, cab, width, 2.9, yaw, "truck", vel)
-            g = -cab / 2 - 0.15
-            self.box("truck", x + g * d[0], y + g * d[1], 0.0, length - cab - 0.3, width,
-                     r.uniform(3.2, 3.8), yaw, "truck", vel)  # fmt: skip
-        elif kind == "bus":
-            length = r.uniform(10.0, 12.5)
-            self.box("bus", x, y, 0.0, length, 2.55, r.uniform(3.0, 3.4), yaw, "bus", vel)
-        elif kind == "trailer":
-            length = r.uniform(8.0, 12.0)
-            self.box("trailer", x, y, 0.0, length, 2.5, r.uniform(3.4, 4.0), yaw, "trailer", vel)
-        elif kind == "construction_vehicle":
-            self.box("construction_vehicle", x, y, 0.0, 5.5, 2.6, 2.6, yaw,
-                     "construction_vehicle", vel)  # fmt: skip
-            self.box("construction_vehicle", x + 3.5 * d[0], y + 3.5 * d[1], 2.0, 3.0, 0.6,
-                     0.6, yaw, "construction_vehicle", vel)  # fmt: skip
-        elif kind in ("bicycle", "motorcycle"):
-            length = 1.75 if kind == "bicycle" else 2.1
-            self.box(kind, x, y, 0.0, length, 0.6, 1.15 if kind == "bicycle" else 1.25, yaw,
-                     kind, vel)  # fmt: skip
-        else:
-            raise ValueError(f"unknown vehicle kind {kind!r}")
-
-    def tree(self, x, y):
-        r = self.rng
-        trunk_h = r.uniform(2.0, 3.2)
-        self.cylinder("vegetation", x, y, 0.0, r.uniform(0.15, 0.3), trunk_h, "trunk")
-        self.cylinder("vegetation", x, y, trunk_h - 0.3, r.uniform(1.2, 2.6),
-                      r.uniform(2.5, 4.5), "vegetation")  # fmt: skip
-
-
 def _segments(rng, x0, x1, choices, probs, lo=8.0, hi=30.0):
     edges, classes = [x0 - 1000.0], []
     x = x0
@@ -174,7 +116,7 @@ def _segments(rng, x0, x1, choices, probs, lo=8.0, hi=30.0):
 def generate_scene(config: WorldConfig) -> Scene:
     """The street of `config.seed`, long enough for the whole drive plus sensor range."""
     rng = np.random.default_rng([int(config.seed), 7331])
-    b = _Builder(rng)
+    b = Builder(rng)
     length = config.ego_speed * config.frame_interval * (config.num_frames - 1)
     margin = 90.0
     x0, x1 = -margin, length + margin
@@ -204,23 +146,38 @@ def generate_scene(config: WorldConfig) -> Scene:
     for s, sign in ((0, -1.0), (1, 1.0)):
         kerb = road_half + sidewalk[s]
         outer = kerb + strip[s]
-        # buildings along the outer edge, with gaps
+        # buildings along the outer edge, with gaps; some with steps at the entrance
         x = x0
         while x < x1:
             ln = rng.uniform(8, 30)
             if rng.random() < 0.85:
                 depth = rng.uniform(8, 16)
                 setback = rng.uniform(0.0, 3.0)
+                b.new("manmade")
                 b.box("manmade", x + ln / 2, sign * (outer + setback + depth / 2), 0.0, ln,
                       depth, rng.uniform(5, 20))  # fmt: skip
+                if rng.random() < 0.45:
+                    fur.stairs(b, x + rng.uniform(0.3, 0.7) * ln, sign * (outer + setback), sign)
             x += ln + rng.uniform(0, 6)
-        # poles on the sidewalk's kerb side
+        # poles and street lamps on the sidewalk's kerb side
         x = x0 + rng.uniform(0, 20)
         while x < x1:
-            b.cylinder("manmade", x, sign * (road_half + 0.5), 0.0, rng.uniform(0.12, 0.2),
-                       rng.uniform(5, 9), "pole")  # fmt: skip
+            if rng.random() < 0.5:
+                fur.street_lamp(b, x, sign * (road_half + 0.5), sign)
+            else:
+                b.new("manmade")
+                b.cylinder("manmade", x, sign * (road_half + 0.5), 0.0,
+                           rng.uniform(0.12, 0.2), rng.uniform(5, 9), "pole")  # fmt: skip
             x += rng.uniform(15, 35)
-        # trees and hedges in the strip (terrain), barriers on other-flat
+        # street furniture along the sidewalk
+        x = x0 + rng.uniform(0, 8)
+        while x < x1:
+            fur.kerb_object(b, fur.pick(rng, fur.KERB_FURNITURE), x, road_half, kerb, sign)
+            x += rng.uniform(6, 16) / dens
+        if rng.random() < 0.5:
+            fur.bollards(b, rng.uniform(x0, x1), sign * (road_half + 0.25),
+                         int(rng.integers(3, 7)))  # fmt: skip
+        # trees and hedges in the strip (terrain), barriers/vehicles/kiosks on other-flat
         edges, classes = seg[s]
         for _ in range(int(n_street * 1.2)):
             x = rng.uniform(x0, x1)
@@ -229,32 +186,47 @@ def generate_scene(config: WorldConfig) -> Scene:
                 continue
             k = classes[np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(classes) - 1)]
             if k == CLASS_ID["terrain"]:
-                if rng.random() < 0.7:
+                u = rng.random()
+                if u < 0.5:
                     b.tree(x, y)
+                elif u < 0.75:
+                    b.tree(x, y, "pine_tree")
                 else:
+                    b.new("vegetation")
                     b.box("vegetation", x, y, 0.0, rng.uniform(2, 6), rng.uniform(0.8, 1.5),
                           rng.uniform(0.8, 1.6), 0.0, "vegetation")  # fmt: skip
+            elif rng.random() < 0.2:
+                fur.kiosk(b, x, y)
             elif rng.random() < 0.5:
                 b.vehicle(str(rng.choice(["car", "car", "trailer", "construction_vehicle"])),
                           x, y, float(rng.choice([0.0, np.pi])) + rng.normal(0, 0.1))  # fmt: skip
             else:
+                b.new("barrier")
                 b.box("barrier", x, y, 0.0, 2.0, 0.5, 1.0, rng.normal(0, 0.2), "barrier")
-        # pedestrians (some walking), bicycles and motorcycles on the sidewalk
+        # pedestrians (some walking, some pushing a stroller) on the sidewalk
         for _ in range(int(n_street * 0.8)):
             x = rng.uniform(x0, x1)
             y = sign * rng.uniform(road_half + 1.0, kerb - 0.4)
             vel = (rng.choice([-1, 1]) * rng.uniform(0.8, 1.6), 0.0) if moving() else (0, 0)
+            b.new("pedestrian")
             b.cylinder("pedestrian", x, y, 0.0, rng.uniform(0.22, 0.3), rng.uniform(1.55, 1.9),
                        "pedestrian", vel)  # fmt: skip
+            if rng.random() < 0.15:
+                ahead = 0.75 if vel[0] >= 0 else -0.75
+                fur.stroller(b, x + ahead, y, vel)
+        # bicycles and motorcycles at the kerb; some ridden along it
         for _ in range(int(n_street * 0.15)):
             kind = "bicycle" if rng.random() < 0.5 else "motorcycle"
-            b.vehicle(kind, rng.uniform(x0, x1), sign * (road_half + 0.9), rng.normal(0, 0.1))
+            vel = (rng.choice([-1, 1]) * rng.uniform(3.0, 6.0), 0.0) if moving() else (0, 0)
+            yaw = (0.0 if vel[0] >= 0 else np.pi) + rng.normal(0, 0.1)
+            b.vehicle(kind, rng.uniform(x0, x1), sign * (road_half + 0.9), yaw, vel)
         # parked vehicles in the parking lane
         if parking:
             x = x0 + rng.uniform(0, 10)
             while x < x1:
                 if rng.random() < 0.6:
-                    kind = str(rng.choice(["car"] * 6 + ["truck", "bus", "trailer"]))
+                    kind = str(rng.choice(["car"] * 6 + ["truck", "bus", "trailer", "taxi",
+                               "delivery_van", "police_car", "ambulance"]))  # fmt: skip
                     b.vehicle(kind, x, sign * (road_half - 1.2), rng.normal(0, 0.03))
                 x += rng.uniform(6, 14)
         # construction zone: a row of cones along the road edge
@@ -262,15 +234,19 @@ def generate_scene(config: WorldConfig) -> Scene:
             cx = rng.uniform(x0 + 20, x1 - 20)
             y = sign * (road_half - (2.6 if parking else 0.4))
             for i in range(int(rng.integers(4, 9))):
+                b.new("traffic_cone")
                 b.cylinder("traffic_cone", cx + 2.0 * i, y, 0.0, 0.18, 0.7, "traffic_cone")
     # traffic in the lanes
+    traffic = ["car"] * 7 + ["truck", "bus", "motorcycle", "taxi", "delivery_van", "police_car",
+                             "ambulance", "fire_truck", "school_bus"]  # fmt: skip
+    weights = np.asarray([1.0] * 10 + [0.8, 0.8, 0.5, 0.5, 0.35, 0.35])
     for lane in range(lanes):
         for sign in (-1.0, 1.0):
             y = sign * (LANE_WIDTH / 2 + lane * LANE_WIDTH)
             ego_lane = sign < 0 and lane == 0
             x = x0 + rng.uniform(0, 20) if not ego_lane else rng.uniform(14, 30)
             while x < x1:
-                kind = str(rng.choice(["car"] * 7 + ["truck", "bus", "motorcycle"]))
+                kind = traffic[int(rng.choice(len(traffic), p=weights / weights.sum()))]
                 speed = config.ego_speed if ego_lane else rng.uniform(4, 12)
                 direction = 1.0 if sign < 0 else -1.0
                 if ego_lane or moving() or rng.random() < 0.5:
@@ -278,7 +254,21 @@ def generate_scene(config: WorldConfig) -> Scene:
                         yaw = 0.0 if direction > 0 else np.pi
                         b.vehicle(kind, x, y, yaw, (direction * speed, 0.0))
                 x += rng.uniform(18, 45) / dens
-    kinds, centers, halves, yaws, cls, colors, vels = zip(*b.rows, strict=True)
+    # ground concepts on the road: zebra crossings and manhole covers
+    crosswalks = []
+    x = x0 + rng.uniform(0, 30)
+    while x < x1:
+        crosswalks.append((x, x + rng.uniform(3.0, 4.5)))
+        x += rng.uniform(40, 90)
+    manholes = []
+    x = x0 + rng.uniform(0, 10)
+    while x < x1:
+        lane_y = (rng.integers(0, lanes) + 0.5) * LANE_WIDTH * rng.choice([-1.0, 1.0])
+        manholes.append((x, lane_y + rng.normal(0, 0.4), rng.uniform(0.55, 0.7)))
+        x += rng.uniform(12, 30)
+    n_ground = len(crosswalks) + len(manholes)
+    ground_ids = np.arange(b.instance + 1, b.instance + 1 + n_ground, dtype=np.int32)
+    kinds, centers, halves, yaws, cls, colors, vels, concepts, insts = zip(*b.rows, strict=True)
     return Scene(
         kind=np.asarray(kinds, np.int8),
         center=np.asarray(centers, np.float64),
@@ -287,6 +277,8 @@ def generate_scene(config: WorldConfig) -> Scene:
         cls=np.asarray(cls, np.uint8),
         color=np.asarray(colors, np.float32),
         velocity=np.asarray(vels, np.float64),
+        concept=np.asarray(concepts, np.uint8),
+        instance=np.asarray(insts, np.int32),
         road_half=float(road_half),
         lanes=lanes,
         sidewalk=sidewalk,
@@ -296,4 +288,7 @@ def generate_scene(config: WorldConfig) -> Scene:
         median=median,
         x_range=(x0, x1),
         ego_wave=(float(rng.uniform(0.0, 0.4)), float(rng.uniform(40, 120))),
+        crosswalks=np.asarray(crosswalks, np.float64).reshape(-1, 2),
+        manholes=np.asarray(manholes, np.float64).reshape(-1, 3),
+        ground_instances=ground_ids,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from pop3d_ros.data.classes import CLASS_ID
+from pop3d_ros.data.concepts import CONCEPT_ID
 
 SUN = np.array([0.45, 0.3, 0.84]) / np.linalg.norm([0.45, 0.3, 0.84])
 SKY_TOP = np.array([0.35, 0.55, 0.9])
@@ -41,8 +42,10 @@ def sky_color(dirs: np.ndarray) -> np.ndarray:
     return SKY_HORIZON * (1 - up) + SKY_TOP * up
 
 
-def ground_albedo(cls: np.ndarray, x: np.ndarray, y: np.ndarray, lanes: int) -> np.ndarray:
-    """RGB (M, 3) of ground points with world coordinates (x, y) and ground class `cls`."""
+def ground_albedo(cls: np.ndarray, x: np.ndarray, y: np.ndarray, lanes: int,
+                  concept: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """RGB (M, 3) of ground points with world coordinates (x, y), ground class `cls` and
+    ground concept `concept` (crosswalk stripes, manhole covers)."""
     out = np.zeros(cls.shape + (3,))
     n1 = noise2(x, y, 0.5, seed=1)
     n2 = noise2(x, y, 2.0, seed=2)
@@ -66,16 +69,23 @@ def ground_albedo(cls: np.ndarray, x: np.ndarray, y: np.ndarray, lanes: int) -> 
     stripe = (x % 2.6) < 0.12
     base = np.array([0.58, 0.42, 0.34]) * (0.9 + 0.15 * n1[flat])[:, None]
     out[flat] = np.where(stripe[flat][:, None], [0.85, 0.85, 0.85], base)
+    if concept is not None:
+        zebra = concept == CONCEPT_ID["crosswalk"]
+        bars = (y % 1.2) < 0.6
+        out[zebra] = np.where(bars[zebra][:, None], [0.93, 0.93, 0.9], out[zebra])
+        hole = concept == CONCEPT_ID["manhole"]
+        grid = ((x % 0.25) < 0.05) | ((y % 0.25) < 0.05)
+        out[hole] = np.where(grid[hole][:, None], [0.08, 0.08, 0.09], [0.2, 0.19, 0.18])
     return out
 
 
-def object_albedo(cls, base, local, z_rel, height, normal_local) -> np.ndarray:
+def object_albedo(cls, base, local, z_rel, height, normal_local, concept=None) -> np.ndarray:
     """RGB (M, 3) of primitive hits.
 
     cls (M,) class id, base (M, 3) the primitive's colour, local (M, 3) hit point in the
     primitive's frame (x along its heading), z_rel (M,) height above the primitive's bottom
     as a fraction of its height, height (M,) metres above ground, normal_local (M, 3)
-    normal in the primitive's frame.
+    normal in the primitive's frame, concept (M,) concept id (None: the class's look only).
     """
     out = base.astype(np.float64).copy()
     z = local[:, 2]
@@ -104,7 +114,75 @@ def object_albedo(cls, base, local, z_rel, height, normal_local) -> np.ndarray:
     out[cone & (z_rel > 0.45) & (z_rel < 0.65)] = 0.95
     bar = cls == CLASS_ID["barrier"]
     out[bar & ((local[:, 0] % 0.8) < 0.4)] = np.array([0.85, 0.1, 0.1])
+    if concept is not None:
+        _concept_albedo(out, np.asarray(concept), local, z_rel, height, normal_local)
     return out
+
+
+def _concept_albedo(out, concept, local, z_rel, height, normal_local) -> None:
+    """Long-tail concepts' own markings, painted over the class look (in place)."""
+    z = local[:, 2]
+    side = np.abs(normal_local[:, 2]) < 0.5
+    along = np.where(np.abs(normal_local[:, 0]) > 0.5, local[:, 1], local[:, 0])
+
+    def of(name):
+        return concept == CONCEPT_ID[name]
+
+    m = of("stairs")  # dark step noses, lighter treads
+    out[m & side & ((height % 0.24) > 0.19)] = np.array([0.3, 0.3, 0.32])
+    out[m & ~side] = np.array([0.88, 0.86, 0.82])
+    m = of("bench")  # wooden slats
+    out[m & ((z % 0.12) < 0.03)] = np.array([0.25, 0.15, 0.08])
+    m = of("fire_hydrant")  # white band
+    out[m & (z_rel > 0.6) & (z_rel < 0.72)] = 0.95
+    m = of("traffic_light")  # red / amber / green lamps on the head
+    head = m & (height > 3.4) & side
+    for lo, col in ((0.75, (0.95, 0.1, 0.05)), (0.45, (1.0, 0.7, 0.0)), (0.15, (0.1, 0.9, 0.2))):
+        out[head & (z_rel > lo) & (z_rel < lo + 0.17) & (np.abs(along) < 0.12)] = col
+    m = of("street_sign")  # white border and arrow on the plate
+    plate = m & (height > 2.2)
+    out[plate & ((z_rel < 0.1) | (z_rel > 0.9) | (np.abs(along) > 0.32))] = 0.95
+    m = of("bus_shelter")  # advertising panel on the glass wall
+    out[m & (z_rel > 0.3) & (z_rel < 0.8) & (np.abs(along) < 0.8)] = np.array([0.9, 0.85, 0.3])
+    m = of("mailbox")  # white band and slot
+    out[m & (z_rel > 0.7) & (z_rel < 0.78)] = 0.95
+    m = of("trash_bin")  # lid
+    out[m & (z_rel > 0.88)] = np.array([0.05, 0.05, 0.05])
+    m = of("street_lamp")  # bright lamp underside
+    out[m & (normal_local[:, 2] < -0.5)] = np.array([1.0, 0.95, 0.7])
+    m = of("bike_rack")  # hoops: bars every 0.4 m
+    out[m & ((along % 0.4) > 0.08) & (z_rel < 0.9)] = np.array([0.2, 0.2, 0.22])
+    m = of("parking_meter")  # display
+    out[m & (height > 1.35) & (height < 1.45)] = np.array([0.2, 0.8, 0.9])
+    m = of("kiosk")  # magazine racks
+    out[m & side & (z_rel > 0.25) & (z_rel < 0.6) & ((along % 0.5) < 0.35)] = np.array(
+        [0.95, 0.9, 0.85]
+    )
+    m = of("bollard")  # reflective band
+    out[m & (z_rel > 0.8) & (z_rel < 0.9)] = np.array([1.0, 0.85, 0.1])
+    m = of("ambulance")  # white box body (no car glass band), red stripe, high windows
+    out[m] = 0.96
+    out[m & (z_rel > 0.4) & (z_rel < 0.5)] = np.array([0.9, 0.05, 0.05])
+    out[m & (z_rel > 0.62) & (z_rel < 0.85) & side] = np.array([0.15, 0.17, 0.22])
+    m = of("police_car")  # white doors
+    out[m & (height < 0.8) & (np.abs(along) < 1.2) & side] = 0.95
+    m = of("taxi")  # checker band
+    out[m & (height > 0.7) & (height < 0.85) & ((along % 0.3) < 0.15)] = 0.05
+    m = of("delivery_van")  # logo band
+    out[m & (z_rel > 0.55) & (z_rel < 0.7) & side] = np.array([0.95, 0.75, 0.2])
+    m = of("fire_truck")  # white band, chrome ladder
+    out[m & (z_rel > 0.35) & (z_rel < 0.45) & side] = 0.95
+    m = of("school_bus")  # black rub rails
+    out[m & (((z_rel > 0.3) & (z_rel < 0.34)) | ((z_rel > 0.2) & (z_rel < 0.24)))] = 0.05
+    m = of("stroller")  # hood
+    out[m & (z_rel > 0.6)] = np.array([0.1, 0.1, 0.12])
+    m = of("pine_tree")  # darker needles in layers
+    out[m & ((z % 0.8) < 0.25) & (height > 1.5)] *= 0.6
+    m = of("flower_bed")  # blossoms
+    bloom = hash01(*np.floor(local[:, :2] / 0.15).T, seed=11)
+    top = m & (z_rel > 0.7)
+    cols = np.array([[0.95, 0.15, 0.2], [1.0, 0.85, 0.1], [0.95, 0.5, 0.8]])
+    out[top & (bloom < 0.5)] = cols[(bloom[top & (bloom < 0.5)] * 6).astype(int) % 3]
 
 
 def shade(albedo, normals, dirs, distance) -> np.ndarray:

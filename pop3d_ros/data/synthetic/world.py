@@ -1,7 +1,8 @@
 """The synthetic world: a generated street, an ego drive, six cameras and a LiDAR.
 
 `SyntheticWorld(WorldConfig(seed=3)).sample(i)` returns frame i in the sample format of
-docs/architecture.md (images, depth, per-pixel class, LiDAR with labels, GT occupancy).
+docs/architecture.md (images, depth, per-pixel class and concept, LiDAR with labels,
+concepts and instances, GT occupancy in classes and concepts, the objects in reach).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import time
 import numpy as np
 
 from pop3d_ros.data.classes import IGNORE
-from pop3d_ros.data.synthetic.config import WorldConfig
-from pop3d_ros.data.synthetic.occupancy import semantic_occupancy
+from pop3d_ros.data.concepts import CONCEPT_ID, concept_to_class
+from pop3d_ros.data.synthetic.config import WORLD_VERSION, WorldConfig
+from pop3d_ros.data.synthetic.occupancy import concept_occupancy
 from pop3d_ros.data.synthetic.raycast import CameraRays, LidarRays, Primitives
 from pop3d_ros.data.synthetic.scene import generate_scene
 from pop3d_ros.data.synthetic.texture import (
@@ -94,41 +96,49 @@ class SyntheticWorld:
             yaw=s.yaw[keep] - yaw_ego,
             cls=s.cls[keep],
             index=np.nonzero(keep)[0],
+            concept=s.concept[keep],
+            instance=s.instance[keep],
         )
         return prims, pose
 
     # -- sensors ---------------------------------------------------------------------------
-    def _ground_class_ego(self, points, pose):
+    def _ground_concept_ego(self, points, pose):
+        """(concept ids, instance ids, world xy) of ground points given in the ego frame."""
         world = points[:, :2] @ pose[:2, :2].T + pose[:2, 3]
-        return self.scene.ground_class(world[:, 0], world[:, 1]), world
+        concept, inst = self.scene.ground_concept(world[:, 0], world[:, 1])
+        return concept, inst, world
 
     def render_camera(self, cam_index: int, prims: Primitives, pose: np.ndarray):
-        """(rgb uint8 (H, W, 3), depth float32 (H, W), semantic uint8 (H, W))."""
+        """(rgb uint8 (H, W, 3), depth float32 (H, W), semantic uint8 (H, W), concept
+        uint8 (H, W)); sky = IGNORE in both label images."""
         rays = self._camera_rays[cam_index]
         t, pid, normal = rays.cast(prims)
         H, W = t.shape
         dirs = rays.dirs.reshape(-1, 3)
         t, pid, normal = t.ravel(), pid.ravel(), normal.reshape(-1, 3)
         hit = np.isfinite(t)
-        semantic = np.full(H * W, IGNORE, dtype=np.uint8)
+        concept = np.full(H * W, IGNORE, dtype=np.uint8)
         rgb = sky_color(dirs)
         points = rays.origin + dirs[hit] * t[hit, None]
         gmask = pid[hit] < 0
         g_idx = np.nonzero(hit)[0][gmask]
         o_idx = np.nonzero(hit)[0][~gmask]
         if len(g_idx):
-            g_cls, world = self._ground_class_ego(points[gmask], pose)
-            semantic[g_idx] = g_cls
-            alb = ground_albedo(g_cls, world[:, 0], world[:, 1], self._lanes)
+            g_con, _, world = self._ground_concept_ego(points[gmask], pose)
+            concept[g_idx] = g_con
+            alb = ground_albedo(concept_to_class(g_con), world[:, 0], world[:, 1], self._lanes,
+                                g_con)  # fmt: skip
             rgb[g_idx] = shade(alb, normal[g_idx], dirs[g_idx], t[g_idx])
         if len(o_idx):
             p = pid[o_idx]
-            semantic[o_idx] = prims.cls[p]
+            concept[o_idx] = prims.concept[p]
             rgb[o_idx] = shade(self._object_albedo(prims, p, points[~gmask], normal[o_idx]),
                                normal[o_idx], dirs[o_idx], t[o_idx])  # fmt: skip
         depth = np.where(hit, t * rays.cos_axis.ravel(), np.inf).astype(np.float32)
         image = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
-        return image.reshape(H, W, 3), depth.reshape(H, W), semantic.reshape(H, W)
+        semantic = concept_to_class(concept)
+        return (image.reshape(H, W, 3), depth.reshape(H, W), semantic.reshape(H, W),
+                concept.reshape(H, W))  # fmt: skip
 
     def _object_albedo(self, prims, p, points, normals):
         c, s = np.cos(prims.yaw[p]), np.sin(prims.yaw[p])
@@ -141,10 +151,12 @@ class SyntheticWorld:
         )  # fmt: skip
         z_rel = local[:, 2] / (2 * prims.half[p, 2])
         base = self.scene.color[prims.index[p]]
-        return object_albedo(prims.cls[p], base, local, z_rel, points[:, 2], n_local)
+        return object_albedo(prims.cls[p], base, local, z_rel, points[:, 2], n_local,
+                             prims.concept[p])  # fmt: skip
 
     def scan_lidar(self, prims: Primitives, pose: np.ndarray):
-        """LiDAR returns in the ego frame: (points float32 (N, 3), labels uint8 (N,))."""
+        """LiDAR returns in the ego frame: (points float32 (N, 3), labels uint8 (N,),
+        concepts uint8 (N,), instance ids int32 (N,), 0 = no object)."""
         rays = self._lidar
         t, pid, _ = rays.cast(prims)
         t, pid = t.ravel(), pid.ravel()
@@ -154,10 +166,51 @@ class SyntheticWorld:
         pid = pid[hit]
         ground = pid < 0
         points[ground, 2] = 0.0  # exactly on the plane: no float jitter across voxel layers
-        labels = np.empty(len(points), dtype=np.uint8)
-        labels[ground] = self._ground_class_ego(points[ground], pose)[0]
-        labels[~ground] = prims.cls[pid[~ground]]
-        return points.astype(np.float32), labels
+        concepts = np.empty(len(points), dtype=np.uint8)
+        instances = np.zeros(len(points), dtype=np.int32)
+        concepts[ground], instances[ground], _ = self._ground_concept_ego(points[ground], pose)
+        concepts[~ground] = prims.concept[pid[~ground]]
+        instances[~ground] = prims.instance[pid[~ground]]
+        return points.astype(np.float32), concept_to_class(concepts), concepts, instances
+
+    def instances(self, prims: Primitives, pose: np.ndarray) -> dict:
+        """The objects in reach, in the ego frame: ids, concepts, axis-aligned box centres
+        and sizes (primitive objects; crosswalks and manhole covers flat at z = 0)."""
+        ids, concepts, centres, sizes = [], [], [], []
+        if len(prims):
+            corners = prims.corners()
+            order = np.argsort(prims.instance, kind="stable")
+            inst = prims.instance[order]
+            starts = np.flatnonzero(np.r_[True, inst[1:] != inst[:-1]])
+            for a, b in zip(starts, np.r_[starts[1:], len(inst)], strict=True):
+                pts = corners[order[a:b]].reshape(-1, 3)
+                lo, hi = pts.min(0), pts.max(0)
+                ids.append(inst[a])
+                concepts.append(prims.concept[order[a]])
+                centres.append((lo + hi) / 2)
+                sizes.append(hi - lo)
+        s, inv = self.scene, np.linalg.inv(pose)
+        flat = [((x0 + x1) / 2, 0.0, x1 - x0, 2 * s.road_half, "crosswalk")
+                for x0, x1 in s.crosswalks]  # fmt: skip
+        flat += [(mx, my, 2 * r, 2 * r, "manhole") for mx, my, r in s.manholes]
+        reach = max(self.config.camera_range, self.config.lidar_range, 80.0)
+        for k, (x, y, sx, sy, name) in enumerate(flat):
+            c = inv[:3, :3] @ np.array([x, y, 0.0]) + inv[:3, 3]
+            if np.hypot(c[0], c[1]) > reach + max(sx, sy) / 2:
+                continue
+            ids.append(s.ground_instances[k])  # crosswalks, then manholes, as in `flat`
+            concepts.append(CONCEPT_ID[name])
+            yaw = abs(np.arctan2(inv[1, 0], inv[0, 0]))
+            w = np.array([sx * abs(np.cos(yaw)) + sy * abs(np.sin(yaw)),
+                          sx * abs(np.sin(yaw)) + sy * abs(np.cos(yaw)), 0.0])  # fmt: skip
+            centres.append(c)
+            sizes.append(w)
+        return {
+            "instance_ids": np.asarray(ids, np.int32).reshape(-1),
+            "instance_concepts": np.asarray(concepts, np.uint8).reshape(-1),
+            "instance_centers": np.asarray(centres, np.float32).reshape(-1, 3),
+            "instance_sizes": np.asarray(sizes, np.float32).reshape(-1, 3),
+        }
 
     # -- samples ---------------------------------------------------------------------------
     def sample(self, index: int, grid: VoxelGrid | None = None, occupancy: bool = True) -> dict:
@@ -168,12 +221,12 @@ class SyntheticWorld:
         """(sample, timings in seconds: {"cameras", "lidar", "occupancy", "total"})."""
         t0 = time.perf_counter()
         prims, pose = self.primitives(index)
-        images, depths, semantics = zip(
+        images, depths, semantics, concepts = zip(
             *(self.render_camera(k, prims, pose) for k in range(len(self.cameras))),
             strict=True,
         )
         t1 = time.perf_counter()
-        points, labels = self.scan_lidar(prims, pose)
+        points, labels, point_concepts, point_instances = self.scan_lidar(prims, pose)
         t2 = time.perf_counter()
         n = len(self)
         sample = {
@@ -192,11 +245,16 @@ class SyntheticWorld:
             "lidar_origin": np.asarray(self.config.lidar_origin, dtype=np.float32),
             "depth": np.stack(depths),
             "semantic": np.stack(semantics),
+            "concept": np.stack(concepts),
+            "lidar_concepts": point_concepts,
+            "lidar_instances": point_instances,
+            "world_version": WORLD_VERSION,
+            **self.instances(prims, pose),
         }
         if occupancy:
-            sample["occupancy"] = semantic_occupancy(
-                self.scene, prims, pose, grid or self.config.grid
-            )
+            occ = concept_occupancy(self.scene, prims, pose, grid or self.config.grid)
+            sample["occupancy"] = concept_to_class(occ)
+            sample["occupancy_concept"] = occ
         t3 = time.perf_counter()
         timings = {"cameras": t1 - t0, "lidar": t2 - t1, "occupancy": t3 - t2, "total": t3 - t0}
         return sample, timings
