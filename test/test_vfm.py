@@ -137,6 +137,15 @@ def test_stage1_finds_the_scene_scale_and_stage2_lowers_the_error(drive):
     assert abs(np.log(out["scene_scale"][0] * slope)) < 2.5 * np.log(step)
     assert (out["final_error"] <= out["stage1_error"] + 1e-6).all()
     assert np.isfinite(out["depth"]).all() and out["depth"].min() >= cfg.min_depth - 1e-4
+    # searching offsets too: a superset of candidates, so never a worse stage-1 error
+    joint = DepthCalibrator(
+        SyntheticVFM(CLEAN),
+        lambda x: x["semantic"],
+        CalibrationConfig(iterations=0, num_scales=48, offsets=(0.0, 0.2)),
+    )
+    both = joint(s, _fetch(frames))
+    assert (both["stage1_error"] <= out["stage1_error"] + 1e-6).all()
+    assert np.isclose(both["offset"][:, None], [0.0, 0.2]).any(1).all()  # no stage 2
 
 
 def test_calibration_is_cached_per_frame(drive, tmp_path):

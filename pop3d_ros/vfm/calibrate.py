@@ -12,7 +12,8 @@ the image's nearest pixels, so the paper's candidate range 1..100 reads in metre
 - Stage 1: s_scene = the candidate (log-spaced in [min_scale, max_scale]) with the smallest
   photometric error (L1 + SSIM) of the target image reconstructed from its neighbouring frames
   (same camera, known poses), with tau = sigma = 0.
-- Stage 2: per-pixel sigma (init 0, i.e. S = s_scene) and a scene offset tau (init 0) by AdamW
+- Stage 2: per-pixel sigma (init 0, i.e. S = s_scene) and a scene offset tau (init 0, or
+  stage 1's offset when `offsets` names several) by AdamW
   on the same error. Log-scale and normalised-offset parameters make one learning rate fit any
   scene scale. The paper runs 5000 iterations at lr 1e-5 on 225 x 400 depth maps (on a GPU);
   the CPU default here is 100 iterations at lr 1e-3 on half-resolution maps.
@@ -44,6 +45,10 @@ class CalibrationConfig:
     min_scale: float = 1.0  # stage 1 candidate range (paper: 1 .. 100)
     max_scale: float = 100.0
     num_scales: int = 64  # candidates, log-spaced
+    # Stage 1 offset candidates tau searched jointly with the scale. (0,) = the paper (scale
+    # only); images without sky or far content need tau > 0 (their normalised r = 0 is a
+    # facade 10-20 m away, not infinity), see models/README.md.
+    offsets: tuple[float, ...] = (0.0,)
     stage1: bool = True  # False: stage 2 starts from init_scale (the paper's ablation)
     init_scale: float = 1.0  # stage 2's start when stage 1 is off
     stage2: bool = True
@@ -114,15 +119,19 @@ def calibrate_views(
     zero = torch.zeros(B, 1, 1)
     with torch.no_grad():
         if cfg.stage1:
-            cands = torch.tensor(cfg.candidates(), dtype=torch.float32)
-            errs = torch.stack([error(metric_depth(r, s, zero, cfg)) for s in cands], 1)
+            pairs = [(s, o) for o in cfg.offsets for s in cfg.candidates()]
+            errs = torch.stack(
+                [error(metric_depth(r, s, torch.full((B, 1, 1), o), cfg)) for s, o in pairs], 1
+            )
             best = errs.argmin(1)
-            scene = cands[best]
+            scene = torch.tensor([pairs[i][0] for i in best], dtype=torch.float32)
+            offset0 = torch.tensor([pairs[i][1] for i in best], dtype=torch.float32)
             stage1_error = errs[torch.arange(B), best]
         else:
             scene = torch.full((B,), float(cfg.init_scale))
+            offset0 = torch.zeros(B)
             stage1_error = error(metric_depth(r, scene.view(B, 1, 1), zero, cfg))
-    stage1_depth = metric_depth(r, scene.view(B, 1, 1), zero, cfg)
+    stage1_depth = metric_depth(r, scene.view(B, 1, 1), offset0.view(B, 1, 1), cfg)
     h, w = r.shape[1:]
     st = max(1, int(cfg.scale_stride))
     sigma = torch.zeros(B, 1, -(-h // st), -(-w // st), requires_grad=True)
@@ -135,7 +144,7 @@ def calibrate_views(
         )
         return scene.view(B, 1, 1) * s[:, 0].exp()
 
-    tau = torch.zeros(B, 1, 1, requires_grad=True)
+    tau = offset0.view(B, 1, 1).clone().requires_grad_(True)
     if cfg.stage2 and cfg.iterations > 0:
         opt = torch.optim.AdamW([sigma, tau], lr=cfg.lr, weight_decay=cfg.weight_decay)
         for _ in range(cfg.iterations):

@@ -92,6 +92,13 @@ def main(argv=None) -> int:
     p.add_argument("--eval-depth", type=float, default=50.0, help="metres (depth metrics)")
     p.add_argument("--teacher-profile", default="near-gt")
     p.add_argument("--calib-iterations", type=int, default=CalibrationConfig().iterations)
+    p.add_argument(
+        "--offsets",
+        help="also report stage 1 searching these offsets, e.g. 0,0.1,0.2,0.3 (comma-separated)",
+    )
+    p.add_argument(
+        "--only-offsets", action="store_true", help="with --offsets: only the offset-search rows"
+    )
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
 
@@ -110,8 +117,20 @@ def main(argv=None) -> int:
     vfm = SyntheticVFM()
     cfg = CalibrationConfig(iterations=args.calib_iterations)
     no_stage1 = replace(cfg, stage1=False)
-    depth = {k: DepthMetrics() for k in ("oracle", "stage1", "stage1+2", "stage2_only")}
-    labels = {k: LabelMetrics() for k in ("stage1+2", "true_depth")}
+    offs = (
+        replace(cfg, offsets=tuple(float(x) for x in args.offsets.split(",")))
+        if args.offsets
+        else None
+    )
+    base = not (offs and args.only_offsets)
+    names = ["oracle", "stage1", "stage1+2", "stage2_only"] if base else []
+    names += ["stage1_offsets", "stage1+2_offsets"] if offs else []
+    depth = {k: DepthMetrics() for k in names}
+    labels = {
+        k: LabelMetrics()
+        for k in (["stage1+2", "true_depth"] if base else [])
+        + (["stage1+2_offsets"] if offs else [])
+    }
     for key in tqdm(keys, desc="vfm report", unit="frame"):
         s = make(key)
         sources = [make(t) for t in (s["prev"], s["next"]) if t]
@@ -123,20 +142,32 @@ def main(argv=None) -> int:
         mask = np.isfinite(gt) & (gt <= args.eval_depth) & (s["semantic"] != IGNORE)
         hw = gt.shape[1:]
         src_cls = [classes[x["token"]] for x in sources]
-        full = calibrate_frame(s, sources, rel, classes[s["token"]], cfg, src_cls)
-        only2 = calibrate_frame(s, sources, rel, classes[s["token"]], no_stage1, src_cls)
-        preds = {
-            "oracle": oracle_fit(rel, gt, mask, cfg),
-            "stage1": upsample_depth(full["stage1_depth"], hw),
-            "stage1+2": upsample_depth(full["depth"], hw),
-            "stage2_only": upsample_depth(only2["depth"], hw),
-        }
-        for k, pred in preds.items():
-            depth[k].add(pred[mask], gt[mask])
         sem_gt, occ_gt = evaluation_labels(s["lidar_points"], s["lidar_labels"],
                                            s["lidar_origin"], grid)  # fmt: skip
-        lab = pseudo_labels(s, full, classes[s["token"]], tf, grid)
-        labels["stage1+2"].add(lab["semantic"], sem_gt, occ_gt)
+        preds = {}
+        if base:
+            full = calibrate_frame(s, sources, rel, classes[s["token"]], cfg, src_cls)
+            only2 = calibrate_frame(s, sources, rel, classes[s["token"]], no_stage1, src_cls)
+            preds.update(
+                {
+                    "oracle": oracle_fit(rel, gt, mask, cfg),
+                    "stage1": upsample_depth(full["stage1_depth"], hw),
+                    "stage1+2": upsample_depth(full["depth"], hw),
+                    "stage2_only": upsample_depth(only2["depth"], hw),
+                }
+            )
+            lab = pseudo_labels(s, full, classes[s["token"]], tf, grid)
+            labels["stage1+2"].add(lab["semantic"], sem_gt, occ_gt)
+        if offs:
+            o = calibrate_frame(s, sources, rel, classes[s["token"]], offs, src_cls)
+            preds["stage1_offsets"] = upsample_depth(o["stage1_depth"], hw)
+            preds["stage1+2_offsets"] = upsample_depth(o["depth"], hw)
+            lab = pseudo_labels(s, o, classes[s["token"]], tf, grid)
+            labels["stage1+2_offsets"].add(lab["semantic"], sem_gt, occ_gt)
+        for k, pred in preds.items():
+            depth[k].add(pred[mask], gt[mask])
+        if not base:
+            continue
         K = np.stack([k for k in s["intrinsics"]])
         true = {"depth": np.where(np.isfinite(gt), gt, np.inf).astype(np.float32),
                 "intrinsics": K}  # fmt: skip
@@ -148,6 +179,7 @@ def main(argv=None) -> int:
         "frames": len(keys),
         "eval_depth_m": args.eval_depth,
         "calibration": asdict(cfg),
+        "offsets": list(offs.offsets) if offs else None,
         "depth": {k: v.result() for k, v in depth.items()},
         "labels": {k: v.result() for k, v in labels.items()},
     }
