@@ -32,8 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     try:
         return _run(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"pop3d vfm-labels: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # bad options, missing or unreadable weights/data
+        print(f"pop3d vfm-labels: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
 
 
