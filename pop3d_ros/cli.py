@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "play": ("pop3d_ros.ros.cli_play", "publish a sequence as six ROS 2 camera topics"),
     "export-bag": ("pop3d_ros.data.cli_bag", "write a sequence as a rosbag2 (MCAP)"),
     "teacher-cache": ("pop3d_ros.training.cli_teacher", "precompute 2D teacher features"),
+    "vfm-labels": ("pop3d_ros.vfm.cli_labels", "cache LiDAR-free VFM pseudo labels"),
     "train": ("pop3d_ros.training.cli_train", "train a model (POP-3D recipe)"),
     "eval": ("pop3d_ros.training.cli_eval", "evaluate a checkpoint with the POP-3D protocol"),
     "export": ("pop3d_ros.export.cli_export", "export a checkpoint to ONNX + manifest"),

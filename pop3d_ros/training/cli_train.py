@@ -20,7 +20,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory (checkpoints, TensorBoard)")
     p.add_argument("--prepared", help="prepared-frame cache (default: <out>/frames)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
-    p.add_argument("--strategy", choices=["pop3d", "supervised_3d"], default=d.strategy)
+    p.add_argument(
+        "--strategy",
+        choices=["pop3d", "supervised_3d", "vfm"],
+        default=d.strategy,
+        help="pop3d (LiDAR + 2D teacher), supervised_3d (GT occupancy), vfm "
+        "(cameras only: VFM pseudo labels)",
+    )
     p.add_argument(
         "--teacher",
         choices=["synthetic", "maskclip"],
@@ -100,6 +106,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
     p.add_argument("--amp", choices=["auto", "on", "off"], default=d.amp)
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    from pop3d_ros.vfm.options import add_vfm_arguments
+
+    add_vfm_arguments(p)
 
 
 def _teacher_and_space(args, model_cfg):
@@ -191,8 +200,20 @@ def _run(args) -> int:
         max_feature_voxels=args.max_feature_voxels,
         feature_weighting=cfg.feature_weighting,
     )
+    keys, make_sample = _source(args, model_cfg)
+    vfm_meta = None
     if cfg.strategy == "pop3d":
         strategy = Pop3DStrategy(teacher, **common)
+    elif cfg.strategy == "vfm":
+        from pop3d_ros.training.strategies import VFMStrategy
+        from pop3d_ros.vfm.options import build_labeler, vfm_settings
+
+        cache = Path(args.vfm_cache) if args.vfm_cache else out / "vfm"
+        labeler = build_labeler(
+            args, model_cfg.voxel_grid, teacher, text_space, make_sample, cache, teacher_meta
+        )
+        strategy = VFMStrategy(labeler, **common)
+        vfm_meta = vfm_settings(args)
     else:
         if args.data != "synthetic":
             raise ValueError("--strategy supervised_3d needs ground-truth occupancy (synthetic)")
@@ -203,7 +224,6 @@ def _run(args) -> int:
             class_canonical_embeddings(encoder), _gt_occupancy, **common
         )
     prepared = Path(args.prepared) if args.prepared else out / "frames" / cfg.strategy
-    keys, make_sample = _source(args, model_cfg)
     if info.is_main:
         prepare_frames(
             keys,
@@ -222,6 +242,7 @@ def _run(args) -> int:
                 # the synthetic world lays out a seed's scene for its number of frames
                 "frames_per_seed": args.frames_per_seed if args.data == "synthetic" else None,
                 "world_version": _world_version() if args.data == "synthetic" else None,
+                **({"vfm": vfm_meta} if vfm_meta else {}),
             },
         )
     barrier(info)
@@ -247,6 +268,7 @@ def _run(args) -> int:
         "strategy": cfg.strategy,
         "teacher": teacher_meta,
         "eval_volume": eval_volume.name,
+        "vfm": vfm_meta,
         "init_from": args.init_from,
         # how the starting weights were made, oldest first, so a release names every stage
         "earlier_stages": earlier_stages,

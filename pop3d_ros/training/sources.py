@@ -42,7 +42,8 @@ def parse_seeds(text: str) -> list[int]:
 def synthetic_source(
     seeds: list[int], frames_per_seed: int, grid=None, image_hw=None, **world_kw
 ) -> tuple[list[str], Callable[[str], dict]]:
-    """Keys "syn<seed>_<frame>" over the synthetic world; GT occupancy on `grid` if given."""
+    """Keys "syn<seed>_<frame>" over the synthetic world; GT occupancy on `grid` if given.
+    `make` also takes the samples' own tokens ("synthetic-s<seed>-f<frame>", as in prev/next)."""
     from pop3d_ros.data.synthetic import SyntheticWorld, WorldConfig
 
     @functools.lru_cache(maxsize=2)
@@ -55,7 +56,10 @@ def synthetic_source(
         return SyntheticWorld(WorldConfig(seed=seed, num_frames=frames_per_seed, **kw))
 
     def make(key: str) -> dict:
-        seed, frame = key[3:].split("_")
+        if key.startswith("synthetic-s"):  # a sample's own token (its prev/next links)
+            seed, frame = key[len("synthetic-s") :].split("-f")
+        else:
+            seed, frame = key[3:].split("_")
         return world(int(seed)).sample(int(frame))
 
     keys = [f"syn{s:05d}_{f:04d}" for s in seeds for f in range(frames_per_seed)]
