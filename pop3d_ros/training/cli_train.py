@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pop3d_ros.training.cli_render_opts import add_render_arguments, render_strategy
 from pop3d_ros.training.config import TrainConfig
 from pop3d_ros.training.sources import add_source_arguments
 
@@ -20,7 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory (checkpoints, TensorBoard)")
     p.add_argument("--prepared", help="prepared-frame cache (default: <out>/frames)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
-    p.add_argument("--strategy", choices=["pop3d", "supervised_3d"], default=d.strategy)
+    p.add_argument(
+        "--strategy", choices=["pop3d", "supervised_3d", "render", "pop3d_render"],
+        default=d.strategy,
+        help="render: 2D rendering supervision of a density field (RenderOcc, label-free); "
+        "pop3d_render: both",
+    )  # fmt: skip
+    add_render_arguments(p)
     p.add_argument(
         "--teacher",
         choices=["synthetic", "maskclip"],
@@ -176,8 +183,11 @@ def _run(args) -> int:
         max_feature_voxels=args.max_feature_voxels,
         feature_weighting=cfg.feature_weighting,
     )
+    keys, make_sample = _source(args, model_cfg)
     if cfg.strategy == "pop3d":
         strategy = Pop3DStrategy(teacher, **common)
+    elif cfg.strategy in ("render", "pop3d_render"):
+        strategy = render_strategy(args, cfg, model_cfg, teacher, text_space, make_sample, common)
     else:
         if args.data != "synthetic":
             raise ValueError("--strategy supervised_3d needs ground-truth occupancy (synthetic)")
@@ -188,7 +198,6 @@ def _run(args) -> int:
             class_canonical_embeddings(encoder), _gt_occupancy, **common
         )
     prepared = Path(args.prepared) if args.prepared else out / "frames" / cfg.strategy
-    keys, make_sample = _source(args, model_cfg)
     if info.is_main:
         prepare_frames(
             keys,
@@ -206,6 +215,7 @@ def _run(args) -> int:
                 "data": args.data,
                 # the synthetic world lays out a seed's scene for its number of frames
                 "frames_per_seed": args.frames_per_seed if args.data == "synthetic" else None,
+                **getattr(strategy, "cache_settings", {}),
             },
         )
     barrier(info)
