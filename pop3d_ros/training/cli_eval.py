@@ -19,6 +19,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="occupancy probability threshold")
     p.add_argument("--max-frames", type=int, default=0, help="evaluate at most N frames (0 = all)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument(
+        "--occ3d-labels",
+        help="Occ3D-nuScenes gts/ folder (<scene>/<token>/labels.npz)"
+        " for the Occ3D-style keys on nuScenes (synthetic: from its own GT)",
+    )
+    p.add_argument("--no-occ3d", action="store_true", help="skip the Occ3D-style evaluation")
 
 
 def run(args) -> int:
@@ -53,6 +59,7 @@ def _run(args) -> int:
     from pop3d_ros.text.factory import text_encoder_from_spec
     from pop3d_ros.training.distributed import cleanup, init_distributed
     from pop3d_ros.training.evaluate import Evaluator, format_table
+    from pop3d_ros.training.occ3d import Occ3DEvaluation
     from pop3d_ros.training.sources import nuscenes_source, parse_seeds, synthetic_source
     from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
 
@@ -82,6 +89,9 @@ def _run(args) -> int:
         prior_threshold=float(ckpt.get("prior_threshold", 0.5)),
         occupancy_threshold=args.threshold,
         device=info.device,
+        occ3d=None
+        if args.no_occ3d
+        else Occ3DEvaluation(cfg.voxel_grid, labels_root=args.occ3d_labels),
     )
     ev.run((make(k) for k in mine), total=len(mine), show=info.is_main)
     ev.all_reduce()

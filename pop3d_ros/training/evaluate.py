@@ -40,7 +40,9 @@ class Evaluator:
         device="cpu",
         seed: int = 0,
         sampling: SamplingCache | None = None,
+        occ3d=None,
     ):
+        """`occ3d`: an `occ3d.Occ3DEvaluation` adding the Occ3D-style keys, or None."""
         self.model = model.eval().to(device)
         self.cfg = model_cfg
         self.grid = model_cfg.voxel_grid
@@ -58,6 +60,7 @@ class Evaluator:
         self.chance = ConfusionMatrix(NUM_CLASSES + 1, names + ["empty"])
         self.lidar = ConfusionMatrix(NUM_CLASSES, names)
         self.teacher_lidar = ConfusionMatrix(NUM_CLASSES, names)
+        self.occ3d = occ3d
         self.frames = 0
 
     @torch.no_grad()
@@ -88,6 +91,8 @@ class Evaluator:
         chance = np.full(grid.num_voxels, EMPTY, np.int64)
         chance[occ_idx] = self.rng.integers(0, NUM_CLASSES, occ_idx.size)
         self.chance.update(chance, np.where(sem_gt == IGNORE, -1, sem_gt))
+        if self.occ3d is not None:
+            self.occ3d.add(sample, pred, self.prior)
 
         # LiDAR mIoU at camera-visible, labelled points inside the grid.
         idx, inside = grid.points_to_index(points)
@@ -118,6 +123,8 @@ class Evaluator:
     def all_reduce(self) -> None:
         for cm in (self.occ, self.prior_occ, self.sem, self.chance, self.lidar, self.teacher_lidar):
             cm.all_reduce()
+        if self.occ3d is not None:
+            self.occ3d.all_reduce()
 
     def result(self) -> dict:
         def num(x):
@@ -138,7 +145,9 @@ class Evaluator:
         }
         has_teacher = self.teacher_lidar.matrix.sum() > 0
         has_prior = self.prior_occ.matrix.sum() > 0
+        occ3d = self.occ3d.result() if self.occ3d is not None else {}
         return {
+            **occ3d,
             "iou": num(self.occ.iou()[1]),
             "miou": num(self.sem.miou()),
             "lidar_miou": num(self.lidar.miou()),
