@@ -169,3 +169,28 @@ def test_cli_export_and_errors(exported, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli_main(["export", "--out", str(tmp_path / "x")])  # --checkpoint is required
     assert e.value.code == 2
+
+
+def test_density_model_exports_with_parity(tmp_path):
+    """A render-trained (density) model goes through the same ONNX outputs, within parity."""
+    from test_export_fixtures import tiny_config
+
+    from pop3d_ros.model.checkpoint import save_checkpoint
+    from pop3d_ros.model.pop3d import build_model
+
+    cfg = tiny_config()
+    cfg.heads.occupancy_output = "density"
+    cfg.heads.density_threshold = 0.5
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    space = {"kind": "synthetic", "space_id": "synthetic:test", "embed_dim": cfg.heads.clip_dim}
+    ckpt = save_checkpoint(tmp_path / "density.pt", model, cfg, space, {})
+    manifest = export_checkpoint(ckpt, tmp_path / "onnx", log=lambda _m: None)
+    assert manifest["model_config"]["heads"]["occupancy_output"] == "density"
+    assert manifest["parity_max_abs_error"]["occupancy_logits"] < PARITY_ATOL + 1e-3
+    import onnxruntime
+
+    sess = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "encoder.onnx"))
+    logits = sess.run(["occupancy_logits"], example_inputs(cfg, seed=1))[0]
+    # [0, sigma - threshold] with sigma = softplus(...) >= 0
+    assert np.all(logits[..., 0] == 0) and np.all(logits[..., 1] >= -0.5 - 1e-6)

@@ -65,6 +65,14 @@ class HeadsConfig:
     lang_hidden: int = 1024  # C_ft hidden width of the language head h
     clip_dim: int = 512  # C_ft^out: the text-space width (512 for CLIP ViT-B)
     n_blocks: int = 2  # N_occ = N_ft
+    # What the occupancy head's 2 outputs mean. "logits": POP-3D's (empty, occupied) logits.
+    # "density": a NeRF-style density field (RenderOcc): sigma = softplus(out[1] - out[0] +
+    # density_shift) per voxel length, exported as occupancy_logits = [0, sigma -
+    # density_threshold], so softmax(...)[1] = P(sigma > threshold) and the node's 0.5 cut
+    # means "denser than density_threshold" (the ONNX outputs are unchanged).
+    occupancy_output: str = "logits"
+    density_threshold: float = 4.0  # sigma (per voxel length) above which a voxel is occupied
+    density_shift: float = -4.0  # bias of the raw density: sigma ~ 0.018 (transparent) at init
 
 
 @dataclass
@@ -98,6 +106,11 @@ class ModelConfig:
             raise ValueError("output_stride is coarser than the deepest stage used")
         if self.heads.n_blocks < 1:
             raise ValueError("heads.n_blocks must be >= 1")
+        if self.heads.occupancy_output not in ("logits", "density"):
+            raise ValueError(
+                f"heads.occupancy_output must be logits or density, "
+                f"got {self.heads.occupancy_output!r}"
+            )
         self.grid.voxel_grid()  # raises on a bad range/shape
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pop3d_ros.model.backbone import ResNetFPN
@@ -21,6 +22,8 @@ class Pop3DModel(nn.Module):
     images (B, N_cam, 3, H, W) RGB in [0, 1]; sampling_grid (B, N_cam, N_vox, 2) and
     sampling_mask (B, N_cam, N_vox) from `model.lifting.compute_sampling`. Outputs:
     occupancy_logits (B, X, Y, Z, 2) (index 1 = occupied), voxel_features (B, X, Y, Z, C_V).
+    With `heads.occupancy_output = "density"` the logits are [0, sigma - threshold] (see
+    `density_from_logits`), so the same outputs serve a density-field (rendering) model.
     The language head is separate (`language_head(features)`), so it runs only on the voxels
     that need it (feature targets in training, occupied voxels at inference).
     """
@@ -54,14 +57,23 @@ class Pop3DModel(nn.Module):
         self, images: torch.Tensor, sampling_grid: torch.Tensor, sampling_mask: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         voxel_features = self.encode(images, sampling_grid, sampling_mask)
-        return {
-            "occupancy_logits": self.occupancy_head(voxel_features),
-            "voxel_features": voxel_features,
-        }
+        logits = self.occupancy_head(voxel_features)
+        h = self.cfg.heads
+        if h.occupancy_output == "density":
+            sigma = F.softplus(logits[..., 1] - logits[..., 0] + h.density_shift)
+            logits = torch.stack([torch.zeros_like(sigma), sigma - h.density_threshold], -1)
+        return {"occupancy_logits": logits, "voxel_features": voxel_features}
 
     def language_head(self, features: torch.Tensor) -> torch.Tensor:
         """h: (..., C_V) -> (..., clip_dim). Call it on a gathered subset of voxels."""
         return self.lang_head(features)
+
+
+def density_from_logits(logits: torch.Tensor, heads) -> torch.Tensor:
+    """The density sigma (..., per voxel length) of a "density" model's occupancy_logits."""
+    if heads.occupancy_output != "density":
+        raise ValueError("this model predicts occupancy logits, not a density field")
+    return logits[..., 1] - logits[..., 0] + heads.density_threshold
 
 
 def build_model(cfg: ModelConfig | dict | str) -> Pop3DModel:

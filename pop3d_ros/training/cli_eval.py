@@ -53,6 +53,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0.9,
         help="cosine threshold of the long-tail grounding benchmark (default: %(default)s)",
     )
+    p.add_argument(
+        "--occ3d-labels",
+        help="Occ3D-nuScenes gts/ folder (<scene>/<token>/labels.npz)"
+        " for the Occ3D-style keys on nuScenes (synthetic: from its own GT)",
+    )
+    p.add_argument("--no-occ3d", action="store_true", help="skip the Occ3D-style evaluation")
 
 
 def run(args) -> int:
@@ -89,6 +95,7 @@ def _run(args) -> int:
     from pop3d_ros.training.eval_conventions import parse_conventions
     from pop3d_ros.training.eval_volume import choose_volume
     from pop3d_ros.training.evaluate import Evaluator, format_table
+    from pop3d_ros.training.occ3d import Occ3DEvaluation
     from pop3d_ros.training.retrieval import RetrievalMetrics, concept_queries
     from pop3d_ros.training.sources import nuscenes_source, parse_seeds, synthetic_source
     from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
@@ -133,6 +140,9 @@ def _run(args) -> int:
         conventions=conventions,
         volume=choose_volume(args.volume, cfg.voxel_grid, args.data, ckpt.get("meta", {})),
         retrieval=retrieval,
+        occ3d=None
+        if args.no_occ3d
+        else Occ3DEvaluation(cfg.voxel_grid, labels_root=args.occ3d_labels),
     )
     ev.run((make(k) for k in mine), total=len(mine), show=info.is_main)
     ev.all_reduce()

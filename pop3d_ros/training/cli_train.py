@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pop3d_ros.training.cli_render_opts import add_render_arguments, render_strategy
 from pop3d_ros.training.config import TrainConfig
 from pop3d_ros.training.sources import add_source_arguments
 
@@ -22,11 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     p.add_argument(
         "--strategy",
-        choices=["pop3d", "supervised_3d", "vfm"],
+        choices=["pop3d", "supervised_3d", "vfm", "render", "pop3d_render"],
         default=d.strategy,
-        help="pop3d (LiDAR + 2D teacher), supervised_3d (GT occupancy), vfm "
-        "(cameras only: VFM pseudo labels)",
+        help="pop3d (LiDAR + 2D teacher), supervised_3d (GT occupancy), vfm (cameras only: VFM "
+        "pseudo labels), render (2D rendering supervision of a density field, RenderOcc, "
+        "label-free), pop3d_render (pop3d + render)",
     )
+    add_render_arguments(p)
     p.add_argument(
         "--teacher",
         choices=["synthetic", "maskclip"],
@@ -214,6 +217,8 @@ def _run(args) -> int:
         )
         strategy = VFMStrategy(labeler, **common)
         vfm_meta = vfm_settings(args)
+    elif cfg.strategy in ("render", "pop3d_render"):
+        strategy = render_strategy(args, cfg, model_cfg, teacher, text_space, make_sample, common)
     else:
         if args.data != "synthetic":
             raise ValueError("--strategy supervised_3d needs ground-truth occupancy (synthetic)")
@@ -243,6 +248,7 @@ def _run(args) -> int:
                 "frames_per_seed": args.frames_per_seed if args.data == "synthetic" else None,
                 "world_version": _world_version() if args.data == "synthetic" else None,
                 **({"vfm": vfm_meta} if vfm_meta else {}),
+                **getattr(strategy, "cache_settings", {}),
             },
         )
     barrier(info)

@@ -49,7 +49,9 @@ class Evaluator:
         conventions: EvalConventions | None = None,
         volume: EvalVolume | None = None,
         retrieval: RetrievalMetrics | None = None,
+        occ3d=None,
     ):
+        """`occ3d`: an `occ3d.Occ3DEvaluation` adding the Occ3D-style keys, or None."""
         self.model = model.eval().to(device)
         self.cfg = model_cfg
         self.grid = model_cfg.voxel_grid
@@ -71,6 +73,7 @@ class Evaluator:
         self.teacher_lidar = ConfusionMatrix(NUM_CLASSES, names)
         self.retrieval = retrieval
         self._centres = self.grid.centers().reshape(-1, 3)
+        self.occ3d = occ3d
         self.frames = 0
 
     @torch.no_grad()
@@ -119,6 +122,8 @@ class Evaluator:
         chance_idx = np.nonzero(occupied_v)[0]
         chance[chance_idx] = self.rng.integers(0, NUM_CLASSES, chance_idx.size)
         self.chance.update(chance, sem_ref)
+        if self.occ3d is not None:
+            self.occ3d.add(sample, pred, self.prior)
 
         # LiDAR mIoU at camera-visible, labelled points inside the volume (or clipped into
         # it); the student's features at the model voxel holding the point (the nearest
@@ -178,6 +183,8 @@ class Evaluator:
             cm.all_reduce()
         if self.retrieval is not None:
             self.retrieval.all_reduce()
+        if self.occ3d is not None:
+            self.occ3d.all_reduce()
 
     def result(self) -> dict:
         def num(x):
@@ -199,26 +206,31 @@ class Evaluator:
         has_teacher = self.teacher_lidar.matrix.sum() > 0
         has_prior = self.prior_occ.matrix.sum() > 0
         extra = self.retrieval.result() if self.retrieval is not None else {}
-        return extra | {
-            "iou": num(self.occ.iou()[1]),
-            "iou_mean_empty_occupied": num(self.occ.miou()),
-            "miou": num(self.sem.miou()),
-            "lidar_miou": num(self.lidar.miou()),
-            "teacher_lidar_miou": num(self.teacher_lidar.miou()) if has_teacher else None,
-            "prior_iou": num(self.prior_occ.iou()[1]) if has_prior else None,
-            "chance_miou": num(self.chance.miou()),
-            "per_class": per_class,
-            "frames": self.frames,
-            "classes_evaluated": [
-                n for n, p in zip(self.sem.names, self.sem.present(), strict=True) if p
-            ],
-            "conventions": {
-                **describe(self.conventions),
-                "occupancy_threshold": self.threshold,
-                "model_grid": self.grid.to_dict(),
-                "volume": self.volume_map.volume.describe(),
-            },
-        }
+        occ3d = self.occ3d.result() if self.occ3d is not None else {}
+        return (
+            extra
+            | occ3d
+            | {
+                "iou": num(self.occ.iou()[1]),
+                "iou_mean_empty_occupied": num(self.occ.miou()),
+                "miou": num(self.sem.miou()),
+                "lidar_miou": num(self.lidar.miou()),
+                "teacher_lidar_miou": num(self.teacher_lidar.miou()) if has_teacher else None,
+                "prior_iou": num(self.prior_occ.iou()[1]) if has_prior else None,
+                "chance_miou": num(self.chance.miou()),
+                "per_class": per_class,
+                "frames": self.frames,
+                "classes_evaluated": [
+                    n for n, p in zip(self.sem.names, self.sem.present(), strict=True) if p
+                ],
+                "conventions": {
+                    **describe(self.conventions),
+                    "occupancy_threshold": self.threshold,
+                    "model_grid": self.grid.to_dict(),
+                    "volume": self.volume_map.volume.describe(),
+                },
+            }
+        )
 
 
 # The headline numbers of `Evaluator.result()` (per-class values stay in the JSON).

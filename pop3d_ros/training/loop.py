@@ -27,17 +27,24 @@ from pop3d_ros.training.schedule import lr_factor
 
 class TrainWrapper(nn.Module):
     """Runs the encoder + occupancy head densely and the language head only at the
-    supervised voxels, inside one forward (so DDP sees every parameter's use)."""
+    supervised voxels, inside one forward (so DDP sees every parameter's use).
 
-    def __init__(self, model: nn.Module):
+    A strategy with `forward_heads(model, outputs, batch) -> dict` (e.g. rendering) decides
+    itself where the language head runs; its outputs are added to the model's."""
+
+    def __init__(self, model: nn.Module, strategy=None):
         super().__init__()
         self.model = model
+        self.heads_hook = getattr(strategy, "forward_heads", None)
 
-    def forward(self, images, sampling_grid, sampling_mask, voxel_index):
+    def forward(self, images, sampling_grid, sampling_mask, batch):
         out = self.model(images, sampling_grid, sampling_mask)
+        if self.heads_hook is not None:
+            out.update(self.heads_hook(self.model, out, batch))
+            return out
         vf = out["voxel_features"]
         flat = vf.reshape(-1, vf.shape[-1])
-        out["language_features"] = self.model.language_head(flat[voxel_index])
+        out["language_features"] = self.model.language_head(flat[batch["voxel_index"]])
         return out
 
 
@@ -115,7 +122,7 @@ def train(
             f"{n} frames cannot fill one batch of {cfg.batch_size} on {info.world_size} processes"
         )
     model.to(dev)
-    wrapper: nn.Module = TrainWrapper(model)
+    wrapper: nn.Module = TrainWrapper(model, strategy)
     if info.enabled:
         wrapper = nn.parallel.DistributedDataParallel(
             wrapper, device_ids=[dev.index] if dev.type == "cuda" else None
@@ -222,7 +229,7 @@ def train(
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
             images = batch["images"].float() / 255.0
             with torch.autocast(dev.type, enabled=use_amp):
-                outputs = wrapper(images, grid.to(dev), mask.to(dev), batch["voxel_index"])
+                outputs = wrapper(images, grid.to(dev), mask.to(dev), batch)
             terms = strategy.losses(outputs, batch)
             loss = terms["loss"]
             if not torch.isfinite(loss):
@@ -244,11 +251,8 @@ def train(
                 if writer is not None:
                     for k, v in values.items():
                         writer.add_scalar(f"train/{k}", v, step)
-                bar.set_postfix(
-                    loss=f"{values['loss']:.4f}",
-                    occ=f"{values['occ']:.3f}",
-                    ft=f"{values['ft']:.4f}",
-                )
+                shown = [k for k in ("loss", "occ", "depth", "ft") if k in values]
+                bar.set_postfix({k: f"{values[k]:.4f}" for k in shown})
             if (
                 evaluate is not None
                 and cfg.eval_every

@@ -1,8 +1,10 @@
 """Supervision strategies: how a frame becomes targets, and how outputs become losses.
 
-The loop only calls `prepare` (once per frame, cached to disk), `collate`, and `losses`, so
-other label-free recipes (2D rendering supervision, foundation-model pseudo-labels: `vfm`) plug in
-by adding a class here and a name in `STRATEGIES` — the loop does not change.
+The loop only calls `prepare` (once per frame, cached to disk), `collate`, `losses` and, if
+a strategy defines it, `forward_heads(model, outputs, batch)` inside the training forward
+(where the language head runs; 2D rendering supervision uses it), so other label-free
+recipes (foundation-model pseudo labels: `vfm`) plug in by adding a class and a name in
+`STRATEGIES` — the loop does not change.
 
 Prepared frame (a dict of CPU tensors): `images` uint8 (N, 3, H, W) at the model input size,
 `intrinsics` (N, 3, 3) for that size, `cam_to_ego` (N, 4, 4), `occ_target` uint8 (X, Y, Z)
@@ -175,3 +177,18 @@ class VFMStrategy(Strategy):
 
 
 STRATEGIES = {"pop3d": Pop3DStrategy, "supervised_3d": Supervised3DStrategy, "vfm": VFMStrategy}
+
+# 2D rendering supervision (RenderOcc) lives in its own module, which subclasses Strategy.
+RENDER_STRATEGIES = ("render", "pop3d_render")  # pop3d_render = RenderStrategy(with_occupancy=True)
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    """The Strategy class of a `--strategy` name (imports the rendering module on demand)."""
+    if name in RENDER_STRATEGIES:
+        from pop3d_ros.training.strategy_render import RenderStrategy
+
+        return RenderStrategy
+    if name not in STRATEGIES:
+        known = sorted(STRATEGIES) + list(RENDER_STRATEGIES)
+        raise ValueError(f"unknown strategy {name!r}; choose one of {known}")
+    return STRATEGIES[name]

@@ -1,0 +1,89 @@
+"""`pop3d train` options of the rendering strategies (`render`, `pop3d_render`)."""
+
+from __future__ import annotations
+
+import re
+
+
+def add_render_arguments(p) -> None:
+    g = p.add_argument_group("rendering supervision (--strategy render / pop3d_render)")
+    g.add_argument(
+        "--aux-rays",
+        action="store_true",
+        help="add rays from the adjacent frames (-1, +1) via the ego poses",
+    )
+    g.add_argument(
+        "--weighted-sampling",
+        action="store_true",
+        help="RenderOcc's weighted ray sampling: draw --num-rays per frame by weight "
+        "(else every candidate ray is rendered)",
+    )
+    g.add_argument(
+        "--num-rays",
+        type=int,
+        default=2048,
+        help="rays per frame per step with --weighted-sampling (default: %(default)s)",
+    )
+    g.add_argument(
+        "--ray-pool",
+        type=int,
+        default=2048,
+        help="candidate rays cached per frame and per adjacent frame (default: %(default)s)",
+    )
+    g.add_argument(
+        "--density-threshold",
+        type=float,
+        default=None,
+        help="density above which a voxel is occupied (model config; default: "
+        "the preset's heads.density_threshold)",
+    )
+    g.add_argument(
+        "--render-semantic-weight",
+        type=float,
+        default=0.0,
+        help="weight of the optional 2D semantic loss on the rendered features "
+        "(needs 2D class maps: synthetic `semantic`; default 0 = label-free)",
+    )
+
+
+def synthetic_key_of_token(token: str) -> str:
+    """The source key of a synthetic frame token: synthetic-s3-f0004 -> syn00003_0004."""
+    m = re.fullmatch(r"synthetic-s(\d+)-f(\d+)", token)
+    if not m:
+        raise ValueError(f"not a synthetic frame token: {token!r}")
+    return f"syn{int(m.group(1)):05d}_{int(m.group(2)):04d}"
+
+
+def render_strategy(args, cfg, model_cfg, teacher, text_space, make_sample, common):
+    """The RenderStrategy of these arguments; switches the model to a density field."""
+    from pop3d_ros.text.factory import text_encoder_from_spec
+    from pop3d_ros.training.strategy_render import RenderStrategy, neighbour_lookup
+    from pop3d_ros.training.zeroshot import (
+        ZeroShotClassifier,
+        class_canonical_embeddings,
+        class_phrase_embeddings,
+    )
+
+    model_cfg.heads.occupancy_output = "density"
+    if args.density_threshold is not None:
+        model_cfg.heads.density_threshold = float(args.density_threshold)
+    encoder = text_encoder_from_spec(text_space)
+    key_of_token = synthetic_key_of_token if args.data == "synthetic" else (lambda t: t)
+    strategy = RenderStrategy(
+        teacher,
+        ZeroShotClassifier(class_phrase_embeddings(encoder)),
+        neighbour=neighbour_lookup(make_sample, key_of_token),
+        aux=args.aux_rays,
+        weighted=args.weighted_sampling,
+        num_rays=args.num_rays,
+        ray_pool=args.ray_pool,
+        semantic_weight=args.render_semantic_weight,
+        class_embeddings=class_canonical_embeddings(encoder)
+        if args.render_semantic_weight > 0
+        else None,
+        with_occupancy=cfg.strategy == "pop3d_render",
+        **common,
+    )
+    # What the prepared cache holds (aux and weighting act per step, so they share it).
+    strategy.cache_settings = {"ray_pool": args.ray_pool, "aux_offsets": list(strategy.aux_offsets)}
+    return strategy

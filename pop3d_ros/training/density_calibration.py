@@ -1,0 +1,102 @@
+"""Label-free choice of a density model's occupancy threshold (`heads.density_threshold`).
+
+A density field trained by rendering only has to make each camera ray opaque by the LiDAR
+return; early in training it does so with a spread of moderate densities, so a fixed cut
+(RenderOcc's 8.5 after 24 epochs) can mark nothing occupied. This picks the threshold on
+TRAINING frames, from their own rays (no labels): voxels holding a ray's end point are
+observed occupied, voxels a ray crosses before it are observed free, the rest unknown; the
+threshold with the best IoU over observed voxels wins. The network weights do not depend on
+the threshold (occupancy_logits = [0, sigma - threshold]), so rewriting it in the
+checkpoint's config is exact.
+
+`python -m pop3d_ros.training.density_calibration --checkpoint RUN/model.pt --prepared
+FRAMES --out RUN/model_calibrated.pt [--frames 8]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from pop3d_ros.geometry.grid import VoxelGrid
+
+THRESHOLDS = tuple(float(x) for x in np.geomspace(0.05, 20.0, 27))
+
+
+def ray_observations(item: dict, grid: VoxelGrid, step_voxels: float = 0.5) -> np.ndarray:
+    """int8 (N_vox,): 1 = a current-frame ray ends there, 0 = crossed before an end, -1."""
+    sel = item["ray_time"] == 0
+    o = item["ray_origin"][sel].double().numpy()
+    d = item["ray_dir"][sel].double().numpy()
+    depth = item["ray_depth"][sel].double().numpy()
+    obs = np.full(grid.num_voxels, -1, np.int8)
+    step = step_voxels * float(min(grid.voxel_size))
+    ts = (np.arange(int(np.ceil(depth.max() / step)) if depth.size else 0) + 0.5) * step
+    r, k = np.nonzero(ts[None] < depth[:, None] - 0.5 * step)
+    idx, inside = grid.points_to_index(o[r] + d[r] * ts[k, None])
+    obs[grid.flat_index(idx[inside])] = 0
+    idx, inside = grid.points_to_index(o + d * depth[:, None])
+    obs[grid.flat_index(idx[inside])] = 1
+    return obs
+
+
+@torch.no_grad()
+def calibrate(model, frames, thresholds=THRESHOLDS) -> tuple[float, dict[float, float]]:
+    """(best threshold, {threshold: IoU}) of a density model over prepared training frames."""
+    from pop3d_ros.model.pop3d import density_from_logits
+    from pop3d_ros.training.inputs import SamplingCache
+
+    cfg = model.cfg
+    sampling = SamplingCache(cfg)
+    th = np.asarray(thresholds)
+    inter, union = np.zeros(len(th)), np.zeros(len(th))
+    model.eval()
+    for item in frames:
+        g, m = sampling(item["intrinsics"], item["cam_to_ego"])
+        out = model(item["images"][None].float() / 255.0, g[None], m[None])
+        sigma = density_from_logits(out["occupancy_logits"][0], cfg.heads).reshape(-1).numpy()
+        obs = ray_observations(item, cfg.voxel_grid)
+        seen = obs >= 0
+        s, occ = sigma[seen], obs[seen] == 1
+        pred = s[None] > th[:, None]
+        inter += (pred & occ[None]).sum(1)
+        union += (pred | occ[None]).sum(1)
+    iou = inter / np.maximum(union, 1)
+    return float(th[int(np.argmax(iou))]), {
+        float(t): float(v) for t, v in zip(th, iou, strict=True)
+    }
+
+
+def main(argv=None) -> int:
+    from pop3d_ros.model.checkpoint import load_model
+    from pop3d_ros.training.frames import PreparedFrames
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--prepared", required=True, help="the run's prepared training frames")
+    p.add_argument("--out", required=True, help="checkpoint to write with the chosen threshold")
+    p.add_argument("--frames", type=int, default=8, help="training frames used (spread)")
+    args = p.parse_args(argv)
+    model, ckpt = load_model(args.checkpoint)
+    if model.cfg.heads.occupancy_output != "density":
+        raise SystemExit(f"{args.checkpoint}: not a density model (nothing to calibrate)")
+    data = PreparedFrames(args.prepared)
+    pick = np.linspace(0, len(data) - 1, min(args.frames, len(data))).round().astype(int)
+    best, table = calibrate(model, (data[int(i)] for i in pick))
+    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    ckpt["config"]["heads"]["density_threshold"] = best
+    ckpt.setdefault("meta", {})["density_calibration"] = {
+        "threshold": best,
+        "frames": [data.keys[int(i)] for i in pick],
+        "iou_by_threshold": table,
+    }
+    torch.save(ckpt, args.out)
+    print(json.dumps({"threshold": best, "train_ray_iou": round(table[best], 4)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,240 @@
+"""Rendering supervision (RenderOcc, in its label-free open-vocabulary form, LangOcc's idea).
+
+The model must predict a density field (`heads.occupancy_output = "density"`): rays from the
+cameras are volume-rendered through sigma and the voxel features (`training.render`), the
+rendered voxel feature goes through the language head once per ray, and the losses are 2D:
+
+- depth: SILog between rendered depth and the distance to the LiDAR point the ray aims at;
+- features: MSE between the rendered language feature and the 2D teacher's dense feature at
+  the ray's pixel (x feature_weight);
+- RenderOcc's regularisers: distortion (0.01) and entropy of the leftover transmittance (0.01);
+- optional 2D semantics (`semantic_weight`, where 2D class maps exist): cross-entropy of the
+  rendered feature's zero-shot logits against the pixel's class;
+- `with_occupancy` (strategy `pop3d_render`): POP-3D's LiDAR occupancy loss on the density
+  logits and its voxel feature loss, added to the above.
+
+Auxiliary rays from adjacent frames and weighted ray sampling are chosen per step in
+`collate` (`aux`, `weighted`), so one prepared cache serves every variant.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pop3d_ros.data.classes import IGNORE
+from pop3d_ros.model.pop3d import density_from_logits
+from pop3d_ros.training.inputs import model_inputs
+from pop3d_ros.training.rays import RAY_KEYS, concat_rays, frame_rays, relative_pose, select_rays
+from pop3d_ros.training.render import distortion_loss, opacity_entropy, render_rays, silog_loss
+from pop3d_ros.training.strategies import Strategy, _subsample
+from pop3d_ros.training.targets import occupancy_target, voxel_feature_targets
+
+
+class RenderStrategy(Strategy):
+    """2D rendering supervision of a density field; see the module docstring."""
+
+    name = "render"
+
+    def __init__(
+        self,
+        teacher,
+        classify,
+        neighbour=None,
+        aux_offsets=(-1, 1),
+        aux: bool = False,
+        weighted: bool = False,
+        num_rays: int = 2048,
+        ray_pool: int = 2048,
+        adjacent_weight: float = 0.3,
+        depth_weight: float = 1.0,
+        distortion_weight: float = 0.01,
+        entropy_weight: float = 0.01,
+        semantic_weight: float = 0.0,
+        class_embeddings=None,
+        with_occupancy: bool = False,
+        step_voxels: float = 0.5,
+        **kw,
+    ):
+        """`teacher(sample) -> {"features": (N_cam, D, h, w)}`; `classify(features (M, D)) ->
+        (M,)` the teacher's zero-shot classes (for ray weights); `neighbour(sample, offset)
+        -> sample or None` the frame `offset` steps away in the same drive (aux rays);
+        `class_embeddings` (16, D) for the optional 2D semantic loss."""
+        super().__init__(**kw)
+        if semantic_weight > 0 and class_embeddings is None:
+            raise ValueError("semantic_weight > 0 needs class_embeddings")
+        self.teacher = teacher
+        self.classify = classify
+        self.neighbour = neighbour
+        self.aux_offsets = tuple(int(o) for o in aux_offsets) if neighbour is not None else ()
+        self.aux = aux
+        self.weighted = weighted
+        self.num_rays = num_rays
+        self.ray_pool = ray_pool
+        self.adjacent_weight = adjacent_weight
+        self.depth_weight = depth_weight
+        self.distortion_weight = distortion_weight
+        self.entropy_weight = entropy_weight
+        self.semantic_weight = semantic_weight
+        self.class_embeddings = (
+            None
+            if class_embeddings is None
+            else F.normalize(torch.as_tensor(np.asarray(class_embeddings)).float(), dim=-1)
+        )
+        self.with_occupancy = with_occupancy
+        self.step_voxels = step_voxels
+        if with_occupancy:
+            self.name = "pop3d_render"
+
+    # -- data ------------------------------------------------------------------------------
+    def prepare(self, sample: dict, model_cfg) -> dict:
+        grid = model_cfg.voxel_grid
+        item = model_inputs(sample, tuple(model_cfg.image_size))
+        # LiDAR occupancy: the loss of pop3d_render, and the prior baseline for both.
+        item["occ_target"] = torch.from_numpy(occupancy_target(sample["lidar_points"], grid))
+        tf = self.teacher(sample)["features"]
+        if self.with_occupancy:
+            targets = _subsample(
+                voxel_feature_targets(sample, tf, grid),
+                self.max_feature_voxels,
+                str(sample.get("token", "")),
+            )
+        else:
+            d = int(tf.shape[1])
+            targets = {
+                "voxel_index": torch.zeros(0, dtype=torch.int64),
+                "features": torch.zeros(0, d),
+                "weight": torch.zeros(0),
+            }
+        item.update(
+            voxel_index=targets["voxel_index"],
+            features=targets["features"].half(),
+            weight=targets["weight"],
+        )
+        parts = [frame_rays(sample, tf, self.classify, grid, max_rays=self.ray_pool)]
+        for off in self.aux_offsets:
+            other = self.neighbour(sample, off)
+            if other is None:
+                continue
+            parts.append(
+                frame_rays(
+                    other,
+                    self.teacher(other)["features"],
+                    self.classify,
+                    grid,
+                    to_current=relative_pose(sample, other),
+                    max_rays=self.ray_pool,
+                    time=off,
+                )
+            )
+        item.update(concat_rays(parts))
+        return item
+
+    def collate(self, items: list[dict], num_voxels: int) -> dict:
+        batch = super().collate(items, num_voxels)
+        chosen = []
+        for b, it in enumerate(items):
+            idx = select_rays(
+                it, self.aux, self.weighted, self.num_rays, adjacent_weight=self.adjacent_weight
+            )
+            part = {k: it[k][idx] for k in RAY_KEYS}
+            part["ray_batch"] = torch.full((idx.numel(),), b, dtype=torch.int64)
+            chosen.append(part)
+        for k in (*RAY_KEYS, "ray_batch"):
+            batch[k] = torch.cat([c[k] for c in chosen])
+        return batch
+
+    # -- model -----------------------------------------------------------------------------
+    def forward_heads(self, model, out: dict, batch: dict) -> dict:
+        """Inside the training wrapper's forward: render every frame's rays, run the language
+        head once per ray (on the rendered voxel feature) and, for pop3d_render, at the
+        supervised voxels."""
+        cfg = model.cfg
+        grid = cfg.voxel_grid
+        sigma = density_from_logits(out["occupancy_logits"].float(), cfg.heads)
+        vf = out["voxel_features"].float()
+        depth, opacity, feats, dist, ent = [], [], [], [], []
+        for b in range(sigma.shape[0]):
+            sel = batch["ray_batch"] == b
+            if not bool(sel.any()):
+                continue
+            r = render_rays(
+                sigma[b],
+                batch["ray_origin"][sel],
+                batch["ray_dir"][sel],
+                grid,
+                features=vf[b],
+                step_voxels=self.step_voxels,
+            )
+            depth.append(r["depth"])
+            opacity.append(r["opacity"])
+            # The expected feature where the ray stops (normalised by its opacity), so the
+            # language target does not also pull on how opaque the ray is.
+            feats.append(r["features"] / (r["opacity"][:, None] + 1e-6))
+            dist.append(distortion_loss(r["weights"], r["t"], r["far"]))
+            ent.append(opacity_entropy(r["transmittance_last"]))
+        zero = sigma.sum() * 0.0
+        c_v = vf.shape[-1]
+        rendered = torch.cat(feats) if feats else vf.new_zeros(0, c_v)
+        result = {
+            "render_depth": torch.cat(depth) if depth else sigma.new_zeros(0),
+            "render_opacity": torch.cat(opacity) if opacity else sigma.new_zeros(0),
+            "render_language": model.language_head(rendered),
+            "render_distortion": torch.stack(dist).mean() if dist else zero,
+            "render_entropy": torch.stack(ent).mean() if ent else zero,
+        }
+        if self.with_occupancy:
+            flat = vf.reshape(-1, c_v)
+            result["language_features"] = model.language_head(flat[batch["voxel_index"]])
+        return result
+
+    def losses(self, outputs: dict, batch: dict) -> dict:
+        terms = {
+            "depth": silog_loss(outputs["render_depth"], batch["ray_depth"].float()),
+            "dist": outputs["render_distortion"],
+            "entropy": outputs["render_entropy"],
+        }
+        terms["ft"] = self.ft_loss(outputs["render_language"], batch["ray_features"])["ft"]
+        loss = (
+            self.depth_weight * terms["depth"]
+            + self.feature_weight * terms["ft"]
+            + self.distortion_weight * terms["dist"]
+            + self.entropy_weight * terms["entropy"]
+        )
+        if self.semantic_weight > 0:
+            terms["sem"] = self._semantic_loss(outputs["render_language"], batch["ray_semantic"])
+            loss = loss + self.semantic_weight * terms["sem"]
+        if self.with_occupancy:
+            occ = super().losses(outputs, batch)
+            terms.update(occ=occ["occ"], ft_vox=occ["ft"])
+            loss = loss + occ["loss"]
+        terms["loss"] = loss
+        return terms
+
+    def _semantic_loss(self, feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        keep = labels.long() != IGNORE
+        if not bool(keep.any()):
+            return feats.sum() * 0.0
+        logits = F.normalize(feats[keep].float(), dim=-1) @ self.class_embeddings.T / 0.07
+        return F.cross_entropy(logits, labels.long()[keep])
+
+
+def neighbour_lookup(make_sample, key_of_token, cache_size: int = 8):
+    """`neighbour(sample, offset)` for RenderStrategy: walks `prev`/`next` tokens `offset`
+    times and builds that sample with `make_sample(key_of_token(token))` (memoised, since
+    consecutive frames share neighbours); None at the drive's ends."""
+    make = functools.lru_cache(maxsize=cache_size)(make_sample)
+
+    def neighbour(sample: dict, offset: int):
+        cur = sample
+        for _ in range(abs(int(offset))):
+            token = cur.get("prev" if offset < 0 else "next")
+            if not token:
+                return None
+            cur = make(key_of_token(token))
+        return cur
+
+    return neighbour

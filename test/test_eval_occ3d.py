@@ -1,0 +1,162 @@
+"""Occ3D-style evaluation: camera-visibility ray casting, metrics, the Occ3D-nuScenes reader."""
+
+import numpy as np
+import pytest
+
+from pop3d_ros.data.classes import CLASS_ID, EMPTY, IGNORE
+from pop3d_ros.geometry.grid import VoxelGrid
+from pop3d_ros.training.occ3d import (
+    OCC3D_GRID,
+    Occ3DEvaluation,
+    Occ3DMetrics,
+    camera_visibility,
+    find_occ3d_labels,
+    read_occ3d_labels,
+)
+
+GRID = VoxelGrid((0.0, 20.0), (-2.0, 2.0), (-2.0, 2.0), (20, 4, 4))
+CAR, ROAD = CLASS_ID["car"], CLASS_ID["driveable_surface"]
+
+
+def _wall_sample(depth=10.0, hw=(9, 9), f=2.0):
+    """One camera at (0.5, 0, 0) looking along +x with a narrow field of view (focal f px on
+    a 9 x 9 image: +-2 px -> about +-63 deg... narrowed by f) at a frontal wall `depth` m away."""
+    h, w = hw
+    K = np.array([[f * w, 0, (w - 1) / 2], [0, f * h, (h - 1) / 2], [0, 0, 1]], np.float32)
+    # optical (x right, y down, z forward) -> ego (x forward, y left, z up)
+    T = np.eye(4, dtype=np.float32)
+    T[:3, :3] = [[0, 0, 1], [-1, 0, 0], [0, -1, 0]]
+    T[:3, 3] = [0.5, 0.0, 0.0]
+    return {
+        "intrinsics": K[None],
+        "cam_to_ego": T[None],
+        "depth": np.full((1, h, w), depth, np.float32),
+    }
+
+
+def test_visibility_stops_at_the_surface_voxel():
+    vis = camera_visibility(_wall_sample(10.0), GRID, pixel_stride=1)
+    # the ray along the axis (y = z = 0 -> voxels j, k in {1, 2}) sees x in [0, 11)
+    along = vis[:, 1:3, 1:3].any((1, 2))
+    assert along[:11].all() and not along[11:].any()
+    # a narrow frustum (half-angle ~ atan(0.25)) never reaches the grid's side walls near
+    # the camera: |y| <= 0.25 x there
+    assert not vis[:3, 0].any() and not vis[:3, 3].any()
+
+
+def test_sky_pixels_see_through_the_grid():
+    s = _wall_sample(np.inf)
+    vis = camera_visibility(s, GRID, pixel_stride=1)
+    assert vis[:, 1:3, 1:3].any((1, 2)).all()
+
+
+def test_occ3d_metrics_match_hand_counts():
+    gt = np.array([CAR, CAR, ROAD, EMPTY, EMPTY, EMPTY, IGNORE, CAR])
+    pred = np.array([CAR, ROAD, ROAD, CAR, EMPTY, EMPTY, CAR, EMPTY])
+    visible = np.array([1, 1, 1, 1, 1, 1, 1, 0], bool)  # the last voxel is unseen
+    m = Occ3DMetrics()
+    m.add(pred, gt, visible, prior=np.array([1, 1, 1, 1, 1, 1, 1, 1]))
+    r = m.result()
+    # occupied: gt {0, 1, 2}, pred {0, 1, 2, 3} over the 6 scored voxels -> 3 / 4
+    assert r["occ3d_iou"] == pytest.approx(0.75)
+    # car: tp 1, fp 1 (voxel 3), fn 1 (voxel 1) -> 1/3; road: tp 1, fp 1 -> 1/2;
+    # free: tp 2, fn 1 -> 2/3; mIoU over present classes (car, road, free)
+    assert r["occ3d_per_class"]["car"] == pytest.approx(1 / 3, abs=1e-4)
+    assert r["occ3d_per_class"]["free"] == pytest.approx(2 / 3, abs=1e-4)
+    assert r["occ3d_miou"] == pytest.approx((1 / 3 + 1 / 2 + 2 / 3) / 3, abs=1e-4)
+    assert r["occ3d_prior_iou"] == pytest.approx(3 / 6)
+    assert r["occ3d_visible_voxels"] == 6
+
+
+def _write_occ3d(root, scene, token, sem, cam):
+    d = root / scene / token
+    d.mkdir(parents=True)
+    np.savez_compressed(d / "labels.npz", semantics=sem, mask_lidar=cam, mask_camera=cam)
+    return d / "labels.npz"
+
+
+def test_read_occ3d_labels_maps_classes_and_masks(tmp_path):
+    sem = np.full(OCC3D_GRID.shape, 17, np.uint8)
+    sem[100, 100, 2] = 4  # Occ3D car
+    sem[0, 0, 0] = 0  # others
+    sem[:, :, 1] = 11  # driveable surface layer
+    cam = np.zeros(OCC3D_GRID.shape, np.uint8)
+    cam[80:120, 80:120] = 1
+    path = _write_occ3d(tmp_path, "scene-0001", "tok1", sem, cam)
+    lab = read_occ3d_labels(path)
+    assert lab["semantics"][100, 100, 2] == CAR
+    assert lab["semantics"][0, 0, 0] == IGNORE
+    assert lab["semantics"][5, 5, 1] == ROAD and lab["semantics"][5, 5, 9] == EMPTY
+    assert lab["mask_camera"].dtype == bool and lab["mask_camera"].sum() == 40 * 40 * 16
+    assert find_occ3d_labels(tmp_path, {"token": "tok1", "scene": "x"}) == path
+    with pytest.raises(FileNotFoundError):
+        find_occ3d_labels(tmp_path, {"token": "nope"})
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, semantics=np.zeros((10, 10, 2)), mask_lidar=0, mask_camera=0)
+    with pytest.raises(ValueError, match="shape"):
+        read_occ3d_labels(bad)
+
+
+def test_evaluation_at_the_occ3d_grid(tmp_path):
+    # truth made of 2 x 2 x 2 blocks of Occ3D voxels, so a 0.8 m model grid aligned with
+    # them reproduces it exactly where it covers the scene
+    sem = np.full(OCC3D_GRID.shape, 17, np.uint8)
+    sem[:, :, 2:4] = 11  # road, z in [-0.2, 0.6)
+    sem[110:114, 98:102, 4:8] = 4  # a car, x in [4, 5.6) m, z in [0.6, 2.2)
+    cam = np.zeros(OCC3D_GRID.shape, np.uint8)
+    cam[100:160, 80:120] = 1  # x in [0, 24) m, y in [-8, 8) m
+    _write_occ3d(tmp_path, "scene-0001", "tok1", sem, cam)
+    # the model covers x, y in [-20, 20): Occ3D rows >= 150 (x >= 20 m) count as free
+    model = VoxelGrid((-20.0, 20.0), (-20.0, 20.0), (-1.0, 5.4), (50, 50, 8))
+    pred = np.full(model.shape, EMPTY, np.uint8)
+    pred[:, :, 1] = ROAD
+    pred[30:32, 24:26, 2:4] = CAR  # x in [4, 5.6), y in [-0.8, 0.8), z in [0.6, 2.2)
+    ev = Occ3DEvaluation(model, labels_root=tmp_path)
+    ev.add({"token": "tok1", "scene": "scene-0001"}, pred.reshape(-1))
+    r = ev.result()
+    # visible occupied truth: road 60 rows x 40 cols x 2 layers, car 4 x 4 x 4; the road
+    # beyond 20 m (10 rows x 40 x 2 = 800 voxels) is missed, nothing else is wrong
+    occ_gt = 60 * 40 * 2 + 64
+    assert r["occ3d_iou"] == pytest.approx((occ_gt - 800) / occ_gt, abs=1e-4)
+    assert r["occ3d_per_class"]["car"] == pytest.approx(1.0)
+    assert r["occ3d_per_class"]["driveable_surface"] == pytest.approx(4000 / 4800, abs=1e-4)
+    assert r["occ3d_visible_voxels"] == 60 * 40 * 16
+
+
+def test_evaluator_reports_occ3d_keys_on_synthetic_frames():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_fixtures import tiny_model_config
+
+    from pop3d_ros.data.synthetic import SyntheticWorld, WorldConfig
+    from pop3d_ros.data.synthetic_text import SyntheticTextSpace
+    from pop3d_ros.model.pop3d import build_model
+    from pop3d_ros.training.evaluate import Evaluator
+    from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
+
+    cfg = tiny_model_config()
+    world = SyntheticWorld(
+        WorldConfig(
+            seed=3,
+            num_frames=1,
+            image_width=64,
+            image_height=36,
+            grid=cfg.voxel_grid,
+            lidar_azimuths=180,
+        )
+    )
+    sample = world.sample(0)
+    classifier = ZeroShotClassifier(class_phrase_embeddings(SyntheticTextSpace()))
+    prior = np.zeros(cfg.grid.shape, np.float32)
+    prior[:, :, 0] = 1.0
+    ev = Evaluator(
+        build_model(cfg), cfg, classifier, prior=prior, occ3d=Occ3DEvaluation(cfg.voxel_grid)
+    )
+    ev.add(sample)
+    r = ev.result()
+    assert {"occ3d_iou", "occ3d_miou", "occ3d_per_class", "occ3d_prior_iou"} <= set(r)
+    vis = camera_visibility(sample, cfg.voxel_grid)
+    assert r["occ3d_visible_voxels"] == int((vis & (sample["occupancy"] != IGNORE)).sum())
+    assert 0 < r["occ3d_visible_voxels"] < cfg.voxel_grid.num_voxels

@@ -1,0 +1,148 @@
+"""Analytic checks of the volume renderer (training/render.py) and the density head mode."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pop3d_ros.geometry.grid import VoxelGrid
+from pop3d_ros.training.render import (
+    composite,
+    distortion_loss,
+    render_rays,
+    sample_volume,
+    silog_loss,
+)
+
+# 20 x 4 x 4 voxels of 1 m over x in [0, 20], y, z in [-2, 2]
+GRID = VoxelGrid((0.0, 20.0), (-2.0, 2.0), (-2.0, 2.0), (20, 4, 4))
+
+
+def _ray(n=1):
+    o = torch.tensor([[0.5, 0.0, 0.0]]).repeat(n, 1)
+    d = torch.tensor([[1.0, 0.0, 0.0]]).repeat(n, 1)
+    return o, d
+
+
+def test_single_slab_renders_its_distance():
+    sigma = torch.zeros(GRID.shape)
+    sigma[10:12] = 200.0  # voxels x in [10, 12) m: the slab's face at x = 10
+    o, d = _ray()
+    r = render_rays(sigma, o, d, GRID)
+    # trilinear density rises from the last empty centre (9.5 m) to the first full one
+    # (10.5 m); with a very dense slab the ray stops within that voxel: at 10 +- 0.5 m from
+    # x = 0, i.e. 9.5 +- 0.5 m from the origin at x = 0.5
+    assert abs(float(r["depth"][0]) - 9.5) < 0.5
+    assert float(r["opacity"][0]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_slab_depth_follows_the_slab():
+    o, d = _ray()
+    depths = []
+    for start in (4, 8, 14):
+        sigma = torch.zeros(GRID.shape)
+        sigma[start:] = 200.0
+        depths.append(float(render_rays(sigma, o, d, GRID)["depth"][0]))
+    assert np.allclose(np.diff(depths), [4.0, 6.0], atol=0.05)
+
+
+def test_empty_grid_renders_far_and_transparent():
+    sigma = torch.zeros(GRID.shape)
+    o, d = _ray(3)
+    r = render_rays(sigma, o, d, GRID, features=torch.ones(*GRID.shape, 5))
+    assert torch.all(r["opacity"] == 0)
+    assert torch.allclose(r["depth"], torch.full((3,), r["far"]))
+    # far reaches the farthest grid corner from the origin
+    assert r["far"] >= math.dist((0.5, 0, 0), (20, 2, 2))
+    assert torch.all(r["features"] == 0)
+
+
+def test_semi_transparent_medium_matches_beer_lambert():
+    # constant sigma = 0.1 per voxel length: opacity after L metres = 1 - exp(-0.1 L)
+    sigma = torch.full(GRID.shape, 0.1)
+    o = torch.tensor([[0.5, 0.0, 0.0]])
+    d = torch.tensor([[1.0, 0.0, 0.0]])
+    r = render_rays(sigma, o, d, GRID)
+    inside = (r["t"] < 19.0).float()  # centres cover x in [0.5, 19.5]: constant there
+    expect = 1 - math.exp(-0.1 * float((inside * 0.5).sum()))
+    assert float((r["weights"][0] * inside).sum()) == pytest.approx(expect, rel=1e-3)
+
+
+def test_gradients_reach_the_density_and_feature_grids():
+    sigma = torch.full(GRID.shape, 0.5, requires_grad=True)
+    feats = torch.randn(*GRID.shape, 3, requires_grad=True)
+    o, d = _ray(2)
+    r = render_rays(sigma, o, d, GRID, features=feats)
+    (silog_loss(r["depth"], torch.tensor([5.0, 5.0])) + r["features"].sum()).backward()
+    assert sigma.grad is not None and float(sigma.grad.abs().sum()) > 0
+    assert float(sigma.grad[:2, 1:3, 1:3].abs().sum()) > 0  # voxels the rays cross
+    assert float(sigma.grad[:, 0].abs().sum()) == 0  # rays at y = 0 never reach y < -1
+    assert feats.grad is not None and float(feats.grad.abs().sum()) > 0
+
+
+def test_depth_gradient_pulls_the_surface_toward_the_target():
+    # density a little everywhere; target depth 5: sigma before 5 m should rise
+    sigma = torch.full(GRID.shape, 0.05, requires_grad=True)
+    o, d = _ray()
+    silog_loss(render_rays(sigma, o, d, GRID)["depth"], torch.tensor([5.0])).backward()
+    g = sigma.grad[:, 1:3, 1:3].sum((1, 2))
+    assert float(g[3:5].sum()) < 0  # increasing density near 4-5 m lowers the loss
+
+
+def test_sample_volume_trilinear_and_axes():
+    # a value that varies along x only, then along z only: the sampler keeps the axes apart
+    vx = torch.arange(20.0)[:, None, None, None].expand(20, 4, 4, 1).contiguous()
+    p = torch.tensor([[[3.5 + 0.25, 0.0, 0.0]]])  # x centre of voxel 3 is 3.5 -> 3.25
+    assert float(sample_volume(vx, p, GRID)) == pytest.approx(3.25, abs=1e-5)
+    vz = torch.arange(4.0)[None, None, :, None].expand(20, 4, 4, 1).contiguous()
+    p = torch.tensor([[[5.0, 0.0, -1.5]]])  # z centre of voxel 0 is -1.5
+    assert float(sample_volume(vz, p, GRID)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_composite_weights_sum_to_opacity():
+    sigma = torch.rand(4, 30) * 3
+    c = composite(sigma, 0.5)
+    assert torch.allclose(c["weights"].sum(-1) + c["transmittance_last"], torch.ones(4), atol=1e-5)
+
+
+def test_distortion_prefers_concentrated_weights():
+    t = torch.arange(40.0) + 0.5
+    spread = torch.full((1, 40), 1 / 40)
+    peak = torch.zeros(1, 40)
+    peak[0, 10] = 1.0
+    assert float(distortion_loss(peak, t, 40.0)) < float(distortion_loss(spread, t, 40.0))
+    # two unit-free spikes at distance 0.5 (of far): w w |s_i - s_j| twice = 2 * .25 * .5
+    two = torch.zeros(1, 40)
+    two[0, 0] = two[0, 20] = 0.5
+    expect = 2 * 0.25 * 0.5 + 2 * 0.25 * (1 / 40) / 3
+    assert float(distortion_loss(two, t, 40.0)) == pytest.approx(expect, rel=1e-5)
+
+
+def test_silog_is_scale_invariant_up_to_its_variance_focus():
+    target = torch.tensor([2.0, 4.0, 8.0])
+    assert float(silog_loss(target, target)) == pytest.approx(0.0, abs=1e-4)
+    # a global scale error costs sqrt(1 - 0.85) |log s|
+    assert float(silog_loss(2 * target, target)) == pytest.approx(
+        math.sqrt(0.15) * math.log(2), rel=1e-4
+    )
+
+
+def test_density_model_exports_threshold_through_logits():
+    from pop3d_ros.model.config import get_preset
+    from pop3d_ros.model.pop3d import build_model, density_from_logits
+
+    cfg = get_preset("cpu-small")
+    cfg.heads.occupancy_output = "density"
+    cfg.heads.density_threshold = 3.0
+    model = build_model(cfg)
+    vf = torch.randn(2, 5, 32)
+    raw = model.occupancy_head(vf)
+    sigma = torch.nn.functional.softplus(raw[..., 1] - raw[..., 0] + cfg.heads.density_shift)
+    logits = torch.stack([torch.zeros_like(sigma), sigma - 3.0], -1)
+    assert torch.allclose(density_from_logits(logits, cfg.heads), sigma, atol=1e-6)
+    p = logits.softmax(-1)[..., 1]
+    assert torch.equal(p > 0.5, sigma > 3.0)
+    with pytest.raises(ValueError):
+        cfg.heads.occupancy_output = "nope"
+        cfg.validate()
