@@ -88,12 +88,10 @@ def node_rate(
     say=print,
 ) -> dict:
     """Occupancy messages per second over `seconds`, six `hw` rgb8 streams at `rate_hz`."""
-    from pop3d_ros.ros.dds_env import use_large_data_transport
-
-    # This process's participant needs the same domain and transport as the node's.
-    old = {k: os.environ.get(k) for k in ("ROS_DOMAIN_ID", "FASTDDS_BUILTIN_TRANSPORTS")}
+    # This process's participant needs the node's domain; DDS transports stay the defaults
+    # (README: DDS settings for six large image streams).
+    old = {k: os.environ.get(k) for k in ("ROS_DOMAIN_ID",)}
     os.environ["ROS_DOMAIN_ID"] = str(100 + os.getpid() % 100)
-    use_large_data_transport(os.environ)
     env = dict(os.environ)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

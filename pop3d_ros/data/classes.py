@@ -27,3 +27,19 @@ NUM_CLASSES = len(CLASS_NAMES)
 EMPTY = 16
 IGNORE = 255
 CLASS_ID = {name: i for i, name in enumerate(CLASS_NAMES)}
+# Classes whose objects may move between frames: dropped from adjacent-frame rays (RenderOcc's
+# dynamic classes; theirs list barrier and "others" but not bicycle/motorcycle, an apparent
+# off-by-one) and from the photometric loss of VFM depth calibration.
+MOVABLE_CLASSES = tuple(
+    CLASS_ID[n]
+    for n in (
+        "bicycle",
+        "bus",
+        "car",
+        "construction_vehicle",
+        "motorcycle",
+        "pedestrian",
+        "trailer",
+        "truck",
+    )
+)

@@ -45,8 +45,6 @@ def load_samples(data, seed, frames, width, height) -> list[dict]:
 
 
 def play_bag(args) -> int:
-    import rclpy
-
     from pop3d_ros.ros.bag_play import BagPlayer, bag_files
 
     try:
@@ -56,20 +54,38 @@ def play_bag(args) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"pop3d play: error: {exc}", file=sys.stderr)
         return 2
-    rclpy.init()
-    node = rclpy.create_node("pop3d_play")
-    player = BagPlayer(node, rate=args.speed, restamp=not args.sample_stamps)
-    try:
+
+    def play(player):
         while True:
             player.play(args.bag)
             if not args.loop:
-                break
-        print(f"published {player.published} messages")
+                return player.published
+
+    return _publish(
+        lambda node: BagPlayer(node, rate=args.speed, restamp=not args.sample_stamps),
+        play,
+        lambda player: f"{player.published} messages",
+    )
+
+
+def _publish(make_player, play, progress) -> int:
+    """`play(make_player(node))` on a fresh rclpy node: one-line errors (exit 2), Ctrl-C
+    reports how far it got, the node and context are always shut down."""
+    import rclpy
+
+    rclpy.init()
+    node = rclpy.create_node("pop3d_play")
+    player = None
+    try:
+        player = make_player(node)
+        play(player)
+        print(f"published {progress(player)}")
     except ValueError as exc:
         print(f"pop3d play: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"stopped after {player.published} messages")
+        if player is not None:
+            print(f"stopped after {progress(player)}")
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
@@ -94,22 +110,8 @@ def run(args) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"pop3d play: error: {exc}", file=sys.stderr)
         return 2
-    import rclpy
-
-    rclpy.init()
-    node = rclpy.create_node("pop3d_play")
-    try:
-        player = CameraPlayback(node, config)
-        seq = itertools.cycle(samples) if args.loop else samples
-        n = player.play(seq)
-        print(f"published {n} camera sets")
-    except ValueError as exc:
-        print(f"pop3d play: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"stopped after {player.frames_published} camera sets")
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return _publish(
+        lambda node: CameraPlayback(node, config),
+        lambda player: player.play(itertools.cycle(samples) if args.loop else samples),
+        lambda player: f"{player.frames_published} camera sets",
+    )

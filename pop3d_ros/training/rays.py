@@ -20,26 +20,10 @@ import zlib
 import numpy as np
 import torch
 
-from pop3d_ros.data.classes import CLASS_ID, IGNORE, NUM_CLASSES
+from pop3d_ros.data.classes import IGNORE, MOVABLE_CLASSES, NUM_CLASSES
 from pop3d_ros.data.sample import project_points
 from pop3d_ros.geometry.grid import VoxelGrid
 from pop3d_ros.training.targets import sample_feature_map
-
-# Classes whose objects may move between frames (RenderOcc's dynamic_class, in our ids;
-# theirs lists barrier and "others" but not bicycle/motorcycle, an apparent off-by-one).
-MOVABLE_CLASSES = tuple(
-    CLASS_ID[n]
-    for n in (
-        "bicycle",
-        "bus",
-        "car",
-        "construction_vehicle",
-        "motorcycle",
-        "pedestrian",
-        "trailer",
-        "truck",
-    )
-)
 
 RAY_KEYS = (
     "ray_origin",

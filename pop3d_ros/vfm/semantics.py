@@ -12,23 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pop3d_ros.data.classes import CLASS_ID, IGNORE
-
-# Classes that can move: masked out of the photometric loss (paper: "moving objects, e.g.
-# vehicles"), so calibration relies on the static scene whatever the world puts in motion.
-MOVABLE_CLASSES = tuple(
-    CLASS_ID[n]
-    for n in (
-        "bicycle",
-        "bus",
-        "car",
-        "construction_vehicle",
-        "motorcycle",
-        "pedestrian",
-        "trailer",
-        "truck",
-    )
-)
+from pop3d_ros.data.classes import IGNORE, MOVABLE_CLASSES
 
 OUT_OF_SCOPE = ("sky",)
 
