@@ -16,7 +16,7 @@ from train_fixtures import tiny_model_config, tiny_sample  # noqa: E402
 
 from pop3d_ros.data.classes import CLASS_ID, EMPTY, IGNORE  # noqa: E402
 from pop3d_ros.data.sample import project_points  # noqa: E402
-from pop3d_ros.data.synthetic_text import SyntheticTextSpace  # noqa: E402
+from pop3d_ros.text.synthetic_text import SyntheticTextSpace  # noqa: E402
 from pop3d_ros.training.eval_conventions import EvalConventions, parse_conventions  # noqa: E402
 from pop3d_ros.training.eval_labels import evaluation_labels  # noqa: E402
 from pop3d_ros.training.evaluate import Evaluator  # noqa: E402

@@ -131,8 +131,8 @@ def test_evaluator_reports_occ3d_keys_on_synthetic_frames():
     from train_fixtures import tiny_model_config
 
     from pop3d_ros.data.synthetic import SyntheticWorld, WorldConfig
-    from pop3d_ros.data.synthetic_text import SyntheticTextSpace
     from pop3d_ros.model.pop3d import build_model
+    from pop3d_ros.text.synthetic_text import SyntheticTextSpace
     from pop3d_ros.training.evaluate import Evaluator
     from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
 

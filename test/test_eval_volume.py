@@ -18,9 +18,9 @@ from train_fixtures import tiny_model_config  # noqa: E402
 
 from pop3d_ros.data.nuscenes import NuScenesReader  # noqa: E402
 from pop3d_ros.data.nuscenes_fixture import FIXTURE_POINTS, write_nuscenes_fixture  # noqa: E402
-from pop3d_ros.data.synthetic_text import SyntheticTextSpace  # noqa: E402
 from pop3d_ros.geometry.grid import VoxelGrid  # noqa: E402
 from pop3d_ros.model.config import GridConfig  # noqa: E402
+from pop3d_ros.text.synthetic_text import SyntheticTextSpace  # noqa: E402
 from pop3d_ros.training.eval_labels import evaluation_labels  # noqa: E402
 from pop3d_ros.training.eval_volume import (  # noqa: E402
     POP3D_NUSCENES,

@@ -142,9 +142,9 @@ def test_random_voxel_sets_match_breadth_first_search(seed):
 def pipeline(tmp_path_factory):
     from pipeline_fixtures import random_images, rig_cameras, write_tiny_checkpoint
 
-    from pop3d_ros.data.synthetic_text import SyntheticTextSpace
     from pop3d_ros.export.runtime import load_runtime
     from pop3d_ros.pipeline.occupancy import OccupancyPipeline
+    from pop3d_ros.text.synthetic_text import SyntheticTextSpace
 
     ckpt = write_tiny_checkpoint(tmp_path_factory.mktemp("m") / "model.pt", occupancy_bias=2.0)
     runtime = load_runtime(ckpt, backend="torch", log=lambda _s: None)

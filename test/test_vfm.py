@@ -236,8 +236,8 @@ class NoLidar(dict):
 
 def test_vfm_strategy_never_reads_lidar(drive, tmp_path):
     from pop3d_ros.data.synthetic_teacher import SyntheticTeacher
-    from pop3d_ros.data.synthetic_text import SyntheticTextSpace
     from pop3d_ros.model.config import get_preset
+    from pop3d_ros.text.synthetic_text import SyntheticTextSpace
     from pop3d_ros.training.strategies import VFMStrategy
     from pop3d_ros.vfm.labeler import VFMLabeler
     from pop3d_ros.vfm.semantics import pixel_semantics_from_encoder

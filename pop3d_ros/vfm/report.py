@@ -103,8 +103,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from pop3d_ros.data.synthetic_teacher import TEACHER_PROFILES, SyntheticTeacher
-    from pop3d_ros.data.synthetic_text import SyntheticTextSpace
     from pop3d_ros.model.config import get_preset
+    from pop3d_ros.text.synthetic_text import SyntheticTextSpace
     from pop3d_ros.training.sources import parse_seeds, synthetic_source
     from pop3d_ros.vfm.depth_source import SyntheticVFM
     from pop3d_ros.vfm.semantics import pixel_semantics_from_encoder
