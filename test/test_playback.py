@@ -78,6 +78,8 @@ def test_compressed_best_effort_with_dropped_camera(ros_context, ros_node, sampl
 def test_bad_config():
     with pytest.raises(ValueError, match="reliability"):
         PlaybackConfig(reliability="sometimes")
+    with pytest.raises(ValueError, match="ack_timeout_s"):
+        PlaybackConfig(ack_timeout_s=-1.0)
 
 
 def test_pop3d_play_command_publishes_the_six_cameras(ros_node, node_process):

@@ -27,6 +27,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--jitter", type=float, default=0.0, help="per-camera stamp jitter, s")
     parser.add_argument("--drop", nargs="*", default=[], help="cameras never published")
     parser.add_argument("--drop-prob", type=float, default=0.0, help="chance to skip an image")
+    parser.add_argument("--ack-timeout", type=float, default=0.1, help="reliable: after each "
+                        "image wait up to this long (s) for every subscriber's ack; 0 = don't "
+                        "(see PlaybackConfig.ack_timeout_s)")  # fmt: skip
 
 
 def load_samples(data, seed, frames, width, height) -> list[dict]:
@@ -103,6 +106,7 @@ def run(args) -> int:
             reliability="best_effort" if args.best_effort else "reliable",
             restamp=not args.sample_stamps, jitter_s=args.jitter,
             drop_cameras=tuple(args.drop), drop_prob=args.drop_prob,
+            ack_timeout_s=args.ack_timeout,
         )  # fmt: skip
         if args.frames < 1:
             raise ValueError("--frames must be >= 1")

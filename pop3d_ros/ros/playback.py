@@ -46,6 +46,8 @@ class PlaybackConfig:
     # Fast DDS's default 512 KB shared-memory segment; the lost sample is repaired only at
     # the next heartbeat, seconds later. Waiting for the acks paces the writes instead, with
     # default DDS settings (README, "DDS settings for six large image streams").
+    # With large socket buffers (FASTDDS_BUILTIN_TRANSPORTS=DEFAULT?sockets_size=8MB) acks
+    # come only with the writer's periodic heartbeat: set 0 there.
     ack_timeout_s: float = 0.1
 
     def __post_init__(self):
@@ -53,6 +55,8 @@ class PlaybackConfig:
             raise ValueError(f"reliability must be reliable|best_effort, got {self.reliability!r}")
         if self.rate_hz <= 0:
             raise ValueError(f"rate_hz must be > 0, got {self.rate_hz}")
+        if self.ack_timeout_s < 0:
+            raise ValueError(f"ack_timeout_s must be >= 0, got {self.ack_timeout_s}")
 
 
 def _fill(msg, fields: dict):
