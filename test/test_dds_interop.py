@@ -22,12 +22,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from dds_scenario import DDS_PREFIXES
 
 pytestmark = pytest.mark.ros
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch" / "occupancy.launch.py"
-DDS_PREFIXES = ("FASTDDS_", "FASTRTPS_", "RMW_", "CYCLONEDDS_", "ROS_AUTOMATIC_DISCOVERY_RANGE")
 NAMESPACE_SETUP = (
     "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo"
 )

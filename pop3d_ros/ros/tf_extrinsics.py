@@ -31,21 +31,12 @@ class TfExtrinsics:
         self.listener = tf2_ros.TransformListener(self.buffer, node)
 
     def lookup(self, source_frame: str) -> np.ndarray | None:
-        """cam_to_ego for `source_frame`, or None when TF cannot give it now."""
-        from rclpy.time import Time
-
-        try:
-            stamped = self.buffer.lookup_transform(self.target_frame, source_frame, Time())
-        except (
-            self._tf2.LookupException,
-            self._tf2.ConnectivityException,
-            self._tf2.ExtrapolationException,
-        ):
-            return None
-        return transform_to_matrix(stamped.transform)
+        """cam_to_ego for `source_frame` (TF's latest), or None when TF cannot give it now."""
+        return self.lookup_at(self.target_frame, source_frame, 0.0)
 
     def lookup_at(self, target_frame: str, source_frame: str, stamp: float) -> np.ndarray | None:
-        """source -> target at `stamp` (seconds), or None when TF cannot give it (no waiting)."""
+        """source -> target at `stamp` (seconds; 0 = the latest available, TF's `Time()`), or
+        None when TF cannot give it (no waiting)."""
         from rclpy.time import Time
 
         try:
