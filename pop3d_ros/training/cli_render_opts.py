@@ -54,6 +54,11 @@ def synthetic_key_of_token(token: str) -> str:
     return f"syn{int(m.group(1)):05d}_{int(m.group(2)):04d}"
 
 
+def key_of_token(data: str):
+    """The function from a sample's prev/next token to its source key, for `--data`."""
+    return synthetic_key_of_token if data == "synthetic" else (lambda t: t)
+
+
 def render_strategy(args, cfg, model_cfg, teacher, text_space, make_sample, common):
     """The RenderStrategy of these arguments; switches the model to a density field."""
     from pop3d_ros.text.factory import text_encoder_from_spec
@@ -68,11 +73,10 @@ def render_strategy(args, cfg, model_cfg, teacher, text_space, make_sample, comm
     if args.density_threshold is not None:
         model_cfg.heads.density_threshold = float(args.density_threshold)
     encoder = text_encoder_from_spec(text_space)
-    key_of_token = synthetic_key_of_token if args.data == "synthetic" else (lambda t: t)
     strategy = RenderStrategy(
         teacher,
         ZeroShotClassifier(class_phrase_embeddings(encoder)),
-        neighbour=neighbour_lookup(make_sample, key_of_token),
+        neighbour=neighbour_lookup(make_sample, key_of_token(args.data)),
         aux=args.aux_rays,
         weighted=args.weighted_sampling,
         num_rays=args.num_rays,

@@ -9,7 +9,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from pop3d_ros.training.cli_render_opts import add_render_arguments, render_strategy
+from pop3d_ros.training.cli_occupancy_opts import add_occupancy_arguments, occupancy_config
+from pop3d_ros.training.cli_render_opts import (
+    add_render_arguments,
+    key_of_token,
+    render_strategy,
+)
 from pop3d_ros.training.config import TrainConfig
 from pop3d_ros.training.sources import add_source_arguments
 
@@ -30,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "label-free), pop3d_render (pop3d + render)",
     )
     add_render_arguments(p)
+    add_occupancy_arguments(p)
     p.add_argument(
         "--teacher",
         choices=["synthetic", "maskclip"],
@@ -198,15 +204,27 @@ def _run(args) -> int:
     info = init_distributed(cfg.device)
     out = Path(args.out)
     teacher, text_space, teacher_meta = _teacher_and_space(args, model_cfg)
+    lidar_occupancy = occupancy_config(args)
     common = dict(
         feature_weight=cfg.feature_weight,
         max_feature_voxels=args.max_feature_voxels,
         feature_weighting=cfg.feature_weighting,
+        lidar_occupancy=lidar_occupancy,
+        unobserved_weight=args.unobserved_weight,
     )
+    if lidar_occupancy.free_space != "points" and cfg.strategy not in ("pop3d", "pop3d_render"):
+        raise ValueError(
+            f"LiDAR occupancy options apply to pop3d and pop3d_render, not {cfg.strategy}"
+        )
     keys, make_sample = _source(args, model_cfg)
     vfm_meta = None
     if cfg.strategy == "pop3d":
-        strategy = Pop3DStrategy(teacher, **common)
+        neighbour = None
+        if lidar_occupancy.sweeps:
+            from pop3d_ros.training.strategy_render import neighbour_lookup
+
+            neighbour = neighbour_lookup(make_sample, key_of_token(args.data))
+        strategy = Pop3DStrategy(teacher, neighbour=neighbour, **common)
     elif cfg.strategy == "vfm":
         from pop3d_ros.training.strategies import VFMStrategy
         from pop3d_ros.vfm.options import build_labeler, vfm_settings
@@ -248,6 +266,12 @@ def _run(args) -> int:
                 "frames_per_seed": args.frames_per_seed if args.data == "synthetic" else None,
                 "world_version": _world_version() if args.data == "synthetic" else None,
                 **({"vfm": vfm_meta} if vfm_meta else {}),
+                # the POP-3D targets keep the caches made before these options existed
+                **(
+                    {"lidar_occupancy": lidar_occupancy.to_dict()}
+                    if lidar_occupancy.free_space != "points"
+                    else {}
+                ),
                 **getattr(strategy, "cache_settings", {}),
             },
         )
@@ -275,6 +299,8 @@ def _run(args) -> int:
         "teacher": teacher_meta,
         "eval_volume": eval_volume.name,
         "vfm": vfm_meta,
+        "lidar_occupancy": lidar_occupancy.to_dict(),
+        "unobserved_weight": args.unobserved_weight,
         "init_from": args.init_from,
         # how the starting weights were made, oldest first, so a release names every stage
         "earlier_stages": earlier_stages,

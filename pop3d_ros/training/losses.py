@@ -45,23 +45,44 @@ def lovasz_softmax_flat(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
 class OccupancyLoss(nn.Module):
     """Cross-entropy + Lovasz-softmax on occupancy logits (..., 2) against targets (...)
-    in {0 = empty, 1 = occupied, ignore_index}."""
+    in {0 = empty, 1 = occupied, `unobserved_index`, ignore_index}.
 
-    def __init__(self, ce_weight: float = 1.0, lovasz_weight: float = 1.0, ignore_index=255):
+    Voxels no sensor ray reached (`unobserved_index`, from ring-free LiDAR targets) count as
+    empty in the cross-entropy with weight `unobserved_weight` and stay out of the Lovasz
+    term: a weak prior that unseen space is empty, which real surfaces outvote.
+    """
+
+    def __init__(
+        self,
+        ce_weight: float = 1.0,
+        lovasz_weight: float = 1.0,
+        ignore_index=255,
+        unobserved_index: int = 2,
+        unobserved_weight: float = 0.1,
+    ):
         super().__init__()
         self.ce_weight = ce_weight
         self.lovasz_weight = lovasz_weight
         self.ignore_index = ignore_index
+        self.unobserved_index = unobserved_index
+        self.unobserved_weight = unobserved_weight
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = logits.reshape(-1, logits.shape[-1]).float()
         target = target.reshape(-1).long()
-        valid = target != self.ignore_index
+        unobserved = target == self.unobserved_index
+        valid = (target != self.ignore_index) & ~unobserved
+        weak = logits[unobserved] if self.unobserved_weight > 0 else logits[:0]
         logits, target = logits[valid], target[valid]
-        if target.numel() == 0:
+        if target.numel() + weak.shape[0] == 0:
             zero = logits.sum() * 0.0
             return {"occ_ce": zero, "occ_lovasz": zero, "occ": zero}
-        ce = F.cross_entropy(logits, target)
+        # One mean over observed voxels (weight 1) and unobserved ones (weight w, as empty).
+        ce_sum = F.cross_entropy(logits, target, reduction="sum")
+        ce_sum = ce_sum + self.unobserved_weight * F.cross_entropy(
+            weak, torch.zeros(weak.shape[0], dtype=torch.long), reduction="sum"
+        )
+        ce = ce_sum / (target.numel() + self.unobserved_weight * weak.shape[0])
         lov = lovasz_softmax_flat(logits.softmax(-1), target)
         return {
             "occ_ce": ce,

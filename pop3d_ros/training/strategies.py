@@ -21,8 +21,9 @@ import torch
 
 from pop3d_ros.data.classes import EMPTY, IGNORE, NUM_CLASSES
 from pop3d_ros.training.inputs import model_inputs
+from pop3d_ros.training.lidar_occupancy import LidarOccupancyConfig, lidar_occupancy_target
 from pop3d_ros.training.losses import FeatureLoss, OccupancyLoss
-from pop3d_ros.training.targets import occupancy_target, voxel_feature_targets
+from pop3d_ros.training.targets import voxel_feature_targets
 
 
 def _subsample(targets: dict, max_voxels: int, token: str) -> dict:
@@ -45,14 +46,28 @@ class Strategy:
         feature_weight: float = 1.0,
         max_feature_voxels: int = 4096,
         feature_weighting: str = "point",
+        lidar_occupancy: LidarOccupancyConfig | None = None,
+        unobserved_weight: float = 0.1,
     ):
+        """`lidar_occupancy`: how LiDAR becomes the occupancy target (default: POP-3D's, a
+        voxel with a return occupied, all others empty); `unobserved_weight`: the weight of
+        voxels no ray reached (ring-free targets) as empty."""
         if feature_weighting not in ("point", "voxel"):
             raise ValueError(f"feature_weighting must be point or voxel, got {feature_weighting!r}")
         self.feature_weight = feature_weight
         self.max_feature_voxels = max_feature_voxels
         self.feature_weighting = feature_weighting
-        self.occ_loss = OccupancyLoss(ignore_index=IGNORE)
+        self.lidar_occupancy = lidar_occupancy or LidarOccupancyConfig()
+        self.lidar_occupancy.validate()
+        self.occ_loss = OccupancyLoss(ignore_index=IGNORE, unobserved_weight=unobserved_weight)
         self.ft_loss = FeatureLoss()
+        self.neighbour = None  # neighbour(sample, offset) -> adjacent frame (multi-sweep)
+
+    def occupancy_target(self, sample: dict, grid) -> torch.Tensor:
+        """The LiDAR occupancy target of one frame under `self.lidar_occupancy`."""
+        return torch.from_numpy(
+            lidar_occupancy_target(sample, grid, self.lidar_occupancy, self.neighbour)
+        )
 
     def prepare(self, sample: dict, model_cfg) -> dict:
         raise NotImplementedError
@@ -87,14 +102,17 @@ class Pop3DStrategy(Strategy):
 
     name = "pop3d"
 
-    def __init__(self, teacher, **kw):
+    def __init__(self, teacher, neighbour=None, **kw):
+        """`neighbour(sample, offset) -> sample or None`: the drive's adjacent frames, for
+        multi-sweep occupancy targets."""
         super().__init__(**kw)
         self.teacher = teacher
+        self.neighbour = neighbour
 
     def prepare(self, sample: dict, model_cfg) -> dict:
         grid = model_cfg.voxel_grid
         item = model_inputs(sample, tuple(model_cfg.image_size))
-        item["occ_target"] = torch.from_numpy(occupancy_target(sample["lidar_points"], grid))
+        item["occ_target"] = self.occupancy_target(sample, grid)
         tf = self.teacher(sample)["features"]
         targets = _subsample(
             voxel_feature_targets(sample, tf, grid),

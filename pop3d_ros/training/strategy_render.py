@@ -31,7 +31,7 @@ from pop3d_ros.training.inputs import model_inputs
 from pop3d_ros.training.rays import RAY_KEYS, concat_rays, frame_rays, relative_pose, select_rays
 from pop3d_ros.training.render import distortion_loss, opacity_entropy, render_rays, silog_loss
 from pop3d_ros.training.strategies import Strategy, _subsample
-from pop3d_ros.training.targets import occupancy_target, voxel_feature_targets
+from pop3d_ros.training.targets import voxel_feature_targets
 
 
 class RenderStrategy(Strategy):
@@ -94,7 +94,7 @@ class RenderStrategy(Strategy):
         grid = model_cfg.voxel_grid
         item = model_inputs(sample, tuple(model_cfg.image_size))
         # LiDAR occupancy: the loss of pop3d_render, and the prior baseline for both.
-        item["occ_target"] = torch.from_numpy(occupancy_target(sample["lidar_points"], grid))
+        item["occ_target"] = self.occupancy_target(sample, grid)
         tf = self.teacher(sample)["features"]
         if self.with_occupancy:
             targets = _subsample(
