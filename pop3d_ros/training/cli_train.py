@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pop3d_ros.training.cli_depth_opts import add_depth_arguments, apply_depth_arguments
 from pop3d_ros.training.cli_render_opts import add_render_arguments, render_strategy
 from pop3d_ros.training.config import TrainConfig
 from pop3d_ros.training.sources import add_source_arguments
@@ -30,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "label-free), pop3d_render (pop3d + render)",
     )
     add_render_arguments(p)
+    add_depth_arguments(p, d.depth_weight)
     p.add_argument(
         "--teacher",
         choices=["synthetic", "maskclip"],
@@ -194,6 +196,7 @@ def _run(args) -> int:
         if overlap:
             raise ValueError(f"--eval-seeds {args.eval_seeds} overlap the training seeds {overlap}")
     model_cfg = get_preset(args.preset)
+    depth_settings = apply_depth_arguments(args, model_cfg, cfg.strategy)
     eval_volume = choose_volume(args.eval_volume, model_cfg.voxel_grid, args.data, {})
     info = init_distributed(cfg.device)
     out = Path(args.out)
@@ -202,6 +205,7 @@ def _run(args) -> int:
         feature_weight=cfg.feature_weight,
         max_feature_voxels=args.max_feature_voxels,
         feature_weighting=cfg.feature_weighting,
+        lift_depth_weight=cfg.depth_weight,
     )
     keys, make_sample = _source(args, model_cfg)
     vfm_meta = None
@@ -249,6 +253,7 @@ def _run(args) -> int:
                 "world_version": _world_version() if args.data == "synthetic" else None,
                 **({"vfm": vfm_meta} if vfm_meta else {}),
                 **getattr(strategy, "cache_settings", {}),
+                **depth_settings,
             },
         )
     barrier(info)
