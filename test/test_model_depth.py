@@ -302,3 +302,34 @@ def test_pipeline_runs_a_depth_model_end_to_end(depth_export, tmp_path):
     occupied = np.flatnonzero(prob >= 0.5)
     assert res.count == occupied.size
     assert res.count == 0 or pipe.query("car").success
+
+
+def test_int8_calibration_feed_and_flops_include_the_depth_input():
+    from pipeline_fixtures import rig_cameras
+
+    from pop3d_ros.export.calib_frames import sample_feed
+    from pop3d_ros.model.flops import estimate_gflops
+    from pop3d_ros.training.inputs import SamplingCache
+
+    cfg = _depth_config(8)
+    cams = rig_cameras(192, 128)  # the sample's native size: half-resolution for the model
+    sample = {
+        "images": np.zeros((6, 128, 192, 3), np.uint8),
+        "intrinsics": np.stack([c.K for c in cams]).astype(np.float32),
+        "cam_to_ego": np.stack([c.cam_to_ego for c in cams]).astype(np.float32),
+    }
+    feed = sample_feed(sample, cfg, SamplingCache(cfg))
+    assert list(feed) == list(cfg.encoder_input_names)
+    n_vox = cfg.voxel_grid.num_voxels
+    assert feed["sampling_depth"].shape == (1, 6, n_vox) and feed["sampling_depth"].max() <= 7
+    # The front camera (x forward, y left) sees the voxel centre straight ahead at ~its depth.
+    front = cams[0].resized(96, 64)
+    centres = cfg.voxel_grid.centers().reshape(-1, 3)
+    _, depth, valid = front.project(centres)
+    i = int(np.flatnonzero(valid)[0])
+    expected = compute_sampling_depth([front], cfg.voxel_grid, cfg.lifting)[0, i]
+    assert feed["sampling_depth"][0, 0, i] == pytest.approx(expected, abs=1e-5)
+    assert (
+        estimate_gflops(cfg)["encoder_occupancy"]
+        > estimate_gflops(tiny_config())["encoder_occupancy"]
+    )
