@@ -37,8 +37,10 @@ class TrainWrapper(nn.Module):
         self.model = model
         self.heads_hook = getattr(strategy, "forward_heads", None)
 
-    def forward(self, images, sampling: tuple, batch):
-        """`sampling`: the calibration inputs after the images (`inputs.SamplingCache`)."""
+    def forward(self, images, *inputs):
+        """`inputs` = (*sampling, batch): the calibration inputs after the images
+        (`inputs.SamplingCache`: grid, mask[, depth bin coordinates]), then the batch."""
+        *sampling, batch = inputs
         out = self.model(images, *sampling)
         if self.heads_hook is not None:
             out.update(self.heads_hook(self.model, out, batch))
@@ -230,7 +232,7 @@ def train(
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
             images = batch["images"].float() / 255.0
             with torch.autocast(dev.type, enabled=use_amp):
-                outputs = wrapper(images, tuple(t.to(dev) for t in calib), batch)
+                outputs = wrapper(images, *(t.to(dev) for t in calib), batch)
             terms = strategy.losses(outputs, batch)
             loss = terms["loss"]
             if not torch.isfinite(loss):
