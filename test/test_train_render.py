@@ -229,7 +229,7 @@ def test_pop3d_render_adds_the_lidar_occupancy_loss(render_frames, depth_bins):
     if depth_bins:
         assert batch["depth_target"].shape == (1, cfg.num_cameras, *cfg.feature_hw)
         assert bool((batch["depth_target"] != 255).any())
-        assert float(terms["lift_depth"]) > 0
+        assert terms["lift_depth"].item() > 0
     terms["loss"].backward()
     assert model.occupancy_head.out.weight.grad.abs().sum() > 0
     assert model.lang_head.out.weight.grad.abs().sum() > 0
