@@ -158,10 +158,10 @@ def encoder_feed(runtime) -> dict:
     cfg = runtime.config
     sample, _, cameras = frame_inputs(runtime)
     hw = tuple(cfg.image_size)
-    sampling = SamplingCache(cfg.voxel_grid, cfg.feature_hw, hw, cfg.lifting.min_depth)
-    grid, mask = sampling.get(cameras_for_input(cameras, hw))
+    sampling = SamplingCache.for_model(cfg)
+    calib = sampling.feed(cameras_for_input(cameras, hw))
     images = [resize_to_rgb(im, "rgb8", hw) for im in sample["images"]]
-    return {"images": images_to_input(images), "sampling_grid": grid, "sampling_mask": mask}
+    return {"images": images_to_input(images), **calib}
 
 
 def bench_query_open_clip(runtime, repeat: int) -> dict:

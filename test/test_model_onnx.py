@@ -29,14 +29,17 @@ TENSORRT_OPS = {
     "Identity", "MatMul", "Max", "MaxPool", "Min", "Mul", "Pad", "ReduceMean", "ReduceSum",
     "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice", "Softplus", "Split", "Squeeze",
     "Sub", "Transpose", "Unsqueeze", "Where",
+    "Abs", "Softmax",  # the depth-bin lifting: softmax over bins, tent weights relu(1 - |k - b|)
 }  # fmt: skip
 ATOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+@pytest.fixture(scope="module", params=[0, 16], ids=["bilinear", "depth16"])
+def exported(tmp_path_factory, request):
+    """cpu-small as is, and with a 16-bin depth lifting (one more input, same outputs)."""
     torch.manual_seed(0)
     cfg = get_preset("cpu-small")
+    cfg.lifting.depth_bins = request.param
     model = build_model(cfg).eval()
     out = tmp_path_factory.mktemp("onnx")
     enc = export_encoder_onnx(model, out / "encoder.onnx", cfg)
@@ -54,7 +57,8 @@ def _ops(path):
 def test_encoder_graph_contract_and_ops(exported):
     cfg, _, enc, _ = exported
     m, ops = _ops(enc)
-    assert [i.name for i in m.graph.input] == list(ENCODER_INPUTS)
+    names = list(ENCODER_INPUTS) + (["sampling_depth"] if cfg.lifting.depth_bins else [])
+    assert [i.name for i in m.graph.input] == names
     assert [o.name for o in m.graph.output] == list(ENCODER_OUTPUTS)
     assert "GridSample" in ops
     assert ops <= TENSORRT_OPS, f"ops TensorRT may not parse: {sorted(ops - TENSORRT_OPS)}"
@@ -66,7 +70,8 @@ def test_encoder_parity_torch_vs_onnxruntime(exported):
     cfg, model, enc, _ = exported
     inputs = encoder_example_inputs(cfg)
     sess = ort.InferenceSession(str(enc), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {k: v.numpy() for k, v in zip(ENCODER_INPUTS, inputs, strict=True)})
+    names = cfg.encoder_input_names
+    got = sess.run(None, {k: v.numpy() for k, v in zip(names, inputs, strict=True)})
     with torch.no_grad():
         ref = model(*inputs)
     for name, arr in zip(ENCODER_OUTPUTS, got, strict=True):

@@ -206,9 +206,11 @@ def test_render_training_lowers_depth_loss_and_resumes(render_frames, tmp_path):
     assert s_res["history"][-1][1]["lr"] == pytest.approx(s_full["history"][-1][1]["lr"])
 
 
-def test_pop3d_render_adds_the_lidar_occupancy_loss(render_frames):
+@pytest.mark.parametrize("depth_bins", [0, 8], ids=["bilinear", "depth8"])
+def test_pop3d_render_adds_the_lidar_occupancy_loss(render_frames, depth_bins):
     ds, strategy = render_frames
     cfg = _density_cfg()
+    cfg.lifting.depth_bins = depth_bins  # a depth-bin lifting adds its LiDAR depth term
     both = RenderStrategy(
         strategy.teacher, _classify, with_occupancy=True, num_rays=64, ray_pool=64
     )
@@ -219,10 +221,15 @@ def test_pop3d_render_adds_the_lidar_occupancy_loss(render_frames):
 
     model = build_model(cfg)
     batch = both.collate([item], cfg.voxel_grid.num_voxels)
-    g, m = SamplingCache(cfg).batch(batch["intrinsics"], batch["cam_to_ego"])
-    out = TrainWrapper(model, both)(batch["images"].float() / 255, g, m, batch)
+    calib = SamplingCache(cfg).batch(batch["intrinsics"], batch["cam_to_ego"])
+    out = TrainWrapper(model, both)(batch["images"].float() / 255, *calib, batch)
     terms = both.losses(out, batch)
     assert {"occ", "ft_vox", "depth", "ft", "dist", "entropy"} <= set(terms)
+    assert ("lift_depth" in terms) == bool(depth_bins)
+    if depth_bins:
+        assert batch["depth_target"].shape == (1, cfg.num_cameras, *cfg.feature_hw)
+        assert bool((batch["depth_target"] != 255).any())
+        assert terms["lift_depth"].item() > 0
     terms["loss"].backward()
     assert model.occupancy_head.out.weight.grad.abs().sum() > 0
     assert model.lang_head.out.weight.grad.abs().sum() > 0

@@ -1,5 +1,5 @@
-"""Calibration frames: the encoder's input feed (images, sampling_grid, sampling_mask) of
-synthetic samples, one `.npz` per frame, for static int8 quantization.
+"""Calibration frames: the encoder's input feed (images, sampling_grid, sampling_mask[,
+sampling_depth]) of synthetic samples, one `.npz` per frame, for static int8 quantization.
 
 The feed is computed exactly as evaluation computes it (`training.inputs`: images resized to
 the model's input and scaled to [0, 1], sampling grid/mask from the rig), so the activation
@@ -22,12 +22,11 @@ def sample_feed(sample: dict, cfg, sampling) -> dict[str, np.ndarray]:
     from pop3d_ros.training.inputs import model_inputs
 
     inputs = model_inputs(sample, tuple(cfg.image_size))
-    g, m = sampling(inputs["intrinsics"], inputs["cam_to_ego"])
-    return {
-        "images": (inputs["images"][None].float() / 255.0).numpy(),
-        "sampling_grid": np.asarray(g[None], np.float32),
-        "sampling_mask": np.asarray(m[None], np.float32),
-    }
+    calib = sampling(inputs["intrinsics"], inputs["cam_to_ego"])
+    feed = {"images": (inputs["images"][None].float() / 255.0).numpy()}
+    for name, t in zip(cfg.encoder_input_names[1:], calib, strict=True):
+        feed[name] = np.asarray(t[None], np.float32)  # grid, mask[, depth bin coordinates]
+    return feed
 
 
 def write_calibration_frames(

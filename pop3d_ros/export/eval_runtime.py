@@ -20,7 +20,8 @@ class _Head:
 
 
 class RuntimeModel:
-    """Callable like `Pop3D`: (images, sampling_grid, sampling_mask) -> dict of tensors."""
+    """Callable like `Pop3D`: (images, sampling_grid, sampling_mask[, sampling_depth]) -> dict
+    of tensors."""
 
     def __init__(self, runtime):
         self.runtime = runtime
@@ -33,11 +34,13 @@ class RuntimeModel:
     def to(self, _device):
         return self
 
-    def __call__(self, images, sampling_grid, sampling_mask) -> dict[str, torch.Tensor]:
+    def __call__(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        names = self.cfg.encoder_input_names
+        if len(inputs) != len(names):
+            raise ValueError(f"the encoder takes {list(names)}, got {len(inputs)} inputs")
         feed = {
-            "images": images.detach().cpu().numpy().astype(np.float32),
-            "sampling_grid": sampling_grid.detach().cpu().numpy().astype(np.float32),
-            "sampling_mask": sampling_mask.detach().cpu().numpy().astype(np.float32),
+            n: t.detach().cpu().numpy().astype(np.float32)
+            for n, t in zip(names, inputs, strict=True)
         }
         out = self.runtime.encoder.infer(feed)
         return {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in out.items()}

@@ -21,7 +21,7 @@ from pop3d_ros.export.manifest import FORMAT, tensor_specs, write_manifest
 
 ENCODER_FILE = "encoder.onnx"
 LANGUAGE_HEAD_FILE = "language_head.onnx"
-ENCODER_INPUTS = ("images", "sampling_grid", "sampling_mask")
+ENCODER_INPUTS = ("images", "sampling_grid", "sampling_mask")  # + sampling_depth: see cfg
 ENCODER_OUTPUTS = ("occupancy_logits", "voxel_features")
 LANGUAGE_INPUTS = ("voxel_features",)
 LANGUAGE_OUTPUTS = ("language_features",)
@@ -33,15 +33,20 @@ Log = Callable[[str], None]
 
 
 def example_inputs(cfg, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random encoder inputs of the graph's shapes (a quarter of the voxels unseen)."""
+    """Random encoder inputs of the graph's shapes (a quarter of the voxels unseen), named as
+    `cfg.encoder_input_names`."""
     rng = np.random.default_rng(seed)
     h, w = cfg.image_size
     n_cam, n_vox = cfg.num_cameras, int(np.prod(cfg.grid.shape))
-    return {
+    feed = {
         "images": rng.random((batch, n_cam, 3, h, w), dtype=np.float32),
         "sampling_grid": rng.uniform(-1, 1, (batch, n_cam, n_vox, 2)).astype(np.float32),
         "sampling_mask": (rng.random((batch, n_cam, n_vox)) > 0.25).astype(np.float32),
     }
+    bins = cfg.lifting.depth_bins
+    if bins:  # bin coordinates along each camera's axis (a depth-bin lifting)
+        feed["sampling_depth"] = rng.uniform(0, bins - 1, (batch, n_cam, n_vox)).astype(np.float32)
+    return feed
 
 
 def validate_onnx(path: str | os.PathLike, inputs, outputs):
@@ -92,7 +97,7 @@ def parity_check(model, out_dir: Path, cfg, n_language: int = 257) -> dict:
 
     feed = example_inputs(cfg, seed=1)
     with torch.inference_mode():
-        ref = model(*(torch.from_numpy(feed[n]) for n in ENCODER_INPUTS))
+        ref = model(*(torch.from_numpy(feed[n]) for n in cfg.encoder_input_names))
     with OrtBackend(out_dir / ENCODER_FILE, providers=["cpu"], log=lambda _m: None) as enc:
         got = enc.infer(feed)
     errors = {n: float(np.max(np.abs(got[n] - ref[n].numpy()))) for n in ENCODER_OUTPUTS}
@@ -131,7 +136,7 @@ def export_model(
     table = load_op_table()
     unsupported = {}
     for name, file, fn, ins, outs in (
-        ("encoder", ENCODER_FILE, export_encoder_onnx, ENCODER_INPUTS, ENCODER_OUTPUTS),
+        ("encoder", ENCODER_FILE, export_encoder_onnx, cfg.encoder_input_names, ENCODER_OUTPUTS),
         ("language_head", LANGUAGE_HEAD_FILE, export_language_head_onnx, LANGUAGE_INPUTS,
          LANGUAGE_OUTPUTS),
     ):  # fmt: skip

@@ -19,7 +19,6 @@ from pop3d_ros.export.backends.base import Backend, TensorSpec
 from pop3d_ros.export.errors import DeploymentError, RuntimeLoadError
 from pop3d_ros.export.onnx_export import (
     ENCODER_FILE,
-    ENCODER_INPUTS,
     ENCODER_OUTPUTS,
     LANGUAGE_HEAD_FILE,
     LANGUAGE_INPUTS,
@@ -122,7 +121,8 @@ def _torch_backends(model, cfg, source: str) -> tuple[Backend, Backend]:
             TensorSpec("images", (None, n_cam, 3, h, w)),
             TensorSpec("sampling_grid", (None, n_cam, n_vox, 2)),
             TensorSpec("sampling_mask", (None, n_cam, n_vox)),
-        ],
+        ]
+        + ([TensorSpec("sampling_depth", (None, n_cam, n_vox))] if cfg.lifting.depth_bins else []),
         [
             TensorSpec("occupancy_logits", (None, x, y, z, 2)),
             TensorSpec("voxel_features", (None, x, y, z, c_v)),
@@ -300,7 +300,7 @@ def load_runtime(
             )  # fmt: skip
         else:
             enc, head = _tensorrt_backends(export_dir, cfg, precision, build_engines, log)
-        _check_io(enc, ENCODER_INPUTS, ENCODER_OUTPUTS)
+        _check_io(enc, cfg.encoder_input_names, ENCODER_OUTPUTS)
         _check_io(head, LANGUAGE_INPUTS, LANGUAGE_OUTPUTS)
         from pop3d_ros.export.precision import read_variant_info
 

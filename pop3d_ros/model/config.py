@@ -45,6 +45,17 @@ class LiftingConfig:
     # Also feed the number of cameras seeing each voxel as an extra channel; lets the decoder
     # tell "unseen" from "seen but dark".
     visibility_channel: bool = True
+    # Depth-distribution lifting (BEVDepth / FlashOcc idea, model/depth.py): D > 0 adds a
+    # depth-bin head on the image features and weights each voxel's sampled feature by the
+    # predicted probability of the voxel's depth (a `sampling_depth` network input computed
+    # from calibration). 0 = off: today's network, ONNX inputs and checkpoints unchanged.
+    depth_bins: int = 0
+    depth_min: float = 1.0  # metres along the optical axis: the near edge of bin 0
+    depth_max: float = 60.0  # metres: the far edge of the last bin (farther -> last bin)
+    # Bin spacing: "lid" (linear-increasing discretization, CaDDN; bin width grows linearly
+    # with depth, so near bins are fine where a voxel spans many pixels and far bins coarse
+    # where depth from one image is uncertain anyway) or "linear" (uniform bins).
+    depth_spacing: str = "lid"
 
 
 @dataclass
@@ -111,6 +122,18 @@ class ModelConfig:
                 f"heads.occupancy_output must be logits or density, "
                 f"got {self.heads.occupancy_output!r}"
             )
+        lift = self.lifting
+        if lift.depth_bins < 0 or lift.depth_bins == 1:
+            raise ValueError(f"lifting.depth_bins must be 0 (off) or >= 2, got {lift.depth_bins}")
+        if not 0.0 < lift.depth_min < lift.depth_max:
+            raise ValueError(
+                f"lifting depth range must satisfy 0 < depth_min < depth_max, "
+                f"got {lift.depth_min}, {lift.depth_max}"
+            )
+        if lift.depth_spacing not in ("lid", "linear"):
+            raise ValueError(
+                f"lifting.depth_spacing must be lid or linear, got {lift.depth_spacing!r}"
+            )
         self.grid.voxel_grid()  # raises on a bad range/shape
 
     @property
@@ -122,6 +145,12 @@ class ModelConfig:
         """(H, W) of the backbone's output feature map."""
         s = self.backbone.output_stride
         return self.image_size[0] // s, self.image_size[1] // s
+
+    @property
+    def encoder_input_names(self) -> tuple[str, ...]:
+        """The encoder graph's inputs in order (a depth-bin model adds `sampling_depth`)."""
+        base = ("images", "sampling_grid", "sampling_mask")
+        return base + ("sampling_depth",) if self.lifting.depth_bins else base
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -11,11 +11,14 @@ from pop3d_ros.model.config import ModelConfig
 def _inputs(cfg: ModelConfig, batch: int = 1):
     h, w = cfg.image_size
     n, v = cfg.num_cameras, cfg.voxel_grid.num_voxels
-    return (
+    inputs = (
         torch.zeros(batch, n, 3, h, w),
         torch.zeros(batch, n, v, 2),
         torch.ones(batch, n, v),
     )
+    if cfg.lifting.depth_bins:  # sampling_depth: bin coordinates of a depth-bin lifting
+        inputs += (torch.zeros(batch, n, v),)
+    return inputs
 
 
 def estimate_gflops(cfg: ModelConfig, model=None, language_voxels: int = 0) -> dict[str, float]:

@@ -18,6 +18,7 @@ from torch import nn
 
 from pop3d_ros.geometry.camera import PinholeCamera
 from pop3d_ros.geometry.grid import VoxelGrid
+from pop3d_ros.model.depth import tent_probability
 
 
 def compute_sampling(
@@ -66,35 +67,74 @@ def compute_sampling(
 
 
 class BilinearLifting(nn.Module):
-    """Image features (B*N_cam, C, Hf, Wf) -> voxel features (B, C(+1), X, Y, Z).
+    """Image features (B*N_cam, C, Hf, Wf) -> voxel features (B, C_lift, X, Y, Z).
 
     Bilinear sampling at each voxel's projection, then the mean over the cameras whose mask is
     1 (zero where no camera sees the voxel). With `visibility_channel`, the fraction of cameras
     seeing the voxel is appended as one more channel.
+
+    With `depth_bins` D > 0 (model/depth.py) the depth-bin probabilities (B*N_cam, D, Hf, Wf)
+    are sampled with the features (one grid_sample), p = the probability of the voxel's own
+    depth bin (tent weights of `sampling_depth`), scaled by D (1 = uniform, so the weighted
+    features keep the unweighted ones' scale), and the channels are: the unweighted mean (as
+    without depth: the decoder keeps today's information while the depth head is still
+    untrained, and can learn how far to trust it), the mean of p * feature (the depth-weighted
+    lifting: a feature lands on the voxels at its predicted depth), the mean of p (depth
+    evidence: "a surface is here" even where features look alike), then visibility.
+    C_lift = C (+ C + 1 with depth) (+ 1 with visibility).
     """
 
     def __init__(
-        self, grid_shape: tuple[int, int, int], num_cameras: int, visibility_channel: bool = True
+        self,
+        grid_shape: tuple[int, int, int],
+        num_cameras: int,
+        visibility_channel: bool = True,
+        depth_bins: int = 0,
     ):
         super().__init__()
         self.num_cameras = int(num_cameras)
         self.grid_shape = tuple(int(n) for n in grid_shape)
         self.visibility_channel = visibility_channel
+        self.depth_bins = int(depth_bins)
+
+    def out_channels(self, feature_channels: int) -> int:
+        c = feature_channels * (2 if self.depth_bins else 1) + int(self.depth_bins > 0)
+        return c + int(self.visibility_channel)
 
     def forward(
-        self, features: torch.Tensor, sampling_grid: torch.Tensor, sampling_mask: torch.Tensor
+        self,
+        features: torch.Tensor,
+        sampling_grid: torch.Tensor,
+        sampling_mask: torch.Tensor,
+        depth_probs: torch.Tensor | None = None,
+        sampling_depth: torch.Tensor | None = None,
     ) -> torch.Tensor:
         b, n_cam, n_vox, _ = sampling_grid.shape
         c = features.shape[1]
         x, y, z = self.grid_shape
+        if self.depth_bins:
+            if depth_probs is None or sampling_depth is None:
+                raise ValueError("a depth-bin lifting needs depth_probs and sampling_depth")
+            features = torch.cat([features, depth_probs], dim=1)
         grid = sampling_grid.reshape(b * n_cam, 1, n_vox, 2)
         sampled = F.grid_sample(
             features, grid, mode="bilinear", padding_mode="zeros", align_corners=False
-        )  # (B*N, C, 1, N_vox)
-        sampled = sampled.reshape(b, n_cam, c, n_vox)
+        )  # (B*N, C(+D), 1, N_vox)
+        sampled = sampled.reshape(b, n_cam, features.shape[1], n_vox)
         mask = sampling_mask.reshape(b, n_cam, 1, n_vox)
         count = mask.sum(dim=1)  # (B, 1, N_vox)
-        fused = (sampled * mask).sum(dim=1) / count.clamp(min=1.0)
+        if not self.depth_bins:
+            parts = [(sampled * mask).sum(dim=1) / count.clamp(min=1.0)]
+        else:
+            feats, probs = sampled[:, :, :c], sampled[:, :, c:]
+            p = tent_probability(probs, sampling_depth) * (mask * self.depth_bins)
+            denom = count.clamp(min=1.0)
+            parts = [
+                (feats * mask).sum(dim=1) / denom,
+                (feats * p).sum(dim=1) / denom,
+                p.sum(dim=1) / denom,
+            ]
         if self.visibility_channel:
-            fused = torch.cat([fused, count * (1.0 / self.num_cameras)], dim=1)
+            parts.append(count * (1.0 / self.num_cameras))
+        fused = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         return fused.reshape(b, fused.shape[1], x, y, z)

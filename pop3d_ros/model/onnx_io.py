@@ -1,6 +1,8 @@
 """ONNX export of the two deployable graphs (names and shapes: docs/architecture.md).
 
-- encoder: images, sampling_grid, sampling_mask -> occupancy_logits, voxel_features
+- encoder: images, sampling_grid, sampling_mask[, sampling_depth] -> occupancy_logits,
+  voxel_features (sampling_depth only for a depth-bin lifting, `cfg.encoder_input_names`;
+  the depth logits stay inside the graph)
   (static shapes, batch 1; calibration enters only through the sampling inputs).
 - language head: voxel_features (N, C_V), N dynamic -> language_features (N, D_clip).
 
@@ -33,7 +35,10 @@ def encoder_example_inputs(cfg: ModelConfig, batch: int = 1) -> tuple[torch.Tens
     images = torch.rand(batch, n, 3, h, w, generator=gen)
     grid = torch.rand(batch, n, v, 2, generator=gen) * 2.0 - 1.0
     mask = (torch.rand(batch, n, v, generator=gen) > 0.5).float()
-    return images, grid, mask
+    if not cfg.lifting.depth_bins:
+        return images, grid, mask
+    depth = torch.rand(batch, n, v, generator=gen) * (cfg.lifting.depth_bins - 1)
+    return images, grid, mask, depth
 
 
 class _EncoderGraph(nn.Module):
@@ -43,8 +48,8 @@ class _EncoderGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images, sampling_grid, sampling_mask):
-        out = self.model(images, sampling_grid, sampling_mask)
+    def forward(self, *inputs):
+        out = self.model(*inputs)
         return out["occupancy_logits"], out["voxel_features"]
 
 
@@ -85,7 +90,11 @@ def export_encoder_onnx(model, path, cfg: ModelConfig | None = None) -> Path:
     was_training = model.training
     try:
         return _export(
-            _EncoderGraph(model), encoder_example_inputs(cfg), path, ENCODER_INPUTS, ENCODER_OUTPUTS
+            _EncoderGraph(model),
+            encoder_example_inputs(cfg),
+            path,
+            cfg.encoder_input_names,
+            ENCODER_OUTPUTS,
         )
     finally:
         model.train(was_training)

@@ -127,9 +127,7 @@ class OccupancyPipeline:
         self.grid = model_cfg.voxel_grid
         self.image_hw = tuple(model_cfg.image_size)
         self.num_cameras = int(model_cfg.num_cameras)
-        self.sampling = SamplingCache(
-            self.grid, model_cfg.feature_hw, self.image_hw, model_cfg.lifting.min_depth
-        )
+        self.sampling = SamplingCache.for_model(model_cfg)
         self._centres = self.grid.centers().reshape(-1, 3)
         self._latest: OccupancyResult | None = None
         self._lock = threading.Lock()
@@ -165,15 +163,9 @@ class OccupancyPipeline:
                 raise ValueError(f"image of shape {img.shape}, expected {(h, w, 3)}")
         t = {}
         t0 = time.perf_counter()
-        sampling_grid, sampling_mask = self.sampling.get(cameras)
+        feed = {"images": images_to_input(images_rgb), **self.sampling.feed(cameras)}
         t1 = time.perf_counter()
-        out = self.runtime.encoder.infer(
-            {
-                "images": images_to_input(images_rgb),
-                "sampling_grid": sampling_grid,
-                "sampling_mask": sampling_mask,
-            }
-        )
+        out = self.runtime.encoder.infer(feed)
         t2 = time.perf_counter()
         logits = np.asarray(out["occupancy_logits"], dtype=np.float32)[0].reshape(-1, 2)
         prob = 1.0 / (1.0 + np.exp(-(logits[:, 1] - logits[:, 0])))

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pop3d_ros.training.cli_depth_opts import add_depth_arguments, apply_depth_arguments
 from pop3d_ros.training.cli_occupancy_opts import add_occupancy_arguments, occupancy_config
 from pop3d_ros.training.cli_render_opts import (
     add_render_arguments,
@@ -36,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_render_arguments(p)
     add_occupancy_arguments(p)
+    add_depth_arguments(p, d.depth_weight)
     p.add_argument(
         "--teacher",
         choices=["synthetic", "maskclip"],
@@ -200,6 +202,7 @@ def _run(args) -> int:
         if overlap:
             raise ValueError(f"--eval-seeds {args.eval_seeds} overlap the training seeds {overlap}")
     model_cfg = get_preset(args.preset)
+    depth_settings = apply_depth_arguments(args, model_cfg, cfg.strategy)
     eval_volume = choose_volume(args.eval_volume, model_cfg.voxel_grid, args.data, {})
     info = init_distributed(cfg.device)
     out = Path(args.out)
@@ -211,6 +214,7 @@ def _run(args) -> int:
         feature_weighting=cfg.feature_weighting,
         lidar_occupancy=lidar_occupancy,
         unobserved_weight=args.unobserved_weight,
+        lift_depth_weight=cfg.depth_weight,
     )
     if lidar_occupancy.free_space != "points" and cfg.strategy not in ("pop3d", "pop3d_render"):
         raise ValueError(
@@ -273,6 +277,7 @@ def _run(args) -> int:
                     else {}
                 ),
                 **getattr(strategy, "cache_settings", {}),
+                **depth_settings,
             },
         )
     barrier(info)

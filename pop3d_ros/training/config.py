@@ -19,6 +19,9 @@ class TrainConfig:
     final_lr: float = 1e-6  # lr at the end of the cosine decay
     grad_clip: float = 35.0  # max global gradient norm (0 disables clipping)
     feature_weight: float = 1.0  # lambda in L = L_occ + lambda * L_ft
+    # Weight of the depth-bin cross-entropy (LiDAR depth bins) of a model whose lifting has
+    # depth bins (model config lifting.depth_bins > 0); unused otherwise.
+    depth_weight: float = 1.0
     # How L_ft averages over supervised voxels: "point" weighs each voxel by its (point,
     # camera) pairs = the paper's per-point MSE; "voxel" weighs every voxel once, so the
     # dense near-range road no longer outweighs sparse, distant and small objects.
@@ -43,6 +46,8 @@ class TrainConfig:
             raise ValueError("learning rates must be positive")
         if self.warmup_steps < 0 or self.checkpoint_every <= 0 or self.log_every <= 0:
             raise ValueError("warmup_steps must be >= 0, checkpoint_every/log_every > 0")
+        if self.depth_weight < 0:
+            raise ValueError(f"depth_weight must be >= 0, got {self.depth_weight}")
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.feature_weighting not in ("point", "voxel"):

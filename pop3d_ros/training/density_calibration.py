@@ -55,8 +55,8 @@ def calibrate(model, frames, thresholds=THRESHOLDS) -> tuple[float, dict[float, 
     inter, union = np.zeros(len(th)), np.zeros(len(th))
     model.eval()
     for item in frames:
-        g, m = sampling(item["intrinsics"], item["cam_to_ego"])
-        out = model(item["images"][None].float() / 255.0, g[None], m[None])
+        calib = sampling(item["intrinsics"], item["cam_to_ego"])
+        out = model(item["images"][None].float() / 255.0, *(t[None] for t in calib))
         sigma = density_from_logits(out["occupancy_logits"][0], cfg.heads).reshape(-1).numpy()
         obs = ray_observations(item, cfg.voxel_grid)
         seen = obs >= 0

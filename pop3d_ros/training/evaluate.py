@@ -80,9 +80,9 @@ class Evaluator:
     def add(self, sample: dict) -> None:
         grid = self.grid
         inputs = model_inputs(sample, tuple(self.cfg.image_size))
-        g, m = self.sampling(inputs["intrinsics"], inputs["cam_to_ego"])
+        sampling = self.sampling(inputs["intrinsics"], inputs["cam_to_ego"])
         images = inputs["images"][None].float().to(self.device) / 255.0
-        out = self.model(images, g[None].to(self.device), m[None].to(self.device))
+        out = self.model(images, *(t[None].to(self.device) for t in sampling))
         prob = out["occupancy_logits"][0].float().softmax(-1)[..., 1].reshape(-1).cpu().numpy()
         vf = out["voxel_features"][0].reshape(-1, out["voxel_features"].shape[-1])
         occupied = prob > self.threshold

@@ -40,14 +40,20 @@ def model_inputs(sample: dict, image_hw: tuple[int, int]) -> dict:
 
 
 class SamplingCache:
-    """`compute_sampling` results keyed by calibration bytes (a rig rarely changes)."""
+    """`compute_sampling` results keyed by calibration bytes (a rig rarely changes).
+
+    Returns the encoder's calibration inputs in `cfg.encoder_input_names` order after the
+    images: (sampling_grid, sampling_mask) or, for a depth-bin lifting, (sampling_grid,
+    sampling_mask, sampling_depth); call the model as `model(images, *sampling(...))`.
+    """
 
     def __init__(self, cfg, max_entries: int = 16):
         self.cfg = cfg
         self.max_entries = max_entries
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: dict[str, tuple[torch.Tensor, ...]] = {}
 
-    def __call__(self, intrinsics, cam_to_ego) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, intrinsics, cam_to_ego) -> tuple[torch.Tensor, ...]:
+        from pop3d_ros.model.depth import compute_sampling_depth
         from pop3d_ros.model.lifting import compute_sampling
 
         k = np.asarray(intrinsics, np.float32)
@@ -56,15 +62,28 @@ class SamplingCache:
         if key not in self._cache:
             h, w = self.cfg.image_size
             cams = [PinholeCamera(k[i], e[i], w, h) for i in range(len(k))]
+            lift = self.cfg.lifting
             g, m = compute_sampling(
-                cams, self.cfg.voxel_grid, self.cfg.feature_hw, (h, w), self.cfg.lifting.min_depth
+                cams, self.cfg.voxel_grid, self.cfg.feature_hw, (h, w), lift.min_depth
             )
+            value = (torch.from_numpy(g), torch.from_numpy(m))
+            if lift.depth_bins:
+                d = compute_sampling_depth(cams, self.cfg.voxel_grid, lift)
+                value = (*value, torch.from_numpy(d))
             if len(self._cache) >= self.max_entries:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = (torch.from_numpy(g), torch.from_numpy(m))
+            self._cache[key] = value
         return self._cache[key]
 
-    def batch(self, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor):
-        """Stacked (B, N, N_vox, 2) grids and (B, N, N_vox) masks for a batch."""
-        pairs = [self(intrinsics[b], cam_to_ego[b]) for b in range(intrinsics.shape[0])]
-        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+    def batch(self, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Stacked (B, N, N_vox, 2) grids, (B, N, N_vox) masks (and (B, N, N_vox) depth bin
+        coordinates for a depth-bin lifting) for a batch."""
+        per_frame = [self(intrinsics[b], cam_to_ego[b]) for b in range(intrinsics.shape[0])]
+        return tuple(torch.stack(parts) for parts in zip(*per_frame, strict=True))
+
+
+def camera_list(intrinsics, cam_to_ego, image_hw: tuple[int, int]) -> list[PinholeCamera]:
+    """PinholeCameras of (N, 3, 3) intrinsics and (N, 4, 4) extrinsics at the input size."""
+    k = np.asarray(intrinsics, np.float64)
+    e = np.asarray(cam_to_ego, np.float64)
+    return [PinholeCamera(k[i], e[i], int(image_hw[1]), int(image_hw[0])) for i in range(len(k))]

@@ -37,8 +37,11 @@ class TrainWrapper(nn.Module):
         self.model = model
         self.heads_hook = getattr(strategy, "forward_heads", None)
 
-    def forward(self, images, sampling_grid, sampling_mask, batch):
-        out = self.model(images, sampling_grid, sampling_mask)
+    def forward(self, images, *inputs):
+        """`inputs` = (*sampling, batch): the calibration inputs after the images
+        (`inputs.SamplingCache`: grid, mask[, depth bin coordinates]), then the batch."""
+        *sampling, batch = inputs
+        out = self.model(images, *sampling)
         if self.heads_hook is not None:
             out.update(self.heads_hook(self.model, out, batch))
             return out
@@ -225,11 +228,11 @@ def train(
             dataset, batch_sampler=batches, collate_fn=collate, num_workers=cfg.num_workers
         )
         for batch in loader:
-            grid, mask = sampling.batch(batch["intrinsics"], batch["cam_to_ego"])
+            calib = sampling.batch(batch["intrinsics"], batch["cam_to_ego"])
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
             images = batch["images"].float() / 255.0
             with torch.autocast(dev.type, enabled=use_amp):
-                outputs = wrapper(images, grid.to(dev), mask.to(dev), batch)
+                outputs = wrapper(images, *(t.to(dev) for t in calib), batch)
             terms = strategy.losses(outputs, batch)
             loss = terms["loss"]
             if not torch.isfinite(loss):

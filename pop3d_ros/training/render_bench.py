@@ -58,8 +58,8 @@ def main(argv=None) -> int:
         for k, strat in strategies.items():
             batch = strat.collate([data[i % len(data)]], n)
             t0 = time.perf_counter()
-            g, m = sampling.batch(batch["intrinsics"], batch["cam_to_ego"])
-            out = wrappers[k](batch["images"].float() / 255.0, g, m, batch)
+            calib = sampling.batch(batch["intrinsics"], batch["cam_to_ego"])
+            out = wrappers[k](batch["images"].float() / 255.0, *calib, batch)
             loss = strat.losses(out, batch)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()

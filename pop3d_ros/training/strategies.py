@@ -9,7 +9,9 @@ recipes (foundation-model pseudo labels: `vfm`) plug in by adding a class and a 
 Prepared frame (a dict of CPU tensors): `images` uint8 (N, 3, H, W) at the model input size,
 `intrinsics` (N, 3, 3) for that size, `cam_to_ego` (N, 4, 4), `occ_target` uint8 (X, Y, Z)
 in {0, 1, IGNORE}, `voxel_index` int64 (M,) flat voxels where the language head is
-supervised, `features` float16 (M, D) their targets, `weight` float32 (M,).
+supervised, `features` float16 (M, D) their targets, `weight` float32 (M,), and for a
+model with a depth-bin lifting (LiDAR strategies) `depth_target` uint8 (N, Hf, Wf), the bin
+of the nearest LiDAR point per image-feature cell (255 = none; model/depth.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from pop3d_ros.data.classes import EMPTY, IGNORE, NUM_CLASSES
-from pop3d_ros.training.inputs import model_inputs
+from pop3d_ros.training.inputs import camera_list, model_inputs
 from pop3d_ros.training.lidar_occupancy import LidarOccupancyConfig, lidar_occupancy_target
 from pop3d_ros.training.losses import FeatureLoss, OccupancyLoss
 from pop3d_ros.training.targets import voxel_feature_targets
@@ -48,10 +50,13 @@ class Strategy:
         feature_weighting: str = "point",
         lidar_occupancy: LidarOccupancyConfig | None = None,
         unobserved_weight: float = 0.1,
+        lift_depth_weight: float = 1.0,
     ):
         """`lidar_occupancy`: how LiDAR becomes the occupancy target (default: POP-3D's, a
         voxel with a return occupied, all others empty); `unobserved_weight`: the weight of
-        voxels no ray reached (ring-free targets) as empty."""
+        voxels no ray reached (ring-free targets) as empty; `lift_depth_weight`: weight of
+        the depth-bin cross-entropy of a depth-bin lifting (TrainConfig.depth_weight; the
+        term is `depth`, `lift_depth` where rendering already names its depth loss `depth`)."""
         if feature_weighting not in ("point", "voxel"):
             raise ValueError(f"feature_weighting must be point or voxel, got {feature_weighting!r}")
         self.feature_weight = feature_weight
@@ -59,6 +64,7 @@ class Strategy:
         self.feature_weighting = feature_weighting
         self.lidar_occupancy = lidar_occupancy or LidarOccupancyConfig()
         self.lidar_occupancy.validate()
+        self.lift_depth_weight = lift_depth_weight
         self.occ_loss = OccupancyLoss(ignore_index=IGNORE, unobserved_weight=unobserved_weight)
         self.ft_loss = FeatureLoss()
         self.neighbour = None  # neighbour(sample, offset) -> adjacent frame (multi-sweep)
@@ -72,11 +78,23 @@ class Strategy:
     def prepare(self, sample: dict, model_cfg) -> dict:
         raise NotImplementedError
 
+    def add_depth_target(self, item: dict, sample: dict, model_cfg) -> dict:
+        """Adds `depth_target` (LiDAR depth bins per feature cell) when the model lifts with
+        depth bins; `item` holds the resized calibration (`model_inputs`)."""
+        lift = model_cfg.lifting
+        if lift.depth_bins:
+            from pop3d_ros.model.depth import depth_target
+
+            cams = camera_list(item["intrinsics"], item["cam_to_ego"], model_cfg.image_size)
+            target = depth_target(sample["lidar_points"], cams, model_cfg.feature_hw, lift)
+            item["depth_target"] = torch.from_numpy(target)
+        return item
+
     def collate(self, items: list[dict], num_voxels: int) -> dict:
-        batch = {
-            k: torch.stack([it[k] for it in items])
-            for k in ("images", "intrinsics", "cam_to_ego", "occ_target")
-        }
+        keys = ["images", "intrinsics", "cam_to_ego", "occ_target"]
+        if "depth_target" in items[0]:
+            keys.append("depth_target")
+        batch = {k: torch.stack([it[k] for it in items]) for k in keys}
         batch["voxel_index"] = torch.cat(
             [it["voxel_index"] + b * num_voxels for b, it in enumerate(items)]
         )
@@ -84,12 +102,36 @@ class Strategy:
         batch["weight"] = torch.cat([it["weight"] for it in items])
         return batch
 
-    def losses(self, outputs: dict, batch: dict) -> dict:
+    def lift_depth_loss(self, outputs: dict, batch: dict) -> torch.Tensor | None:
+        """Cross-entropy of the depth-bin head against the LiDAR bins, or None for a model
+        without depth bins."""
+        if "depth_logits" not in outputs:
+            return None
+        if "depth_target" not in batch:
+            raise ValueError(
+                f"the model lifts with depth bins but the {self.name} frames hold no "
+                "depth_target (prepare them for this model config)"
+            )
+        from pop3d_ros.model.depth import depth_loss
+
+        target = batch["depth_target"]
+        return depth_loss(outputs["depth_logits"], target.reshape(-1, *target.shape[-2:]))
+
+    def pop3d_terms(self, outputs: dict, batch: dict) -> dict:
+        """POP-3D's occupancy and feature losses; `loss` = occ + feature_weight * ft."""
         terms = self.occ_loss(outputs["occupancy_logits"], batch["occ_target"])
         # The cache keeps the pair counts either way, so one prepared set serves both.
         weight = batch["weight"] if self.feature_weighting == "point" else None
         terms.update(self.ft_loss(outputs["language_features"], batch["features"], weight))
         terms["loss"] = terms["occ"] + self.feature_weight * terms["ft"]
+        return terms
+
+    def losses(self, outputs: dict, batch: dict) -> dict:
+        terms = self.pop3d_terms(outputs, batch)
+        depth = self.lift_depth_loss(outputs, batch)
+        if depth is not None:
+            terms["depth"] = depth
+            terms["loss"] = terms["loss"] + self.lift_depth_weight * depth
         return terms
 
 
@@ -113,6 +155,7 @@ class Pop3DStrategy(Strategy):
         grid = model_cfg.voxel_grid
         item = model_inputs(sample, tuple(model_cfg.image_size))
         item["occ_target"] = self.occupancy_target(sample, grid)
+        self.add_depth_target(item, sample, model_cfg)
         tf = self.teacher(sample)["features"]
         targets = _subsample(
             voxel_feature_targets(sample, tf, grid),
@@ -145,6 +188,7 @@ class Supervised3DStrategy(Strategy):
         gt = np.asarray(self.gt_occupancy_fn(sample, grid)).reshape(-1)
         occ = np.where(gt == EMPTY, 0, np.where(gt < NUM_CLASSES, 1, IGNORE)).astype(np.uint8)
         item["occ_target"] = torch.from_numpy(occ.reshape(grid.shape))
+        self.add_depth_target(item, sample, model_cfg)
         vox = np.nonzero(gt < NUM_CLASSES)[0]
         targets = {
             "voxel_index": torch.from_numpy(vox.astype(np.int64)),

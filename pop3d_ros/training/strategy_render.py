@@ -11,7 +11,9 @@ rendered voxel feature goes through the language head once per ray, and the loss
 - optional 2D semantics (`semantic_weight`, where 2D class maps exist): cross-entropy of the
   rendered feature's zero-shot logits against the pixel's class;
 - `with_occupancy` (strategy `pop3d_render`): POP-3D's LiDAR occupancy loss on the density
-  logits and its voxel feature loss, added to the above.
+  logits and its voxel feature loss, added to the above;
+- a depth-bin lifting (`lifting.depth_bins`): its LiDAR depth-bin cross-entropy as
+  `lift_depth` (x lift_depth_weight).
 
 Auxiliary rays from adjacent frames and weighted ray sampling are chosen per step in
 `collate` (`aux`, `weighted`), so one prepared cache serves every variant.
@@ -95,6 +97,7 @@ class RenderStrategy(Strategy):
         item = model_inputs(sample, tuple(model_cfg.image_size))
         # LiDAR occupancy: the loss of pop3d_render, and the prior baseline for both.
         item["occ_target"] = self.occupancy_target(sample, grid)
+        self.add_depth_target(item, sample, model_cfg)
         tf = self.teacher(sample)["features"]
         if self.with_occupancy:
             targets = _subsample(
@@ -208,9 +211,13 @@ class RenderStrategy(Strategy):
             terms["sem"] = self._semantic_loss(outputs["render_language"], batch["ray_semantic"])
             loss = loss + self.semantic_weight * terms["sem"]
         if self.with_occupancy:
-            occ = super().losses(outputs, batch)
+            occ = self.pop3d_terms(outputs, batch)
             terms.update(occ=occ["occ"], ft_vox=occ["ft"])
             loss = loss + occ["loss"]
+        lift = self.lift_depth_loss(outputs, batch)
+        if lift is not None:  # the depth-bin head; `depth` here is the rendered depth
+            terms["lift_depth"] = lift
+            loss = loss + self.lift_depth_weight * lift
         terms["loss"] = loss
         return terms
 
