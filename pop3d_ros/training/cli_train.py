@@ -192,6 +192,8 @@ def _run(args) -> int:
     fields = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: getattr(args, k) for k in fields if hasattr(args, k)})
     cfg.validate()
+    if args.init_from and getattr(args, "init_backbone", None):
+        raise ValueError("--init-from and --init-backbone exclude each other")
     if cfg.eval_every and args.data == "synthetic":
         from pop3d_ros.training.sources import parse_seeds
 
@@ -266,8 +268,6 @@ def _run(args) -> int:
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg)
     earlier_stages = []
-    if args.init_from and getattr(args, "init_backbone", None):
-        raise ValueError("--init-from and --init-backbone exclude each other")
     if args.init_from and not args.resume:
         earlier_stages = _init_weights(model, model_cfg, args.init_from)
     elif getattr(args, "init_backbone", None) and not args.resume:

@@ -193,12 +193,13 @@ def pretrain(student: Student2D, pool: ImagePool, cfg: Pretrain2DConfig, progres
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
         opt.step()
-        running.append(loss.item())
+        value = loss.item()
+        running.append(value)
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             history.append((step + 1, float(np.mean(running))))
             running = []
         if progress is not None:
-            progress(step + 1, float(loss))
+            progress(step + 1, value)
     return {"history": history, "seconds": time.perf_counter() - t0, "step": cfg.steps}
 
 
