@@ -183,3 +183,33 @@ def test_train_cli_refuses_init_from_with_init_backbone(tmp_path, capsys):
     assert rc == 2
     assert "exclude each other" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_pretrain_cli_reads_cached_maskclip_features(tmp_path):
+    """Real data's teacher: features from a `pop3d teacher-cache` directory (here filled with
+    a stand-in map of the cache's layout, (N_cam, D, ceil(H/16), ceil(W/16)) fp16)."""
+    from pop3d_ros.cli import main
+    from pop3d_ros.training.sources import synthetic_source
+    from pop3d_ros.training.teacher_cache import build_cache
+
+    keys, make = synthetic_source([200], 1)
+    rng = np.random.default_rng(0)
+
+    def features(sample):
+        n, h, w = sample["images"].shape[:3]
+        return rng.standard_normal((n, 512, -(-h // 16), -(-w // 16)))
+
+    meta = {"model_name": "ViT-B-16", "checkpoint": None, "variant": "maskclip", "stride": 16,
+            "dim": 512, "text_space": {"kind": "open_clip", "model_name": "ViT-B-16"}}  # fmt: skip
+    build_cache(keys, make, features, tmp_path / "cache", meta)
+    rc = main(
+        ["pretrain2d", "--teacher", "maskclip", "--teacher-cache", str(tmp_path / "cache")]
+        + ["--seeds", "200", "--frames-per-seed", "1", "--steps", "1", "--batch-images", "2"]
+        + ["--out", str(tmp_path / "run")]
+    )
+    assert rc == 0
+    ckpt = torch.load(tmp_path / "run" / "backbone.pt", weights_only=True)
+    assert ckpt["meta"]["teacher"]["kind"] == "maskclip"
+    assert ckpt["text_space"]["kind"] == "open_clip"
+    item = torch.load(tmp_path / "run" / "frames" / "syn00200_0000.pt", weights_only=True)
+    assert item["teacher"].shape == (6, 512, 9, 16)
