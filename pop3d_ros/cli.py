@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-bag": ("pop3d_ros.data.cli_bag", "write a sequence as a rosbag2 (MCAP)"),
     "teacher-cache": ("pop3d_ros.training.cli_teacher", "precompute 2D teacher features"),
     "vfm-labels": ("pop3d_ros.vfm.cli_labels", "cache LiDAR-free VFM pseudo labels"),
+    "pretrain2d": ("pop3d_ros.training.cli_pretrain2d", "2D pretraining of the image backbone"),
     "train": ("pop3d_ros.training.cli_train", "train a model (POP-3D recipe)"),
     "eval": ("pop3d_ros.training.cli_eval", "evaluate a checkpoint with the POP-3D protocol"),
     "export": ("pop3d_ros.export.cli_export", "export a checkpoint to ONNX + manifest"),

@@ -69,6 +69,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="start from this checkpoint's weights (same preset; fresh optimizer and schedule)",
     )
     p.add_argument(
+        "--init-backbone",
+        help="start the image backbone + neck from this checkpoint (pop3d pretrain2d, or any "
+        "pop3d train run with the same backbone config); the rest stays at its init",
+    )
+    p.add_argument(
         "--eval-seeds",
         default="100-101",
         help="held-out synthetic seeds evaluated every --eval-every steps (default: %(default)s)",
@@ -195,6 +200,8 @@ def _run(args) -> int:
     fields = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: getattr(args, k) for k in fields if hasattr(args, k)})
     cfg.validate()
+    if args.init_from and getattr(args, "init_backbone", None):
+        raise ValueError("--init-from and --init-backbone exclude each other")
     if cfg.eval_every and args.data == "synthetic":
         from pop3d_ros.training.sources import parse_seeds
 
@@ -292,6 +299,10 @@ def _run(args) -> int:
     earlier_stages = []
     if args.init_from and not args.resume:
         earlier_stages = _init_weights(model, model_cfg, args.init_from)
+    elif getattr(args, "init_backbone", None) and not args.resume:
+        from pop3d_ros.training.init_backbone import init_backbone
+
+        earlier_stages = init_backbone(model, model_cfg, args.init_backbone)
     meta = {
         "data": args.data,
         "seeds": args.seeds if args.data == "synthetic" else None,
@@ -307,6 +318,7 @@ def _run(args) -> int:
         "lidar_occupancy": lidar_occupancy.to_dict(),
         "unobserved_weight": args.unobserved_weight,
         "init_from": args.init_from,
+        "init_backbone": getattr(args, "init_backbone", None),
         # how the starting weights were made, oldest first, so a release names every stage
         "earlier_stages": earlier_stages,
         "command": "pop3d train " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "",
