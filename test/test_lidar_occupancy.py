@@ -191,3 +191,45 @@ def test_ring_free_targets_on_the_synthetic_drive_cover_more_true_surface():
     assert multi["occupied_recall"] > 1.3 * single["occupied_recall"]
     assert multi["occupied_precision"] > 0.9
     assert multi["free_precision"] > single["free_precision"]
+
+
+def camera_frame(points, ego_x=0.0):
+    """A one-camera frame: camera at (0, 2, 2) looking along +x (REP-103 ego axes)."""
+    frame = sweep(points, ego_x=ego_x)
+    cam_to_ego = np.eye(4)
+    cam_to_ego[:3, :3] = [[0, 0, 1], [-1, 0, 0], [0, -1, 0]]  # optical z -> ego x
+    cam_to_ego[:3, 3] = [0.0, 2.0, 2.0]
+    frame.update(
+        images=np.zeros((1, 16, 16, 3), np.uint8),
+        intrinsics=np.array([[[8.0, 0, 8.0], [0, 8.0, 8.0], [0, 0, 1]]]),
+        cam_to_ego=cam_to_ego[None],
+        camera_names=["front"],
+    )
+    return frame
+
+
+def test_sweep_features_average_the_teacher_over_frames_in_kept_voxels():
+    from pop3d_ros.training.rays import relative_pose
+    from pop3d_ros.training.targets import voxel_feature_targets
+
+    current = camera_frame([[2.0, 2.0, 2.0]])  # voxel (2, 2, 2)
+    # 0.8 m further on: its (1.2, 2, 2) is (2.0, 2, 2) here; its (2.0, 2, 2) is voxel (3, 2, 2).
+    nxt = camera_frame([[1.2, 2.0, 2.0], [2.0, 2.0, 2.0]], ego_x=0.8)
+    here = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1).expand(1, 2, 4, 4)
+    there = torch.tensor([0.0, 1.0]).view(1, 2, 1, 1).expand(1, 2, 4, 4)
+    alone = voxel_feature_targets(current, here, GRID)
+    assert alone["voxel_index"].tolist() == [GRID.flat_index(np.array([[2, 2, 2]]))[0]]
+    kept = np.zeros(GRID.num_voxels, bool)
+    kept[GRID.flat_index(np.array([[2, 2, 2]]))] = True  # voxel (3, 2, 2) is not occupied now
+    both = voxel_feature_targets(
+        current, here, GRID, [(nxt, there, relative_pose(current, nxt), kept.__getitem__)]
+    )
+    assert both["voxel_index"].tolist() == alone["voxel_index"].tolist()
+    assert both["features"][0].tolist() == pytest.approx([0.5, 0.5])
+    assert both["weight"].tolist() == [2.0]
+    assert LidarOccupancyConfig(free_space="rays", sweeps=(1,), sweep_features=True).to_dict()[
+        "sweep_features"
+    ]
+    assert "sweep_features" not in RAYS.to_dict()  # older caches keep matching settings
+    with pytest.raises(ValueError):
+        LidarOccupancyConfig(free_space="rays", sweep_features=True).validate()

@@ -53,6 +53,12 @@ def add_occupancy_arguments(p) -> None:
     )
     g.add_argument("--occ-moving-votes", type=int, default=d.moving_votes)
     g.add_argument(
+        "--occ-sweep-features",
+        action="store_true",
+        help="also average the teacher's features at the adjacent sweeps' returns into the "
+        "language-head targets (needs sweeps; combines with --ring-free)",
+    )
+    g.add_argument(
         "--unobserved-weight",
         type=float,
         default=0.1,
@@ -73,6 +79,7 @@ def occupancy_config(args) -> LidarOccupancyConfig:
             remove_moving=args.occ_remove_moving,
             moving_votes=args.occ_moving_votes,
         )
+    cfg.sweep_features = bool(args.occ_sweep_features)
     cfg.validate()
     if args.unobserved_weight < 0:
         raise ValueError(f"--unobserved-weight must be >= 0, got {args.unobserved_weight}")

@@ -51,6 +51,9 @@ class LidarOccupancyConfig:
     moving_votes: int = 1
     # Metres between ray samples; None = half the smallest voxel edge.
     step: float | None = None
+    # Also average the teacher's features at the adjacent sweeps' returns (in voxels occupied
+    # in the target) into the language-head targets (`targets.voxel_feature_targets`).
+    sweep_features: bool = False
 
     def validate(self) -> None:
         if self.free_space not in ("points", "rays"):
@@ -61,12 +64,16 @@ class LidarOccupancyConfig:
             raise ValueError("sweeps are offsets of other frames; 0 is the current frame")
         if self.moving_votes < 1:
             raise ValueError(f"moving_votes must be >= 1, got {self.moving_votes}")
+        if self.sweep_features and not self.sweeps:
+            raise ValueError("sweep_features needs sweeps")
         if self.free_space == "points" and (self.sweeps or self.remove_moving):
             raise ValueError("sweeps and remove_moving need free_space='rays'")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["sweeps"] = [int(o) for o in self.sweeps]
+        if not self.sweep_features:
+            del d["sweep_features"]  # caches prepared before the option keep their settings
         return d
 
 

@@ -75,6 +75,23 @@ class Strategy:
             lidar_occupancy_target(sample, grid, self.lidar_occupancy, self.neighbour)
         )
 
+    def feature_targets(self, sample: dict, teacher_features, grid, occ_target) -> dict:
+        """Language-head targets of one frame: the teacher at this frame's LiDAR points, and
+        with `lidar_occupancy.sweep_features` also at the adjacent sweeps' points that land
+        in voxels occupied in `occ_target`."""
+        others = []
+        cfg = self.lidar_occupancy
+        if cfg.sweep_features and self.neighbour is not None:
+            from pop3d_ros.training.rays import relative_pose
+
+            occupied = np.asarray(occ_target).reshape(-1) == 1
+            for off in cfg.sweeps:
+                other = self.neighbour(sample, int(off))
+                if other is not None:
+                    tf = self.teacher(other)["features"]
+                    others.append((other, tf, relative_pose(sample, other), occupied.__getitem__))
+        return voxel_feature_targets(sample, teacher_features, grid, others)
+
     def prepare(self, sample: dict, model_cfg) -> dict:
         raise NotImplementedError
 
@@ -158,7 +175,7 @@ class Pop3DStrategy(Strategy):
         self.add_depth_target(item, sample, model_cfg)
         tf = self.teacher(sample)["features"]
         targets = _subsample(
-            voxel_feature_targets(sample, tf, grid),
+            self.feature_targets(sample, tf, grid, item["occ_target"]),
             self.max_feature_voxels,
             str(sample.get("token", "")),
         )

@@ -33,7 +33,6 @@ from pop3d_ros.training.inputs import model_inputs
 from pop3d_ros.training.rays import RAY_KEYS, concat_rays, frame_rays, relative_pose, select_rays
 from pop3d_ros.training.render import distortion_loss, opacity_entropy, render_rays, silog_loss
 from pop3d_ros.training.strategies import Strategy, _subsample
-from pop3d_ros.training.targets import voxel_feature_targets
 
 
 class RenderStrategy(Strategy):
@@ -101,7 +100,7 @@ class RenderStrategy(Strategy):
         tf = self.teacher(sample)["features"]
         if self.with_occupancy:
             targets = _subsample(
-                voxel_feature_targets(sample, tf, grid),
+                self.feature_targets(sample, tf, grid, item["occ_target"]),
                 self.max_feature_voxels,
                 str(sample.get("token", "")),
             )

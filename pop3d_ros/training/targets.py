@@ -76,18 +76,39 @@ def sum_by(index: np.ndarray, feats: torch.Tensor) -> tuple[np.ndarray, np.ndarr
     return uniq, inverse, sums.index_add_(0, torch.from_numpy(inverse), feats)
 
 
-def voxel_feature_targets(sample: dict, teacher_features, grid: VoxelGrid) -> dict:
+def voxel_feature_targets(sample: dict, teacher_features, grid: VoxelGrid, others=()) -> dict:
     """Per-voxel feature targets for the language head.
+
+    `others`: (other sample, its teacher features, (4, 4) its ego -> this ego, keep) for
+    adjacent frames of the drive whose (point, camera) pairs join this frame's: each other
+    frame's points are projected into its own cameras for the teacher features, then moved
+    into this frame's grid; `keep(flat voxel indices) -> bool mask` drops voxels that are
+    not occupied now (e.g. a moving object's old place). Averaging the teacher over frames
+    that see a voxel from other places denoises the target (a student can then beat its
+    teacher).
 
     Returns {"voxel_index": (M,) int64 flat voxel indices, "features": (M, D) float32 mean
     teacher feature over the voxel's (point, camera) pairs, "weight": (M,) float32 pair counts}.
     """
-    points = sample["lidar_points"]
-    pidx, _, feats = point_feature_pairs(sample, teacher_features, points)
-    idx, inside = grid.points_to_index(points[pidx])
-    flat = grid.flat_index(idx[inside])
-    feats = feats[torch.from_numpy(np.nonzero(inside)[0])]
-    uniq, inverse, sums = sum_by(flat, feats)
+    flats, feat_parts = [], []
+    frames = [(sample, teacher_features, None, None), *others]
+    for frame, tf, to_current, keep in frames:
+        points = frame["lidar_points"]
+        pidx, _, feats = point_feature_pairs(frame, tf, points)
+        pts = points[pidx]
+        if to_current is not None:
+            t = np.asarray(to_current, np.float64)
+            pts = (np.asarray(pts, np.float64) @ t[:3, :3].T + t[:3, 3]).astype(np.float32)
+        idx, inside = grid.points_to_index(pts)
+        flat = grid.flat_index(idx[inside])
+        feats = feats[torch.from_numpy(np.nonzero(inside)[0])]
+        if keep is not None and len(flat):
+            ok = np.asarray(keep(flat), bool)
+            flat, feats = flat[ok], feats[torch.from_numpy(np.nonzero(ok)[0])]
+        flats.append(flat)
+        feat_parts.append(feats)
+    flat = np.concatenate(flats)
+    uniq, inverse, sums = sum_by(flat, torch.cat(feat_parts))
     counts_t = torch.from_numpy(np.bincount(inverse, minlength=len(uniq))).float()
     return {
         "voxel_index": torch.from_numpy(uniq.astype(np.int64)),
