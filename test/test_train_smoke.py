@@ -133,7 +133,7 @@ def test_voxel_weighting_counts_every_voxel_once(frames):
 
 def test_init_from_loads_weights_and_rejects_another_network(frames, tmp_path):
     from pop3d_ros.model.config import GridConfig
-    from pop3d_ros.training.cli_train import _init_weights
+    from pop3d_ros.training.init_backbone import init_weights as _init_weights
 
     trained, _ = _run(frames, tmp_path, steps=2)
     cfg = tiny_model_config()

@@ -298,7 +298,9 @@ def _run(args) -> int:
     model = build_model(model_cfg)
     earlier_stages = []
     if args.init_from and not args.resume:
-        earlier_stages = _init_weights(model, model_cfg, args.init_from)
+        from pop3d_ros.training.init_backbone import init_weights
+
+        earlier_stages = init_weights(model, model_cfg, args.init_from)
     elif getattr(args, "init_backbone", None) and not args.resume:
         from pop3d_ros.training.init_backbone import init_backbone
 
@@ -326,7 +328,9 @@ def _run(args) -> int:
     extra = {"occupancy_prior": torch.from_numpy(prior).half(), "prior_threshold": threshold}
     evaluate = None
     if cfg.eval_every:
-        evaluate = _held_out_evaluation(args, model_cfg, teacher, text_space, extra, info)
+        from pop3d_ros.training.periodic_eval import held_out_evaluation
+
+        evaluate = held_out_evaluation(args, model_cfg, teacher, text_space, extra, info)
     summary = train(
         model,
         model_cfg,
@@ -350,75 +354,6 @@ def _run(args) -> int:
         )
     cleanup(info)
     return 0
-
-
-def _held_out_evaluation(args, model_cfg, teacher, text_space, extra, info):
-    """The periodic evaluation: this rank's share of the held-out frames, loaded once."""
-    import numpy as np
-    from tqdm import tqdm
-
-    from pop3d_ros.text.factory import text_encoder_from_spec
-    from pop3d_ros.training.eval_volume import choose_volume
-    from pop3d_ros.training.evaluate import HeldOutEvaluation
-    from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
-
-    keys, make_sample = _source(args, model_cfg, seeds_text=args.eval_seeds, split=args.eval_split)
-    if 0 < args.eval_max_frames < len(keys):
-        spread = np.linspace(0, len(keys) - 1, args.eval_max_frames).round().astype(int)
-        keys = [keys[i] for i in spread]
-    mine = keys[info.rank :: info.world_size]
-    samples = [make_sample(k) for k in tqdm(mine, desc="eval frames", disable=not info.is_main)]
-    if not _teacher_covers(teacher, samples):
-        teacher = None
-        if info.is_main:
-            print("periodic eval: no teacher baseline (eval frames are not in the teacher cache)")
-    encoder = text_encoder_from_spec(text_space)
-    return HeldOutEvaluation(
-        model_cfg,
-        samples,
-        ZeroShotClassifier(class_phrase_embeddings(encoder)),
-        device=info.device,
-        teacher=teacher,
-        prior=extra["occupancy_prior"].float().numpy(),
-        prior_threshold=extra["prior_threshold"],
-        volume=choose_volume(args.eval_volume, model_cfg.voxel_grid, args.data, {}),
-    )
-
-
-def _teacher_covers(teacher, samples) -> bool:
-    """Whether the teacher has features for every sample (a MaskCLIP cache may hold only
-    the training split)."""
-    from pop3d_ros.training.teacher_cache import CachedTeacher
-
-    if not isinstance(teacher, CachedTeacher):
-        return True
-    try:
-        for s in samples:
-            teacher(s)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def _init_weights(model, model_cfg, path) -> list[dict]:
-    """Load another run's weights into `model`; the network config must match exactly.
-
-    Returns the training stages that made those weights (theirs, then that run itself)."""
-    from pop3d_ros.model.checkpoint import CheckpointError, read_checkpoint
-
-    ckpt = read_checkpoint(path)
-    theirs, ours = dict(ckpt.get("config", {})), model_cfg.to_dict()
-    for cfg in (theirs, ours):
-        cfg.get("backbone", {}).pop("weights", None)
-    if theirs != ours:
-        raise ValueError(f"--init-from {path}: its model config differs from --preset")
-    try:
-        model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: {str(exc).splitlines()[0]}") from exc
-    meta = ckpt.get("meta", {})
-    stage = {k: meta.get(k) for k in ("command", "step", "train_seconds", "strategy")}
-    return [*meta.get("earlier_stages", []), {"checkpoint": str(path), **stage}]
 
 
 def _gt_occupancy(sample: dict, grid):

@@ -1,5 +1,5 @@
-"""`pop3d train --init-backbone`: copy only the image backbone (+ neck) weights of another
-checkpoint (a `pop3d pretrain2d` stage or a full 3D run) into a fresh model."""
+"""`pop3d train --init-from` / `--init-backbone`: start from another checkpoint's weights, all
+of them or only the image backbone (+ neck) ones (a `pop3d pretrain2d` stage or a 3D run)."""
 
 from __future__ import annotations
 
@@ -34,3 +34,24 @@ def init_backbone(model, model_cfg, path) -> list[dict]:
     keys = ("command", "step", "train_seconds", "strategy")
     stage = {"checkpoint": str(path), "part": "backbone", **{k: meta.get(k) for k in keys}}
     return [*meta.get("earlier_stages", []), stage]
+
+
+def init_weights(model, model_cfg, path) -> list[dict]:
+    """Load another run's weights into `model`; the network config must match exactly.
+
+    Returns the training stages that made those weights (theirs, then that run itself)."""
+    from pop3d_ros.model.checkpoint import CheckpointError, read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    theirs, ours = dict(ckpt.get("config", {})), model_cfg.to_dict()
+    for cfg in (theirs, ours):
+        cfg.get("backbone", {}).pop("weights", None)
+    if theirs != ours:
+        raise ValueError(f"--init-from {path}: its model config differs from --preset")
+    try:
+        model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: {str(exc).splitlines()[0]}") from exc
+    meta = ckpt.get("meta", {})
+    stage = {k: meta.get(k) for k in ("command", "step", "train_seconds", "strategy")}
+    return [*meta.get("earlier_stages", []), {"checkpoint": str(path), **stage}]

@@ -1,0 +1,52 @@
+"""`pop3d train --eval-every`: the held-out frames and evaluator of the periodic evaluation."""
+
+from __future__ import annotations
+
+
+def held_out_evaluation(args, model_cfg, teacher, text_space, extra, info):
+    """The periodic evaluation: this rank's share of the held-out frames, loaded once."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from pop3d_ros.text.factory import text_encoder_from_spec
+    from pop3d_ros.training.cli_train import _source
+    from pop3d_ros.training.eval_volume import choose_volume
+    from pop3d_ros.training.evaluate import HeldOutEvaluation
+    from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
+
+    keys, make_sample = _source(args, model_cfg, seeds_text=args.eval_seeds, split=args.eval_split)
+    if 0 < args.eval_max_frames < len(keys):
+        spread = np.linspace(0, len(keys) - 1, args.eval_max_frames).round().astype(int)
+        keys = [keys[i] for i in spread]
+    mine = keys[info.rank :: info.world_size]
+    samples = [make_sample(k) for k in tqdm(mine, desc="eval frames", disable=not info.is_main)]
+    if not teacher_covers(teacher, samples):
+        teacher = None
+        if info.is_main:
+            print("periodic eval: no teacher baseline (eval frames are not in the teacher cache)")
+    encoder = text_encoder_from_spec(text_space)
+    return HeldOutEvaluation(
+        model_cfg,
+        samples,
+        ZeroShotClassifier(class_phrase_embeddings(encoder)),
+        device=info.device,
+        teacher=teacher,
+        prior=extra["occupancy_prior"].float().numpy(),
+        prior_threshold=extra["prior_threshold"],
+        volume=choose_volume(args.eval_volume, model_cfg.voxel_grid, args.data, {}),
+    )
+
+
+def teacher_covers(teacher, samples) -> bool:
+    """Whether the teacher has features for every sample (a MaskCLIP cache may hold only
+    the training split)."""
+    from pop3d_ros.training.teacher_cache import CachedTeacher
+
+    if not isinstance(teacher, CachedTeacher):
+        return True
+    try:
+        for s in samples:
+            teacher(s)
+    except FileNotFoundError:
+        return False
+    return True
