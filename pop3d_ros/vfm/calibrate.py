@@ -35,6 +35,7 @@ from pop3d_ros.data.classes import IGNORE
 from pop3d_ros.geometry.camera import scale_intrinsics
 from pop3d_ros.vfm.photometric import reprojection_error
 from pop3d_ros.vfm.semantics import movable_mask
+from pop3d_ros.vfm.views import source_views, view_transform
 
 
 @dataclass
@@ -61,6 +62,14 @@ class CalibrationConfig:
     max_depth: float = 150.0
     source_offsets: tuple[int, ...] = (-1, 1)  # neighbouring frames used as source views
     mask_movable: bool = True  # leave movable-class pixels out of the photometric error
+    # Rig views: the target frame's cameras this many steps around the rig are source views
+    # too (their baseline comes from the extrinsics; models/README.md "LiDAR-free recipe").
+    # () = the paper (the same camera in other frames only).
+    rig_shifts: tuple[int, ...] = (-1, 1)
+    # With rig views: None = one minimum over all source views; a number = the temporal
+    # views' mean error plus this weight times the rig views' mean error (each a minimum
+    # over its own views, averaged over the pixels those views see).
+    rig_weight: float | None = 1.0
 
     def validate(self) -> None:
         if self.downsample < 1 or self.num_scales < 1 or self.iterations < 0:
@@ -97,7 +106,16 @@ def _mean_error(err, mask):
 
 
 def calibrate_views(
-    r, target, sources, K_t, K_s, transforms, static, cfg: CalibrationConfig, source_static=None
+    r,
+    target,
+    sources,
+    K_t,
+    K_s,
+    transforms,
+    static,
+    cfg: CalibrationConfig,
+    source_static=None,
+    groups=None,
 ):
     """Calibrate a batch of images (one per camera) against their source views.
 
@@ -109,12 +127,18 @@ def calibrate_views(
     Returns {"depth" (B, h, w), "scene_scale" (B,), "offset" (B,), "stage1_depth",
     "stage1_error" (B,), "final_error" (B,)} as tensors."""
     B = r.shape[0]
+    masks = source_static or [None] * len(sources)
+    groups = groups or [(list(range(len(sources))), 1.0)]
 
     def error(depth):
-        err, valid = reprojection_error(
-            depth, target, sources, K_t, K_s, transforms, cfg.ssim_alpha, source_static
-        )
-        return _mean_error(err, valid & static)
+        total = 0.0
+        for idx, weight in groups:
+            err, valid = reprojection_error(
+                depth, target, [sources[i] for i in idx], K_t, [K_s[i] for i in idx],
+                [transforms[i] for i in idx], cfg.ssim_alpha, [masks[i] for i in idx],
+            )  # fmt: skip
+            total = total + weight * _mean_error(err, valid & static)
+        return total
 
     zero = torch.zeros(B, 1, 1)
     with torch.no_grad():
@@ -197,16 +221,6 @@ def _intrinsics(sample: dict, hw) -> torch.Tensor:
     )
 
 
-def target_to_source(target: dict, source: dict) -> torch.Tensor:
-    """(N_cam, 4, 4) target camera optical frame -> the same camera in the source frame."""
-    t_c2e = np.asarray(target["cam_to_ego"], np.float64)
-    s_c2e = np.asarray(source["cam_to_ego"], np.float64)
-    e2w_t = np.asarray(target["ego_to_world"], np.float64)
-    e2w_s = np.asarray(source["ego_to_world"], np.float64)
-    T = np.linalg.inv(s_c2e) @ np.linalg.inv(e2w_s)[None] @ e2w_t[None] @ t_c2e
-    return torch.tensor(T, dtype=torch.float32)
-
-
 def calibrate_frame(
     sample, sources, relative, classes, cfg: CalibrationConfig, source_classes=None
 ) -> dict:
@@ -231,20 +245,31 @@ def calibrate_frame(
         align_corners=False,
     )[:, 0]
     static = _static(classes, hw, cfg)
+    views = source_views(sample, sources, cfg.rig_shifts)
+    view_classes = list(source_classes or [None] * len(sources))
+    view_classes += [classes] * (len(views) - len(sources))  # rig views: the target frame
     src_static = None
     if source_classes is not None and cfg.mask_movable:
-        src_static = [torch.from_numpy(_static(c, hw, cfg)) for c in source_classes]
+        src_static = [
+            torch.from_numpy(_static(c, hw, cfg)[perm])
+            for c, (_, perm) in zip(view_classes, views, strict=True)
+        ]
+    n_t = len(sources)
+    groups = None
+    if len(views) > n_t and cfg.rig_weight is not None:  # temporal and rig errors summed
+        groups = [(list(range(n_t)), 1.0), (list(range(n_t, len(views))), cfg.rig_weight)]
     K_t = _intrinsics(sample, hw)
     out = calibrate_views(
         r,
         _resize(sample["images"], hw),
-        [_resize(s["images"], hw) for s in sources],
+        [_resize(v["images"], hw)[perm] for v, perm in views],
         K_t,
-        [_intrinsics(s, hw) for s in sources],
-        [target_to_source(sample, s) for s in sources],
+        [_intrinsics(v, hw)[perm] for v, perm in views],
+        [view_transform(sample, v, perm) for v, perm in views],
         torch.from_numpy(static),
         cfg,
         src_static,
+        groups,
     )
     res = {k: v.numpy().astype(np.float32) for k, v in out.items()}
     res["intrinsics"] = K_t.numpy()
