@@ -11,7 +11,10 @@ the image's nearest pixels, so the paper's candidate range 1..100 reads in metre
 
 - Stage 1: s_scene = the candidate (log-spaced in [min_scale, max_scale]) with the smallest
   photometric error (L1 + SSIM) of the target image reconstructed from its neighbouring frames
-  (same camera, known poses), with tau = sigma = 0.
+  (same camera, known poses), with tau = sigma = 0. With `rig_shifts` (the default) the
+  target frame's adjacent cameras are source views too, their error added with `rig_weight`:
+  their baseline is the rig's extrinsics, metric for every camera, where the ego motion
+  leaves the side cameras' error without a clear minimum (`views.py`; the paper: ()).
 - Stage 2: per-pixel sigma (init 0, i.e. S = s_scene) and a scene offset tau (init 0, or
   stage 1's offset when `offsets` names several) by AdamW
   on the same error. Log-scale and normalised-offset parameters make one learning rate fit any
@@ -78,6 +81,8 @@ class CalibrationConfig:
             raise ValueError("calibration needs 0 < min_scale <= max_scale")
         if not 0 < self.min_depth < self.max_depth:
             raise ValueError("calibration needs 0 < min_depth < max_depth")
+        if self.rig_weight is not None and self.rig_weight < 0:
+            raise ValueError("rig_weight must be >= 0 (or None: one minimum over all views)")
         if not self.source_offsets or 0 in self.source_offsets:
             raise ValueError("source_offsets must name other frames, e.g. (-1, 1)")
 
