@@ -124,3 +124,20 @@ def test_rig_neighbours_follow_the_yaw_of_the_cameras():
     assert left["cam_front"] == "cam_front_left" and right["cam_front"] == "cam_front_right"
     assert left["cam_back_left"] == "cam_back" and right["cam_back_right"] == "cam_back"
     assert left["cam_back"] == "cam_back_right" and right["cam_back"] == "cam_back_left"
+
+
+def test_cli_options_choose_rig_views_or_the_paper():
+    import argparse
+
+    import pytest
+
+    from pop3d_ros.vfm.options import add_vfm_arguments, calibration_config
+
+    p = argparse.ArgumentParser()
+    add_vfm_arguments(p)
+    assert calibration_config(p.parse_args([])).rig_shifts == (-1, 1)
+    assert calibration_config(p.parse_args(["--calib-rig-shifts", ""])).rig_shifts == ()
+    pooled = calibration_config(p.parse_args(["--calib-rig-shifts=1", "--calib-rig-weight=-1"]))
+    assert pooled.rig_shifts == (1,) and pooled.rig_weight is None
+    with pytest.raises(ValueError, match="calib-rig-shifts"):
+        calibration_config(p.parse_args(["--calib-rig-shifts=left"]))

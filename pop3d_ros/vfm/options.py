@@ -39,7 +39,8 @@ def add_vfm_arguments(p) -> None:
         "--calib-rig-shifts",
         default=",".join(str(k) for k in c.rig_shifts),
         help="stage 1 + 2 source views also from the target frame's cameras this many steps "
-        "around the rig, e.g. -1,1 (metric baseline from the extrinsics); '' = the paper "
+        "around the rig, e.g. --calib-rig-shifts=-1,1 (metric baseline from the extrinsics); "
+        "'' = the paper "
         "(default: %(default)r)",
     )
     g.add_argument(

@@ -137,7 +137,11 @@ def main(argv=None) -> int:
         "neighbouring frames, then stage 2), stage2-only (the paper without stage 1), rig "
         "(paper + the rig's adjacent cameras as source views); default: %(default)s",
     )
-    p.add_argument("--rig-shifts", default="-1,1", help="rig views: cameras around the rig")
+    p.add_argument(
+        "--rig-shifts",
+        default="-1,1",
+        help="rig views: cameras around the rig (write --rig-shifts=-1,1)",
+    )
     p.add_argument(
         "--rig-weight",
         type=float,
