@@ -11,7 +11,10 @@ the image's nearest pixels, so the paper's candidate range 1..100 reads in metre
 
 - Stage 1: s_scene = the candidate (log-spaced in [min_scale, max_scale]) with the smallest
   photometric error (L1 + SSIM) of the target image reconstructed from its neighbouring frames
-  (same camera, known poses), with tau = sigma = 0.
+  (same camera, known poses), with tau = sigma = 0. With `rig_shifts` (the default) the
+  target frame's adjacent cameras are source views too, their error added with `rig_weight`:
+  their baseline is the rig's extrinsics, metric for every camera, where the ego motion
+  leaves the side cameras' error without a clear minimum (`views.py`; the paper: ()).
 - Stage 2: per-pixel sigma (init 0, i.e. S = s_scene) and a scene offset tau (init 0, or
   stage 1's offset when `offsets` names several) by AdamW
   on the same error. Log-scale and normalised-offset parameters make one learning rate fit any
@@ -35,6 +38,7 @@ from pop3d_ros.data.classes import IGNORE
 from pop3d_ros.geometry.camera import scale_intrinsics
 from pop3d_ros.vfm.photometric import reprojection_error
 from pop3d_ros.vfm.semantics import movable_mask
+from pop3d_ros.vfm.views import source_views, view_transform
 
 
 @dataclass
@@ -61,6 +65,14 @@ class CalibrationConfig:
     max_depth: float = 150.0
     source_offsets: tuple[int, ...] = (-1, 1)  # neighbouring frames used as source views
     mask_movable: bool = True  # leave movable-class pixels out of the photometric error
+    # Rig views: the target frame's cameras this many steps around the rig are source views
+    # too (their baseline comes from the extrinsics; models/README.md "LiDAR-free recipe").
+    # () = the paper (the same camera in other frames only).
+    rig_shifts: tuple[int, ...] = (-1, 1)
+    # With rig views: None = one minimum over all source views; a number = the temporal
+    # views' mean error plus this weight times the rig views' mean error (each a minimum
+    # over its own views, averaged over the pixels those views see).
+    rig_weight: float | None = 1.0
 
     def validate(self) -> None:
         if self.downsample < 1 or self.num_scales < 1 or self.iterations < 0:
@@ -69,6 +81,8 @@ class CalibrationConfig:
             raise ValueError("calibration needs 0 < min_scale <= max_scale")
         if not 0 < self.min_depth < self.max_depth:
             raise ValueError("calibration needs 0 < min_depth < max_depth")
+        if self.rig_weight is not None and self.rig_weight < 0:
+            raise ValueError("rig_weight must be >= 0 (or None: one minimum over all views)")
         if not self.source_offsets or 0 in self.source_offsets:
             raise ValueError("source_offsets must name other frames, e.g. (-1, 1)")
 
@@ -97,7 +111,16 @@ def _mean_error(err, mask):
 
 
 def calibrate_views(
-    r, target, sources, K_t, K_s, transforms, static, cfg: CalibrationConfig, source_static=None
+    r,
+    target,
+    sources,
+    K_t,
+    K_s,
+    transforms,
+    static,
+    cfg: CalibrationConfig,
+    source_static=None,
+    groups=None,
 ):
     """Calibrate a batch of images (one per camera) against their source views.
 
@@ -109,12 +132,18 @@ def calibrate_views(
     Returns {"depth" (B, h, w), "scene_scale" (B,), "offset" (B,), "stage1_depth",
     "stage1_error" (B,), "final_error" (B,)} as tensors."""
     B = r.shape[0]
+    masks = source_static or [None] * len(sources)
+    groups = groups or [(list(range(len(sources))), 1.0)]
 
     def error(depth):
-        err, valid = reprojection_error(
-            depth, target, sources, K_t, K_s, transforms, cfg.ssim_alpha, source_static
-        )
-        return _mean_error(err, valid & static)
+        total = 0.0
+        for idx, weight in groups:
+            err, valid = reprojection_error(
+                depth, target, [sources[i] for i in idx], K_t, [K_s[i] for i in idx],
+                [transforms[i] for i in idx], cfg.ssim_alpha, [masks[i] for i in idx],
+            )  # fmt: skip
+            total = total + weight * _mean_error(err, valid & static)
+        return total
 
     zero = torch.zeros(B, 1, 1)
     with torch.no_grad():
@@ -197,16 +226,6 @@ def _intrinsics(sample: dict, hw) -> torch.Tensor:
     )
 
 
-def target_to_source(target: dict, source: dict) -> torch.Tensor:
-    """(N_cam, 4, 4) target camera optical frame -> the same camera in the source frame."""
-    t_c2e = np.asarray(target["cam_to_ego"], np.float64)
-    s_c2e = np.asarray(source["cam_to_ego"], np.float64)
-    e2w_t = np.asarray(target["ego_to_world"], np.float64)
-    e2w_s = np.asarray(source["ego_to_world"], np.float64)
-    T = np.linalg.inv(s_c2e) @ np.linalg.inv(e2w_s)[None] @ e2w_t[None] @ t_c2e
-    return torch.tensor(T, dtype=torch.float32)
-
-
 def calibrate_frame(
     sample, sources, relative, classes, cfg: CalibrationConfig, source_classes=None
 ) -> dict:
@@ -231,20 +250,31 @@ def calibrate_frame(
         align_corners=False,
     )[:, 0]
     static = _static(classes, hw, cfg)
+    views = source_views(sample, sources, cfg.rig_shifts)
+    view_classes = list(source_classes or [None] * len(sources))
+    view_classes += [classes] * (len(views) - len(sources))  # rig views: the target frame
     src_static = None
     if source_classes is not None and cfg.mask_movable:
-        src_static = [torch.from_numpy(_static(c, hw, cfg)) for c in source_classes]
+        src_static = [
+            torch.from_numpy(_static(c, hw, cfg)[perm])
+            for c, (_, perm) in zip(view_classes, views, strict=True)
+        ]
+    n_t = len(sources)
+    groups = None
+    if len(views) > n_t and cfg.rig_weight is not None:  # temporal and rig errors summed
+        groups = [(list(range(n_t)), 1.0), (list(range(n_t, len(views))), cfg.rig_weight)]
     K_t = _intrinsics(sample, hw)
     out = calibrate_views(
         r,
         _resize(sample["images"], hw),
-        [_resize(s["images"], hw) for s in sources],
+        [_resize(v["images"], hw)[perm] for v, perm in views],
         K_t,
-        [_intrinsics(s, hw) for s in sources],
-        [target_to_source(sample, s) for s in sources],
+        [_intrinsics(v, hw)[perm] for v, perm in views],
+        [view_transform(sample, v, perm) for v, perm in views],
         torch.from_numpy(static),
         cfg,
         src_static,
+        groups,
     )
     res = {k: v.numpy().astype(np.float32) for k, v in out.items()}
     res["intrinsics"] = K_t.numpy()

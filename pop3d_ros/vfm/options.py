@@ -36,6 +36,21 @@ def add_vfm_arguments(p) -> None:
         "--calib-lr", type=float, default=c.lr, help="stage 2 learning rate (default: %(default)s)"
     )
     g.add_argument(
+        "--calib-rig-shifts",
+        default=",".join(str(k) for k in c.rig_shifts),
+        help="stage 1 + 2 source views also from the target frame's cameras this many steps "
+        "around the rig, e.g. --calib-rig-shifts=-1,1 (metric baseline from the extrinsics); "
+        "'' = the paper "
+        "(default: %(default)r)",
+    )
+    g.add_argument(
+        "--calib-rig-weight",
+        type=float,
+        default=c.rig_weight,
+        help="weight of the rig views' error beside the temporal views' (negative: one "
+        "minimum over all views; default: %(default)s)",
+    )
+    g.add_argument(
         "--label-max-depth",
         type=float,
         default=lab.max_depth,
@@ -44,8 +59,19 @@ def add_vfm_arguments(p) -> None:
 
 
 def calibration_config(args) -> CalibrationConfig:
+    try:
+        shifts = tuple(int(x) for x in str(args.calib_rig_shifts).split(",") if x.strip())
+    except ValueError:
+        raise ValueError(
+            f"bad --calib-rig-shifts {args.calib_rig_shifts!r}: use e.g. -1,1"
+        ) from None
+    weight = args.calib_rig_weight
     cfg = CalibrationConfig(
-        downsample=args.calib_downsample, iterations=args.calib_iterations, lr=args.calib_lr
+        downsample=args.calib_downsample,
+        iterations=args.calib_iterations,
+        lr=args.calib_lr,
+        rig_shifts=shifts,
+        rig_weight=None if weight is not None and weight < 0 else weight,
     )
     cfg.validate()
     return cfg
