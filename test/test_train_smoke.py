@@ -148,6 +148,11 @@ def test_init_from_loads_weights_and_rejects_another_network(frames, tmp_path):
     stages = _init_weights(build_model(cfg), cfg, tmp_path / "stage2.pt")
     assert [s["checkpoint"] for s in stages] == ["a", str(tmp_path / "stage2.pt")]
     assert stages[-1]["command"] == "pop3d train b" and stages[-1]["step"] == 9
+    # A checkpoint written before a config field existed (its default) still matches.
+    lifting = ckpt["config"]["lifting"]
+    assert lifting.pop("depth_bins") == 0
+    torch.save(ckpt, tmp_path / "older.pt")
+    _init_weights(build_model(cfg), cfg, tmp_path / "older.pt")
     other = tiny_model_config()
     other.grid = GridConfig(
         x_range=(-8.0, 8.0), y_range=(-8.0, 8.0), z_range=(-2.0, 2.0), shape=(8, 8, 4)

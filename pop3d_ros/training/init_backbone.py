@@ -41,9 +41,11 @@ def init_weights(model, model_cfg, path) -> list[dict]:
 
     Returns the training stages that made those weights (theirs, then that run itself)."""
     from pop3d_ros.model.checkpoint import CheckpointError, read_checkpoint
+    from pop3d_ros.model.config import ModelConfig
 
     ckpt = read_checkpoint(path)
-    theirs, ours = dict(ckpt.get("config", {})), model_cfg.to_dict()
+    # Through ModelConfig so that fields added since (their defaults) compare equal.
+    theirs, ours = ModelConfig.from_dict(ckpt.get("config", {})).to_dict(), model_cfg.to_dict()
     for cfg in (theirs, ours):
         cfg.get("backbone", {}).pop("weights", None)
     if theirs != ours:
