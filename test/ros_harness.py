@@ -33,6 +33,13 @@ from rclpy.qos import QoSProfile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# A test run started in the background of a non-interactive shell (`make test &`) inherits
+# SIGINT ignored, and ignored signals survive exec: every node it starts would ignore the
+# SIGINT that the shutdown tests send. A handler of our own is reset to the default on exec,
+# so the nodes start as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def configure_ros_environment() -> int:
     """Pick this session's ROS_DOMAIN_ID (inherited by every subprocess) and return it.
