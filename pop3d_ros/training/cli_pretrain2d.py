@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pop3d_ros.training.cli_train import add_teacher_arguments
 from pop3d_ros.training.pretrain2d import Pretrain2DConfig
 from pop3d_ros.training.sources import add_source_arguments
 
@@ -23,20 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory (backbone.pt, frames/)")
     p.add_argument("--prepared", help="prepared-frame cache (default: <out>/frames)")
     p.add_argument("--prepare-only", action="store_true", help="only prepare the frames")
-    p.add_argument(
-        "--teacher",
-        choices=["synthetic", "maskclip"],
-        default=None,
-        help="2D teacher (default: synthetic for synthetic data, else maskclip)",
-    )
-    p.add_argument(
-        "--teacher-profile",
-        choices=["near-gt", "maskclip-like"],
-        default="maskclip-like",
-        help="synthetic teacher degradations (default: %(default)s, the realistic one)",
-    )
-    p.add_argument("--teacher-cache", help="MaskCLIP feature cache dir (pop3d teacher-cache)")
-    p.add_argument("--text-seed", type=int, default=0, help="synthetic text space seed")
+    add_teacher_arguments(p, profile="maskclip-like")
     for name in ("steps", "batch_images", "warmup_steps", "seed", "log_every"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     for name in ("lr", "weight_decay", "final_lr", "grad_clip"):

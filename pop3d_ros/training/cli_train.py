@@ -38,20 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_render_arguments(p)
     add_occupancy_arguments(p)
     add_depth_arguments(p, d.depth_weight)
-    p.add_argument(
-        "--teacher",
-        choices=["synthetic", "maskclip"],
-        default=None,
-        help="2D teacher (default: synthetic for synthetic data, else maskclip)",
-    )
-    p.add_argument(
-        "--teacher-profile",
-        choices=["near-gt", "maskclip-like"],
-        default="near-gt",
-        help="degradations of the synthetic teacher (data/synthetic_teacher.py TEACHER_PROFILES)",
-    )
-    p.add_argument("--teacher-cache", help="MaskCLIP feature cache dir (pop3d teacher-cache)")
-    p.add_argument("--text-seed", type=int, default=0, help="synthetic text space seed")
+    add_teacher_arguments(p)
     p.add_argument(
         "--max-feature-voxels",
         type=int,
@@ -125,6 +112,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from pop3d_ros.vfm.options import add_vfm_arguments
 
     add_vfm_arguments(p)
+
+
+def add_teacher_arguments(p, profile: str = "near-gt") -> None:
+    """The 2D teacher and text-space options that `_teacher_and_space` reads (train,
+    pretrain2d, vfm-labels); `profile`: the default synthetic teacher profile."""
+    p.add_argument(
+        "--teacher",
+        choices=["synthetic", "maskclip"],
+        default=None,
+        help="2D teacher (default: synthetic for synthetic data, else maskclip)",
+    )
+    p.add_argument(
+        "--teacher-profile",
+        choices=["near-gt", "maskclip-like"],
+        default=profile,
+        help="degradations of the synthetic teacher (data/synthetic_teacher.py "
+        "TEACHER_PROFILES; default: %(default)s)",
+    )
+    p.add_argument("--teacher-cache", help="MaskCLIP feature cache dir (pop3d teacher-cache)")
+    p.add_argument("--text-seed", type=int, default=0, help="synthetic text space seed")
 
 
 def _teacher_and_space(args, model_cfg):

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from pop3d_ros.training.cli_train import add_teacher_arguments
 from pop3d_ros.training.sources import add_source_arguments
 from pop3d_ros.vfm.options import add_vfm_arguments
 
@@ -17,15 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="cpu-small", help="model preset (its voxel grid)")
     add_source_arguments(p, "0-7", 25, "train", "synthetic world seeds, e.g. 0-7")
     p.add_argument("--out", required=True, help="cache directory (same as --vfm-cache)")
-    p.add_argument(
-        "--teacher",
-        choices=["synthetic", "maskclip"],
-        default=None,
-        help="2D teacher (default: synthetic for synthetic data, else maskclip)",
-    )
-    p.add_argument("--teacher-profile", choices=["near-gt", "maskclip-like"], default="near-gt")
-    p.add_argument("--teacher-cache", help="MaskCLIP feature cache dir (pop3d teacher-cache)")
-    p.add_argument("--text-seed", type=int, default=0, help="synthetic text space seed")
+    add_teacher_arguments(p)
     add_vfm_arguments(p)
 
 
