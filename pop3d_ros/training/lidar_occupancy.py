@@ -30,6 +30,7 @@ import numpy as np
 
 from pop3d_ros.data.classes import IGNORE
 from pop3d_ros.geometry.grid import VoxelGrid
+from pop3d_ros.geometry.transforms import transform_points
 
 UNOBSERVED = 2  # occ_target code: no ray reached the voxel (trained as a down-weighted empty)
 
@@ -111,12 +112,6 @@ def sweep_evidence(points, origin, grid: VoxelGrid, core_z: float = 1.0, step=No
     return hit, free & ~hit
 
 
-def transform_points(points, transform) -> np.ndarray:
-    """(N, 3) points through a (4, 4) rigid transform."""
-    t = np.asarray(transform, np.float64)
-    return (np.asarray(points, np.float64) @ t[:3, :3].T + t[:3, 3]).astype(np.float32)
-
-
 def lidar_occupancy_target(
     sample: dict,
     grid: VoxelGrid,
@@ -149,8 +144,8 @@ def lidar_occupancy_target(
             continue
         to_current = relative_pose(sample, other)
         h, f = sweep_evidence(
-            transform_points(other["lidar_points"], to_current),
-            transform_points(np.asarray(other["lidar_origin"]).reshape(1, 3), to_current)[0],
+            transform_points(to_current, other["lidar_points"]).astype(np.float32),
+            transform_points(to_current, other["lidar_origin"]).astype(np.float32),
             grid,
             cfg.core_z,
             cfg.step,

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from pop3d_ros.data.sample import project_points
 from pop3d_ros.geometry.grid import VoxelGrid
+from pop3d_ros.geometry.transforms import transform_points
 
 
 def occupancy_target(points: np.ndarray, grid: VoxelGrid) -> np.ndarray:
@@ -97,8 +98,7 @@ def voxel_feature_targets(sample: dict, teacher_features, grid: VoxelGrid, other
         pidx, _, feats = point_feature_pairs(frame, tf, points)
         pts = points[pidx]
         if to_current is not None:
-            t = np.asarray(to_current, np.float64)
-            pts = (np.asarray(pts, np.float64) @ t[:3, :3].T + t[:3, 3]).astype(np.float32)
+            pts = transform_points(to_current, pts).astype(np.float32)
         idx, inside = grid.points_to_index(pts)
         flat = grid.flat_index(idx[inside])
         feats = feats[torch.from_numpy(np.nonzero(inside)[0])]
