@@ -17,6 +17,7 @@ from pop3d_ros.training.cli_render_opts import (
     render_strategy,
 )
 from pop3d_ros.training.config import TrainConfig
+from pop3d_ros.training.feature_balance import add_balance_arguments, feature_balance_from
 from pop3d_ros.training.sources import add_source_arguments
 
 
@@ -51,6 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=d.feature_weighting,
         help="L_ft per (point, camera) pair (paper) or per voxel (default: %(default)s)",
     )
+    add_balance_arguments(p, d.feature_balance)
     p.add_argument(
         "--init-from",
         help="start from this checkpoint's weights (same preset; fresh optimizer and schedule)",
@@ -229,6 +231,7 @@ def _run(args) -> int:
         lidar_occupancy=lidar_occupancy,
         unobserved_weight=args.unobserved_weight,
         lift_depth_weight=cfg.depth_weight,
+        feature_balance=feature_balance_from(cfg.feature_balance, text_space),
     )
     if lidar_occupancy.free_space != "points" and cfg.strategy not in ("pop3d", "pop3d_render"):
         raise ValueError(

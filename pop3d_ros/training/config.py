@@ -26,6 +26,10 @@ class TrainConfig:
     # camera) pairs = the paper's per-point MSE; "voxel" weighs every voxel once, so the
     # dense near-range road no longer outweighs sparse, distant and small objects.
     feature_weighting: str = "point"
+    # Label-free class balance of L_ft (training/feature_balance.py): each voxel's weight x
+    # (mean group mass / its group's mass) ** feature_balance per batch, the group being the
+    # teacher target's nearest text-space phrase; 0 = off, 1 = equal mass per group.
+    feature_balance: float = 0.0
     amp: str = "auto"  # mixed precision: "auto" (on when training on CUDA), "on", "off"
     checkpoint_every: int = 200  # write last.pt every N steps (and at the end)
     # Evaluate on held-out frames every N steps and at the end (TensorBoard eval/*, the
@@ -54,6 +58,8 @@ class TrainConfig:
             raise ValueError(
                 f"feature_weighting must be point or voxel, got {self.feature_weighting!r}"
             )
+        if self.feature_balance < 0:
+            raise ValueError(f"feature_balance must be >= 0, got {self.feature_balance}")
         if self.amp not in ("auto", "on", "off"):
             raise ValueError(f"amp must be auto, on or off, got {self.amp!r}")
 

@@ -51,6 +51,7 @@ class Strategy:
         lidar_occupancy: LidarOccupancyConfig | None = None,
         unobserved_weight: float = 0.1,
         lift_depth_weight: float = 1.0,
+        feature_balance=None,
     ):
         """`lidar_occupancy`: how LiDAR becomes the occupancy target (default: POP-3D's, a
         voxel with a return occupied, all others empty); `unobserved_weight`: the weight of
@@ -65,6 +66,7 @@ class Strategy:
         self.lidar_occupancy = lidar_occupancy or LidarOccupancyConfig()
         self.lidar_occupancy.validate()
         self.lift_depth_weight = lift_depth_weight
+        self.feature_balance = feature_balance
         self.occ_loss = OccupancyLoss(ignore_index=IGNORE, unobserved_weight=unobserved_weight)
         self.ft_loss = FeatureLoss()
         self.neighbour = None  # neighbour(sample, offset) -> adjacent frame (multi-sweep)
@@ -139,6 +141,8 @@ class Strategy:
         terms = self.occ_loss(outputs["occupancy_logits"], batch["occ_target"])
         # The cache keeps the pair counts either way, so one prepared set serves both.
         weight = batch["weight"] if self.feature_weighting == "point" else None
+        if self.feature_balance is not None:
+            weight = self.feature_balance(batch["features"], weight)
         terms.update(self.ft_loss(outputs["language_features"], batch["features"], weight))
         terms["loss"] = terms["occ"] + self.feature_weight * terms["ft"]
         return terms
