@@ -68,16 +68,20 @@ class FeatureBalance:
             raise ValueError(
                 f"targets are {targets.shape[-1]}-d, the vocabulary {self.phrases.shape[1]}-d"
             )
-        cos = F.normalize(targets.float(), dim=-1) @ self.phrases.T
-        return self.phrase_group[cos.argmax(-1)]
+        # Batches live on the training device (CUDA on a GPU machine); the vocabulary is
+        # built on the CPU, so it follows the targets.
+        phrases = self.phrases.to(targets.device)
+        cos = F.normalize(targets.float(), dim=-1) @ phrases.T
+        return self.phrase_group.to(targets.device)[cos.argmax(-1)]
 
     def __call__(self, targets: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         n = targets.shape[0]
-        weight = torch.ones(n) if weight is None else weight.float()
+        weight = torch.ones(n, device=targets.device) if weight is None else weight.float()
         if n == 0 or self.power == 0:
             return weight
         group = self.groups(targets)
-        mass = torch.zeros(int(self.phrase_group.max()) + 1).index_add_(0, group, weight)
+        mass = torch.zeros(int(self.phrase_group.max()) + 1, device=weight.device)
+        mass = mass.index_add_(0, group, weight)
         present = mass > 0
         factor = torch.ones_like(mass)
         factor[present] = (mass[present].mean() / mass[present]) ** self.power
