@@ -11,7 +11,11 @@ import pytest
 import torch
 
 from pop3d_ros.training.config import TrainConfig
-from pop3d_ros.training.feature_balance import FeatureBalance, vocabulary_phrases
+from pop3d_ros.training.feature_balance import (
+    FeatureBalance,
+    feature_balance_from,
+    vocabulary_phrases,
+)
 from pop3d_ros.training.strategies import Pop3DStrategy
 
 
@@ -101,3 +105,14 @@ def test_strategy_loss_uses_the_balanced_weights():
     plain = Pop3DStrategy(teacher=None).losses(outputs, batch)["ft"].item()
     assert plain == pytest.approx(err.mean().item(), rel=1e-5)
     assert plain != pytest.approx(expected.item(), rel=1e-3)
+
+
+def test_balance_from_the_cli_settings():
+    from pop3d_ros.text.synthetic_text import SyntheticTextSpace
+
+    spec = SyntheticTextSpace(seed=0, dim=64).describe()
+    assert feature_balance_from(0.0, spec, "pop3d") is None
+    balance = feature_balance_from(0.5, spec, "pop3d_render")
+    assert balance.power == 0.5 and balance.phrases.shape[1] == 64
+    with pytest.raises(ValueError, match="render has none"):
+        feature_balance_from(1.0, spec, "render")

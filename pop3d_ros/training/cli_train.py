@@ -231,7 +231,7 @@ def _run(args) -> int:
         lidar_occupancy=lidar_occupancy,
         unobserved_weight=args.unobserved_weight,
         lift_depth_weight=cfg.depth_weight,
-        feature_balance=feature_balance_from(cfg.feature_balance, text_space),
+        feature_balance=feature_balance_from(cfg.feature_balance, text_space, cfg.strategy),
     )
     if lidar_occupancy.free_space != "points" and cfg.strategy not in ("pop3d", "pop3d_render"):
         raise ValueError(
