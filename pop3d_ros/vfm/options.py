@@ -58,20 +58,25 @@ def add_vfm_arguments(p) -> None:
     )
 
 
-def calibration_config(args) -> CalibrationConfig:
+def rig_settings(shifts_text, weight, flag: str = "--calib-rig-shifts"):
+    """(rig_shifts, rig_weight) of CalibrationConfig from the command-line forms: shifts as
+    comma-separated ints ('' = none, the paper), a negative weight = None (one minimum over
+    all views)."""
     try:
-        shifts = tuple(int(x) for x in str(args.calib_rig_shifts).split(",") if x.strip())
+        shifts = tuple(int(x) for x in str(shifts_text).split(",") if x.strip())
     except ValueError:
-        raise ValueError(
-            f"bad --calib-rig-shifts {args.calib_rig_shifts!r}: use e.g. -1,1"
-        ) from None
-    weight = args.calib_rig_weight
+        raise ValueError(f"bad {flag} {shifts_text!r}: use e.g. -1,1") from None
+    return shifts, None if weight is not None and weight < 0 else weight
+
+
+def calibration_config(args) -> CalibrationConfig:
+    shifts, weight = rig_settings(args.calib_rig_shifts, args.calib_rig_weight)
     cfg = CalibrationConfig(
         downsample=args.calib_downsample,
         iterations=args.calib_iterations,
         lr=args.calib_lr,
         rig_shifts=shifts,
-        rig_weight=None if weight is not None and weight < 0 else weight,
+        rig_weight=weight,
     )
     cfg.validate()
     return cfg

@@ -35,6 +35,7 @@ from pop3d_ros.training.eval_labels import evaluation_labels
 from pop3d_ros.training.metrics import ConfusionMatrix
 from pop3d_ros.training.occ3d import Occ3DMetrics, camera_visibility
 from pop3d_ros.vfm.calibrate import CalibrationConfig, calibrate_frame, normalise_relative
+from pop3d_ros.vfm.options import rig_settings
 from pop3d_ros.vfm.pseudo_labels import pseudo_labels
 
 FAILED_ABS_REL = 0.3  # an image whose own AbsRel exceeds this counts as a failed calibration
@@ -172,8 +173,7 @@ def main(argv=None) -> int:
     semantics = pixel_semantics_from_encoder(space)
     vfm = SyntheticVFM()
     cfg = CalibrationConfig(iterations=args.calib_iterations, rig_shifts=())  # the paper
-    shifts = tuple(int(x) for x in args.rig_shifts.split(",") if x.strip())
-    weight = None if args.rig_weight is not None and args.rig_weight < 0 else args.rig_weight
+    shifts, weight = rig_settings(args.rig_shifts, args.rig_weight, "--rig-shifts")
     chosen = [] if args.only_offsets else [v.strip() for v in args.variants.split(",")]
     # variant -> (calibration, suffix of its rows)
     variants = {
