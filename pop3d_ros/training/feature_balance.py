@@ -27,19 +27,18 @@ def vocabulary_phrases(encoder) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(phrase embeddings (P, D) float32, group id per phrase (P,) int64, group names): every
     phrase of the encoder's classes and long-tail concepts (if it has any), prompt-ensembled
     like the zero-shot evaluation's."""
-    from pop3d_ros.training.zeroshot import class_vocabulary, ensembled, prompt_templates
+    from pop3d_ros.data.classes import CLASS_NAMES
+    from pop3d_ros.training.zeroshot import class_phrase_embeddings, ensembled, prompt_templates
 
     templates = prompt_templates(encoder)
-    groups = dict(class_vocabulary(encoder))
-    concepts = getattr(encoder, "concepts", None) or {}
-    groups.update({k: v for k, v in dict(concepts).items() if k not in groups})
-    names = list(groups)
-    embeddings, group_of = [], []
-    for g, name in enumerate(names):
-        for phrase in groups[name]:
-            embeddings.append(ensembled(encoder, phrase, templates))
-            group_of.append(g)
-    return np.stack(embeddings).astype(np.float32), np.asarray(group_of, np.int64), names
+    names = list(CLASS_NAMES)
+    per_group = class_phrase_embeddings(encoder, templates)  # the zero-shot classes' phrases
+    for name, phrases in dict(getattr(encoder, "concepts", None) or {}).items():
+        if name not in names:
+            names.append(name)
+            per_group.append(np.stack([ensembled(encoder, p, templates) for p in phrases]))
+    group_of = np.concatenate([np.full(len(e), g, np.int64) for g, e in enumerate(per_group)])
+    return np.concatenate(per_group).astype(np.float32), group_of, names
 
 
 class FeatureBalance:
