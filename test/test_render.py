@@ -9,6 +9,7 @@ import torch
 from pop3d_ros.geometry.grid import VoxelGrid
 from pop3d_ros.training.render import (
     composite,
+    density_sparsity,
     distortion_loss,
     render_rays,
     sample_volume,
@@ -146,3 +147,17 @@ def test_density_model_exports_threshold_through_logits():
     with pytest.raises(ValueError):
         cfg.heads.occupancy_output = "nope"
         cfg.validate()
+
+
+def test_sparsity_prior_is_mean_voxel_opacity_and_pulls_density_down():
+    assert float(density_sparsity(torch.zeros(GRID.shape))) == 0.0
+    sigma = torch.full(GRID.shape, -1.0)  # negative density renders as empty
+    sigma[:10] = math.log(2.0)  # half the grid at opacity 1/2 per voxel length
+    assert float(density_sparsity(sigma)) == pytest.approx(0.25)
+    sigma[10:15] = 0.1  # a faint haze
+    sigma.requires_grad_(True)
+    density_sparsity(sigma).backward()
+    # descent lowers every positive density, the faint ones most (opaque voxels barely
+    # feel it); what is already empty is left alone
+    assert torch.all(sigma.grad[:15] > 0) and torch.all(sigma.grad[15:] == 0)
+    assert float(sigma.grad[0, 0, 0]) < float(sigma.grad[12, 0, 0])

@@ -38,6 +38,13 @@ def add_render_arguments(p) -> None:
         "the preset's heads.density_threshold)",
     )
     g.add_argument(
+        "--render-sparsity",
+        type=float,
+        default=0.0,
+        help="weight of the free-space prior: mean voxel opacity over the grid, so voxels "
+        "no ray reaches default to empty (default 0 = RenderOcc as published)",
+    )
+    g.add_argument(
         "--render-semantic-weight",
         type=float,
         default=0.0,
@@ -81,6 +88,7 @@ def render_strategy(args, cfg, model_cfg, teacher, text_space, make_sample, comm
         weighted=args.weighted_sampling,
         num_rays=args.num_rays,
         ray_pool=args.ray_pool,
+        sparsity_weight=args.render_sparsity,
         semantic_weight=args.render_semantic_weight,
         class_embeddings=class_canonical_embeddings(encoder)
         if args.render_semantic_weight > 0

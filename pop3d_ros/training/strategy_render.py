@@ -8,6 +8,9 @@ rendered voxel feature goes through the language head once per ray, and the loss
 - features: MSE between the rendered language feature and the 2D teacher's dense feature at
   the ray's pixel (x feature_weight);
 - RenderOcc's regularisers: distortion (0.01) and entropy of the leftover transmittance (0.01);
+- optional free-space prior (`sparsity_weight`, not in RenderOcc, whose Occ3D evaluation
+  ignores voxels no camera sees): the mean voxel opacity over the whole grid, so voxels no
+  ray reaches (below the ground, above the returns) default to empty;
 - optional 2D semantics (`semantic_weight`, where 2D class maps exist): cross-entropy of the
   rendered feature's zero-shot logits against the pixel's class;
 - `with_occupancy` (strategy `pop3d_render`): POP-3D's LiDAR occupancy loss on the density
@@ -31,7 +34,13 @@ from pop3d_ros.data.classes import IGNORE
 from pop3d_ros.model.pop3d import density_from_logits
 from pop3d_ros.training.inputs import model_inputs
 from pop3d_ros.training.rays import RAY_KEYS, concat_rays, frame_rays, relative_pose, select_rays
-from pop3d_ros.training.render import distortion_loss, opacity_entropy, render_rays, silog_loss
+from pop3d_ros.training.render import (
+    density_sparsity,
+    distortion_loss,
+    opacity_entropy,
+    render_rays,
+    silog_loss,
+)
 from pop3d_ros.training.strategies import Strategy, _subsample
 
 
@@ -54,6 +63,7 @@ class RenderStrategy(Strategy):
         depth_weight: float = 1.0,
         distortion_weight: float = 0.01,
         entropy_weight: float = 0.01,
+        sparsity_weight: float = 0.0,
         semantic_weight: float = 0.0,
         class_embeddings=None,
         with_occupancy: bool = False,
@@ -79,6 +89,7 @@ class RenderStrategy(Strategy):
         self.depth_weight = depth_weight
         self.distortion_weight = distortion_weight
         self.entropy_weight = entropy_weight
+        self.sparsity_weight = sparsity_weight
         self.semantic_weight = semantic_weight
         self.class_embeddings = (
             None
@@ -187,6 +198,7 @@ class RenderStrategy(Strategy):
             "render_language": model.language_head(rendered),
             "render_distortion": torch.stack(dist).mean() if dist else zero,
             "render_entropy": torch.stack(ent).mean() if ent else zero,
+            "render_sparsity": density_sparsity(sigma) if self.sparsity_weight > 0 else zero,
         }
         if self.with_occupancy:
             flat = vf.reshape(-1, c_v)
@@ -206,6 +218,9 @@ class RenderStrategy(Strategy):
             + self.distortion_weight * terms["dist"]
             + self.entropy_weight * terms["entropy"]
         )
+        if self.sparsity_weight > 0:
+            terms["sparse"] = outputs["render_sparsity"]
+            loss = loss + self.sparsity_weight * terms["sparse"]
         if self.semantic_weight > 0:
             terms["sem"] = self._semantic_loss(outputs["render_language"], batch["ray_semantic"])
             loss = loss + self.semantic_weight * terms["sem"]
