@@ -110,9 +110,15 @@ def test_strategy_loss_uses_the_balanced_weights():
 def test_balance_from_the_cli_settings():
     from pop3d_ros.text.synthetic_text import SyntheticTextSpace
 
-    spec = SyntheticTextSpace(seed=0, dim=64).describe()
-    assert feature_balance_from(0.0, spec, "pop3d") is None
-    balance = feature_balance_from(0.5, spec, "pop3d_render")
+    built = []
+
+    def encoder():  # the run's lazily built text encoder
+        built.append(1)
+        return SyntheticTextSpace(seed=0, dim=64)
+
+    assert feature_balance_from(0.0, encoder, "pop3d") is None
+    assert not built  # off: no encoder is built
+    balance = feature_balance_from(0.5, encoder, "pop3d_render")
     assert balance.power == 0.5 and balance.phrases.shape[1] == 64
     with pytest.raises(ValueError, match="render has none"):
-        feature_balance_from(1.0, spec, "render")
+        feature_balance_from(1.0, encoder, "render")

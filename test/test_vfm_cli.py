@@ -9,7 +9,7 @@ from pop3d_ros.cli import main
 
 
 @pytest.mark.slow
-def test_vfm_labels_then_train(tmp_path, capsys):
+def test_vfm_labels_then_train(tmp_path, capsys, monkeypatch):
     cache = tmp_path / "vfm"
     common = ["--seeds", "951", "--frames-per-seed", "2", "--calib-iterations", "2"]
     assert main(["vfm-labels", *common, "--out", str(cache)]) == 0
@@ -37,8 +37,19 @@ def test_vfm_labels_then_train(tmp_path, capsys):
         "1",
         "--log-every",
         "1",
+        "--feature-balance",
+        "1",
     ]
+    import pop3d_ros.text.factory as factory
+
+    builds = []
+    build = factory.text_encoder_from_spec
+    monkeypatch.setattr(
+        factory, "text_encoder_from_spec", lambda spec: builds.append(spec) or build(spec)
+    )
     assert main(argv) == 0
+    # the pseudo labels' pixel semantics and the feature balance share one text encoder
+    assert len(builds) == 1
     ckpt = torch.load(run / "model.pt", weights_only=False)
     assert ckpt["meta"]["strategy"] == "vfm"
     assert ckpt["meta"]["vfm"]["calibration"]["iterations"] == 2

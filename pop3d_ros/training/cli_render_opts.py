@@ -66,9 +66,9 @@ def key_of_token(data: str):
     return synthetic_key_of_token if data == "synthetic" else (lambda t: t)
 
 
-def render_strategy(args, cfg, model_cfg, teacher, text_space, make_sample, common):
-    """The RenderStrategy of these arguments; switches the model to a density field."""
-    from pop3d_ros.text.factory import text_encoder_from_spec
+def render_strategy(args, cfg, model_cfg, teacher, text_encoder, make_sample, common):
+    """The RenderStrategy of these arguments (`text_encoder()`: the run's text encoder);
+    switches the model to a density field."""
     from pop3d_ros.training.strategy_render import RenderStrategy, neighbour_lookup
     from pop3d_ros.training.zeroshot import (
         ZeroShotClassifier,
@@ -79,7 +79,7 @@ def render_strategy(args, cfg, model_cfg, teacher, text_space, make_sample, comm
     model_cfg.heads.occupancy_output = "density"
     if args.density_threshold is not None:
         model_cfg.heads.density_threshold = float(args.density_threshold)
-    encoder = text_encoder_from_spec(text_space)
+    encoder = text_encoder()
     strategy = RenderStrategy(
         teacher,
         ZeroShotClassifier(class_phrase_embeddings(encoder)),

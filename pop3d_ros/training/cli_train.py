@@ -6,6 +6,7 @@ Runs alone or under `torchrun --nproc_per_node N` (DDP; gloo on CPU, NCCL on GPU
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -179,6 +180,12 @@ def _source(args, model_cfg, seeds_text=None, split=None):
     return nuscenes_source(args.root, split or args.split, args.version)
 
 
+def _text_encoder(text_space: dict):
+    from pop3d_ros.text.factory import text_encoder_from_spec
+
+    return text_encoder_from_spec(text_space)
+
+
 def _world_version() -> int:
     from pop3d_ros.data.synthetic.config import WORLD_VERSION
 
@@ -223,6 +230,10 @@ def _run(args) -> int:
     info = init_distributed(cfg.device)
     out = Path(args.out)
     teacher, text_space, teacher_meta = _teacher_and_space(args, model_cfg)
+    # One text encoder for every consumer of the run (balance, render rays' classes,
+    # supervised_3d, VFM pixel semantics, periodic eval), built on first use: an open_clip
+    # text space loads its text tower once, and a run that needs none loads nothing.
+    text_encoder = functools.cache(lambda: _text_encoder(text_space))
     lidar_occupancy = occupancy_config(args)
     common = dict(
         feature_weight=cfg.feature_weight,
@@ -231,7 +242,7 @@ def _run(args) -> int:
         lidar_occupancy=lidar_occupancy,
         unobserved_weight=args.unobserved_weight,
         lift_depth_weight=cfg.depth_weight,
-        feature_balance=feature_balance_from(cfg.feature_balance, text_space, cfg.strategy),
+        feature_balance=feature_balance_from(cfg.feature_balance, text_encoder, cfg.strategy),
     )
     if lidar_occupancy.free_space != "points" and cfg.strategy not in ("pop3d", "pop3d_render"):
         raise ValueError(
@@ -252,20 +263,24 @@ def _run(args) -> int:
 
         cache = Path(args.vfm_cache) if args.vfm_cache else out / "vfm"
         labeler = build_labeler(
-            args, model_cfg.voxel_grid, teacher, text_space, make_sample, cache, teacher_meta
+            args,
+            model_cfg.voxel_grid,
+            teacher,
+            text_space,
+            make_sample,
+            cache,
+            teacher_meta,
+            text_encoder=text_encoder,
         )
         strategy = VFMStrategy(labeler, **common)
         vfm_meta = vfm_settings(args)
     elif cfg.strategy in ("render", "pop3d_render"):
-        strategy = render_strategy(args, cfg, model_cfg, teacher, text_space, make_sample, common)
+        strategy = render_strategy(args, cfg, model_cfg, teacher, text_encoder, make_sample, common)
     else:
         if args.data != "synthetic":
             raise ValueError("--strategy supervised_3d needs ground-truth occupancy (synthetic)")
-        from pop3d_ros.text.factory import text_encoder_from_spec
-
-        encoder = text_encoder_from_spec(text_space)
         strategy = Supervised3DStrategy(
-            class_canonical_embeddings(encoder), _gt_occupancy, **common
+            class_canonical_embeddings(text_encoder()), _gt_occupancy, **common
         )
     prepared = Path(args.prepared) if args.prepared else out / "frames" / cfg.strategy
     if info.is_main:
@@ -340,7 +355,7 @@ def _run(args) -> int:
     if cfg.eval_every:
         from pop3d_ros.training.periodic_eval import held_out_evaluation
 
-        evaluate = held_out_evaluation(args, model_cfg, teacher, text_space, extra, info)
+        evaluate = held_out_evaluation(args, model_cfg, teacher, text_encoder, extra, info)
     summary = train(
         model,
         model_cfg,

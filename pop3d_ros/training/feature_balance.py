@@ -99,8 +99,9 @@ def add_balance_arguments(p: argparse.ArgumentParser, default: float) -> None:
     )
 
 
-def feature_balance_from(power: float, text_space: dict, strategy: str) -> FeatureBalance | None:
-    """The balance for `pop3d train`'s text space, or None when off. It weights the voxel
+def feature_balance_from(power: float, text_encoder, strategy: str) -> FeatureBalance | None:
+    """The balance for `pop3d train`, or None when off; `text_encoder()` returns the run's
+    text encoder (called only when the balance is on). It weights the voxel
     feature targets (pop3d, pop3d_render's LiDAR part, vfm, supervised_3d); render-only
     supervises rendered rays, which it does not touch, so asking for it there is an error."""
     if not power:
@@ -110,6 +111,4 @@ def feature_balance_from(power: float, text_space: dict, strategy: str) -> Featu
             "--feature-balance weights the voxel feature targets; --strategy render has none "
             "(use pop3d_render, or leave it at 0)"
         )
-    from pop3d_ros.text.factory import text_encoder_from_spec
-
-    return FeatureBalance.from_encoder(text_encoder_from_spec(text_space), power)
+    return FeatureBalance.from_encoder(text_encoder(), power)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 
-def held_out_evaluation(args, model_cfg, teacher, text_space, extra, info):
-    """The periodic evaluation: this rank's share of the held-out frames, loaded once."""
+def held_out_evaluation(args, model_cfg, teacher, text_encoder, extra, info):
+    """The periodic evaluation: this rank's share of the held-out frames, loaded once
+    (`text_encoder()`: the run's text encoder)."""
     import numpy as np
     from tqdm import tqdm
 
-    from pop3d_ros.text.factory import text_encoder_from_spec
     from pop3d_ros.training.cli_train import _source
     from pop3d_ros.training.eval_volume import choose_volume
     from pop3d_ros.training.evaluate import HeldOutEvaluation
@@ -24,11 +24,10 @@ def held_out_evaluation(args, model_cfg, teacher, text_space, extra, info):
         teacher = None
         if info.is_main:
             print("periodic eval: no teacher baseline (eval frames are not in the teacher cache)")
-    encoder = text_encoder_from_spec(text_space)
     return HeldOutEvaluation(
         model_cfg,
         samples,
-        ZeroShotClassifier(class_phrase_embeddings(encoder)),
+        ZeroShotClassifier(class_phrase_embeddings(text_encoder())),
         device=info.device,
         teacher=teacher,
         prior=extra["occupancy_prior"].float().numpy(),

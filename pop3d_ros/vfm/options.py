@@ -82,8 +82,11 @@ def calibration_config(args) -> CalibrationConfig:
     return cfg
 
 
-def build_labeler(args, grid, teacher, text_space: dict, fetch, cache_dir, teacher_meta=None):
-    """The `VFMLabeler` the options describe (pixel semantics from `text_space`'s encoder)."""
+def build_labeler(
+    args, grid, teacher, text_space: dict, fetch, cache_dir, teacher_meta=None, text_encoder=None
+):
+    """The `VFMLabeler` the options describe (pixel semantics from `text_space`'s encoder;
+    `text_encoder()`, where given, returns that encoder already built)."""
     from pop3d_ros.text.factory import text_encoder_from_spec
     from pop3d_ros.vfm.depth_source import make_depth_source
     from pop3d_ros.vfm.labeler import VFMLabeler
@@ -96,7 +99,8 @@ def build_labeler(args, grid, teacher, text_space: dict, fetch, cache_dir, teach
         if args.depth_source == "depth_anything"
         else make_depth_source("synthetic")
     )
-    semantics = pixel_semantics_from_encoder(text_encoder_from_spec(text_space))
+    encoder = text_encoder() if text_encoder else text_encoder_from_spec(text_space)
+    semantics = pixel_semantics_from_encoder(encoder)
     labels = PseudoLabelConfig(max_depth=args.label_max_depth)
     return VFMLabeler(
         teacher,
