@@ -161,3 +161,35 @@ def test_sparsity_prior_is_mean_voxel_opacity_and_pulls_density_down():
     # feel it); what is already empty is left alone
     assert torch.all(sigma.grad[:15] > 0) and torch.all(sigma.grad[15:] == 0)
     assert float(sigma.grad[0, 0, 0]) < float(sigma.grad[12, 0, 0])
+
+
+def test_box_density_stops_a_grazing_ray_at_the_face_trilinear_above_it():
+    # ground: layers z in [-2, 0) dense, so its top face is z = 0; a ray from 1.5 m up that
+    # meets z = 0 at x = 10.5 m, 10.1 m away
+    sigma = torch.zeros(GRID.shape)
+    sigma[:, :, :2] = 200.0
+    o = torch.tensor([[0.5, 0.0, 1.5]])
+    d = torch.tensor([[10.0, 0.0, -1.5]])
+    hit = math.hypot(10.0, 1.5)
+    box = float(render_rays(sigma, o, d, GRID, density_sampling="nearest")["depth"][0])
+    tri = float(render_rays(sigma, o, d, GRID)["depth"][0])
+    assert abs(box - hit) < 0.5  # within one sample step
+    # trilinear density starts to rise at the centre of the empty layer above (z = 0.5), a
+    # third of the way down to the face: the ray stops metres early
+    assert tri < hit - 2.0
+
+
+def test_box_density_keeps_gradients_and_trilinear_features():
+    sigma = torch.full(GRID.shape, 0.3, requires_grad=True)
+    feats = torch.zeros(*GRID.shape, 2)
+    feats[..., 0] = torch.arange(GRID.shape[0]).float()[:, None, None]  # varies along x
+    feats.requires_grad_(True)
+    o, d = _ray(2)
+    r = render_rays(sigma, o, d, GRID, features=feats, density_sampling="nearest")
+    (r["depth"].sum() + r["features"].sum()).backward()
+    assert sigma.grad.abs().sum() > 0 and feats.grad.abs().sum() > 0
+    # features at points between centres are interpolated, not the nearest voxel's value
+    pts = torch.tensor([[[10.0, 0.0, 0.0]]])  # on the face between voxel 9 and 10
+    assert float(sample_volume(feats.detach(), pts, GRID)[0, 0, 0]) == pytest.approx(9.5)
+    with pytest.raises(ValueError, match="trilinear or nearest"):
+        render_rays(sigma, o, d, GRID, density_sampling="cubic")

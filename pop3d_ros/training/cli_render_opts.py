@@ -45,6 +45,13 @@ def add_render_arguments(p) -> None:
         "no ray reaches default to empty (default 0 = RenderOcc as published)",
     )
     g.add_argument(
+        "--render-density-sampling",
+        choices=["trilinear", "nearest"],
+        default="trilinear",
+        help="how rays read the density grid: trilinear between voxel centres (RenderOcc) or "
+        "constant per voxel, the boxes occupancy is scored on (default: %(default)s)",
+    )
+    g.add_argument(
         "--render-semantic-weight",
         type=float,
         default=0.0,
@@ -89,6 +96,7 @@ def render_strategy(args, cfg, model_cfg, teacher, text_encoder, make_sample, co
         num_rays=args.num_rays,
         ray_pool=args.ray_pool,
         sparsity_weight=args.render_sparsity,
+        density_sampling=args.render_density_sampling,
         semantic_weight=args.render_semantic_weight,
         class_embeddings=class_canonical_embeddings(encoder)
         if args.render_semantic_weight > 0

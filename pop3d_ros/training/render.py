@@ -7,6 +7,13 @@ transmittance T_k = prod_{j<k} (1 - alpha_j), weights w_k = T_k alpha_k. Rendere
 sum_k w_k t_k plus the leftover transmittance at the far bound (so an empty grid renders
 "far" and transparent, opacity 0); rendered features are sum_k w_k f_k (no background).
 
+`density_sampling="nearest"` reads sigma as constant inside each voxel (a box) instead;
+features stay trilinear. Trilinear density ramps up from the centre of the voxel above a
+surface, so a ray that grazes a surface lying at a voxel's centre height (the ground at
+z = 0 in a grid whose layer is [-0.4, 0.4] m) starts stopping half a voxel above it, and the
+depth loss answers by moving the density one layer down; boxes put the ramp at the voxel's
+face, the geometry an occupancy grid is scored by.
+
 Distances are metres along unit ray directions. Everything is plain PyTorch (dense samples
 per ray, no CUDA kernels), so gradients reach the density and feature grids by autograd.
 """
@@ -46,13 +53,15 @@ def grid_coordinates(points: torch.Tensor, grid: VoxelGrid) -> torch.Tensor:
     return idx / (shape - 1).clamp_min(1) * 2 - 1
 
 
-def sample_volume(volume: torch.Tensor, points: torch.Tensor, grid: VoxelGrid) -> torch.Tensor:
-    """Trilinear samples of a (X, Y, Z, C) volume at ego points (R, S, 3) -> (R, S, C); zero
-    outside the grid."""
+def sample_volume(
+    volume: torch.Tensor, points: torch.Tensor, grid: VoxelGrid, mode: str = "bilinear"
+) -> torch.Tensor:
+    """Trilinear (`mode="bilinear"`, grid_sample's name) or nearest-voxel samples of a
+    (X, Y, Z, C) volume at ego points (R, S, 3) -> (R, S, C); zero outside the grid."""
     vol = volume.permute(3, 2, 1, 0)[None]  # (1, C, Z, Y, X): grid_sample's (D, H, W)
     coords = grid_coordinates(points, grid)[None, None]  # (1, 1, R, S, 3) as (x, y, z)
     out = F.grid_sample(
-        vol, coords.to(vol.dtype), mode="bilinear", padding_mode="zeros", align_corners=True
+        vol, coords.to(vol.dtype), mode=mode, padding_mode="zeros", align_corners=True
     )
     return out[0, :, 0].permute(1, 2, 0)  # (R, S, C)
 
@@ -76,11 +85,13 @@ def render_rays(
     grid: VoxelGrid,
     features: torch.Tensor | None = None,
     step_voxels: float = 0.5,
+    density_sampling: str = "trilinear",
 ) -> dict[str, torch.Tensor]:
     """Render rays through one frame's density grid.
 
     sigma (X, Y, Z) density per voxel length; origins, directions (R, 3) in the ego frame
-    (directions need not be unit); features (X, Y, Z, C) or None.
+    (directions need not be unit); features (X, Y, Z, C) or None; `density_sampling`
+    "trilinear" (RenderOcc) or "nearest" (sigma constant per voxel, see the module doc).
     Returns {"depth" (R,), "opacity" (R,), "weights" (R, S), "t" (S,), "far": float,
     "transmittance_last" (R,), "features" (R, C) if features given}.
     """
@@ -88,8 +99,15 @@ def render_rays(
     t, step = ray_steps(grid, origins.detach().cpu(), step_voxels)
     t = t.to(sigma.device, sigma.dtype)
     points = origins[:, None, :] + d[:, None, :] * t[None, :, None]  # (R, S, 3)
-    vol = sigma[..., None] if features is None else torch.cat([sigma[..., None], features], -1)
-    samples = sample_volume(vol, points, grid)
+    if density_sampling not in ("trilinear", "nearest"):
+        raise ValueError(f"density_sampling must be trilinear or nearest, not {density_sampling!r}")
+    box = density_sampling == "nearest"
+    vol = (
+        sigma[..., None] if features is None or box else torch.cat([sigma[..., None], features], -1)
+    )
+    samples = sample_volume(vol, points, grid, mode="nearest" if box else "bilinear")
+    if box and features is not None:
+        samples = torch.cat([samples, sample_volume(features, points, grid)], -1)
     comp = composite(samples[..., 0], step / float(min(grid.voxel_size)))
     w = comp["weights"]
     far = float(t[-1]) + 0.5 * step

@@ -7,6 +7,8 @@ rendered voxel feature goes through the language head once per ray, and the loss
 - depth: SILog between rendered depth and the distance to the LiDAR point the ray aims at;
 - features: MSE between the rendered language feature and the 2D teacher's dense feature at
   the ray's pixel (x feature_weight);
+- `density_sampling`: sigma trilinear between voxel centres (RenderOcc) or constant per
+  voxel ("nearest"; `training.render` says why);
 - RenderOcc's regularisers: distortion (0.01) and entropy of the leftover transmittance (0.01);
 - optional free-space prior (`sparsity_weight`, not in RenderOcc, whose Occ3D evaluation
   ignores voxels no camera sees): the mean voxel opacity over the whole grid, so voxels no
@@ -68,6 +70,7 @@ class RenderStrategy(Strategy):
         class_embeddings=None,
         with_occupancy: bool = False,
         step_voxels: float = 0.5,
+        density_sampling: str = "trilinear",
         **kw,
     ):
         """`teacher(sample) -> {"features": (N_cam, D, h, w)}`; `classify(features (M, D)) ->
@@ -98,6 +101,7 @@ class RenderStrategy(Strategy):
         )
         self.with_occupancy = with_occupancy
         self.step_voxels = step_voxels
+        self.density_sampling = density_sampling
         if with_occupancy:
             self.name = "pop3d_render"
 
@@ -181,6 +185,7 @@ class RenderStrategy(Strategy):
                 grid,
                 features=vf[b],
                 step_voxels=self.step_voxels,
+                density_sampling=self.density_sampling,
             )
             depth.append(r["depth"])
             opacity.append(r["opacity"])
