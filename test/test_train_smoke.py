@@ -230,3 +230,27 @@ def test_train_cli_refuses_eval_seeds_that_were_trained_on(tmp_path, capsys):
     assert rc == 2
     assert "overlap the training seeds [3]" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # refused before rendering anything
+
+
+def test_runs_sharing_a_cache_read_their_own_frames(tmp_path):
+    cfg = tiny_model_config()
+    strategy = Pop3DStrategy(SyntheticTeacher())
+
+    def prep(keys):
+        return prepare_frames(
+            keys,
+            lambda k: tiny_sample(int(k[1:])),
+            lambda s: strategy.prepare(s, cfg),
+            tmp_path / "p",
+            settings={"teacher": "same"},
+        )
+
+    prep(["f0", "f1"])  # one run's frames
+    prep(["f2"])  # another run on the same cache rewrites index.json with its own
+    assert PreparedFrames(tmp_path / "p").keys == ["f2"]
+    own = PreparedFrames(tmp_path / "p", ["f0", "f1"])
+    assert own.keys == ["f0", "f1"] and len(own) == 2
+    assert own[1]["occ_target"].shape == own[0]["occ_target"].shape
+    with pytest.raises(FileNotFoundError, match="1 of 2 frames not prepared"):
+        PreparedFrames(tmp_path / "p", ["f0", "f9"])
+    assert not list((tmp_path / "p").glob("*.tmp"))  # the atomic writes left nothing behind

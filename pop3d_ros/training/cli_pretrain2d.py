@@ -87,7 +87,7 @@ def _run(args) -> int:
     )
     if args.prepare_only:
         return 0
-    frames = PreparedFrames(prepared)
+    frames = PreparedFrames(prepared, keys)
     torch.manual_seed(cfg.seed)
     student = Student2D(model_cfg)
     pool = ImagePool(frames, model_cfg)

@@ -316,7 +316,7 @@ def _run(args) -> int:
     if args.prepare_only:
         cleanup(info)
         return 0
-    dataset = PreparedFrames(prepared)
+    dataset = PreparedFrames(prepared, keys)
     prior = occupancy_prior((dataset[i] for i in range(len(dataset))), model_cfg.grid.shape)
     threshold = best_prior_threshold(prior, lambda: (dataset[i] for i in range(len(dataset))))
     torch.manual_seed(cfg.seed)

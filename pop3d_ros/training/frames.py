@@ -7,6 +7,7 @@ so it runs once; training epochs then only read these files.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -42,8 +43,16 @@ def prepare_frames(
         tmp = path.with_suffix(".tmp")
         torch.save(item, tmp)
         tmp.replace(path)  # atomic: a killed run never leaves a half-written frame
-    (out / "index.json").write_text(json.dumps({"frames": keys}, indent=1))
+    _write_atomic(out / "index.json", json.dumps({"frames": keys}, indent=1))
     return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Runs that share a cache start side by side: a reader must never see a half-written
+    file (a per-process temporary name, then an atomic rename)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _check_settings(out: Path, settings: dict) -> None:
@@ -64,18 +73,29 @@ def _check_settings(out: Path, settings: dict) -> None:
             f"{out} holds frames prepared without recorded settings; "
             "pass another --prepared directory or delete this one"
         )
-    path.write_text(json.dumps(settings, indent=1, sort_keys=True))
+    _write_atomic(path, json.dumps(settings, indent=1, sort_keys=True))
 
 
 class PreparedFrames(Dataset):
-    """The prepared frames of a directory written by `prepare_frames`."""
+    """The prepared frames of a directory written by `prepare_frames`: `keys` where the
+    caller knows them (a training run: its own frames, since runs with other seeds may share
+    the cache and rewrite its `index.json`), else the frames the last preparation listed."""
 
-    def __init__(self, root):
+    def __init__(self, root, keys: Iterable[str] | None = None):
         self.root = Path(root)
         index = self.root / "index.json"
-        if not index.exists():
+        if keys is not None:
+            self.keys = list(keys)
+            missing = [k for k in self.keys if not (self.root / f"{k}.pt").exists()]
+            if missing:
+                raise FileNotFoundError(
+                    f"{self.root}: {len(missing)} of {len(self.keys)} frames not prepared "
+                    f"(first: {missing[0]})"
+                )
+        elif not index.exists():
             raise FileNotFoundError(f"{index}: no prepared frames here (run prepare first)")
-        self.keys = json.loads(index.read_text())["frames"]
+        else:
+            self.keys = json.loads(index.read_text())["frames"]
         if not self.keys:
             raise ValueError(f"{index}: lists no frames")
 
