@@ -6,7 +6,7 @@ import torch
 
 from pop3d_ros.geometry.grid import VoxelGrid
 from pop3d_ros.model.config import GridConfig, HeadsConfig, ModelConfig
-from pop3d_ros.training.density_calibration import calibrate, ray_observations
+from pop3d_ros.training.density_calibration import calibrate, density_report, ray_observations
 
 GRID = VoxelGrid((0.0, 20.0), (-2.0, 2.0), (-2.0, 2.0), (20, 4, 4))
 
@@ -64,3 +64,18 @@ def test_calibration_picks_a_threshold_between_free_and_surface_density(monkeypa
     assert table[1.0] == pytest.approx(1.0) and table[5.0] == 0.0
     assert best == 1.0
     assert np.isfinite(list(table.values())).all()
+
+
+def test_density_report_per_layer_and_by_ray_observation(monkeypatch):
+    import pop3d_ros.training.inputs as inputs
+
+    monkeypatch.setattr(
+        inputs.SamplingCache, "__call__", lambda self, k, e: (torch.zeros(1), torch.zeros(1))
+    )
+    r = density_report(_FakeDensityModel(), [_item()])
+    # above the threshold 1.0: only x in [10, 12), i.e. 2 of 20 x-slices in every z layer
+    assert r["threshold"] == 1.0
+    assert r["layer_fraction_above"] == [0.1, 0.1, 0.1, 0.1]
+    # the ray ends in a sigma-3 voxel and crosses ten 0.5 voxels; of the 309 voxels no ray
+    # reaches, 128 are 0 (x >= 12), 150 are 0.5 (x < 10) and 31 are 3: the median is 0.5
+    assert r["median_sigma"] == {"ray_end": 3.0, "crossed": 0.5, "unseen": 0.5}

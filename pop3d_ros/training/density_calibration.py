@@ -10,7 +10,8 @@ the threshold (occupancy_logits = [0, sigma - threshold]), so rewriting it in th
 checkpoint's config is exact.
 
 `python -m pop3d_ros.training.density_calibration --checkpoint RUN/model.pt --prepared
-FRAMES --out RUN/model_calibrated.pt [--frames 8]`
+FRAMES --out RUN/model_calibrated.pt [--frames 8]`; with `--report` instead of `--out` it
+prints where the field puts its density (`density_report`), for the model card.
 """
 
 from __future__ import annotations
@@ -70,6 +71,43 @@ def calibrate(model, frames, thresholds=THRESHOLDS) -> tuple[float, dict[float, 
     }
 
 
+@torch.no_grad()
+def density_report(model, frames) -> dict:
+    """Where a density model puts matter on prepared frames, at its configured threshold:
+    the share of voxels above it per z layer, and the median sigma of the voxels where a
+    current-frame ray ends, that rays cross, and that no ray reaches."""
+    from pop3d_ros.model.pop3d import density_from_logits
+    from pop3d_ros.training.inputs import SamplingCache
+
+    cfg = model.cfg
+    sampling = SamplingCache(cfg)
+    th = cfg.heads.density_threshold
+    layers, by_obs = [], {1: [], 0: [], -1: []}
+    model.eval()
+    for item in frames:
+        calib = sampling(item["intrinsics"], item["cam_to_ego"])
+        out = model(item["images"][None].float() / 255.0, *(t[None] for t in calib))
+        sigma = density_from_logits(out["occupancy_logits"][0], cfg.heads).numpy()
+        layers.append((sigma > th).reshape(-1, sigma.shape[-1]).mean(0))
+        obs = ray_observations(item, cfg.voxel_grid)
+        for k in by_obs:
+            by_obs[k].append(sigma.reshape(-1)[obs == k])
+
+    def median(parts):
+        values = np.concatenate(parts)
+        return float(np.median(values)) if values.size else None
+
+    return {
+        "threshold": float(th),
+        "layer_fraction_above": [round(float(v), 4) for v in np.mean(layers, 0)],
+        "median_sigma": {
+            "ray_end": median(by_obs[1]),
+            "crossed": median(by_obs[0]),
+            "unseen": median(by_obs[-1]),
+        },
+    }
+
+
 def main(argv=None) -> int:
     from pop3d_ros.model.checkpoint import load_model
     from pop3d_ros.training.frames import PreparedFrames
@@ -77,7 +115,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--prepared", required=True, help="the run's prepared training frames")
-    p.add_argument("--out", required=True, help="checkpoint to write with the chosen threshold")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--out", help="checkpoint to write with the chosen threshold")
+    what.add_argument(
+        "--report", action="store_true", help="print the density per layer instead (JSON)"
+    )
     p.add_argument("--frames", type=int, default=8, help="training frames used (spread)")
     args = p.parse_args(argv)
     model, ckpt = load_model(args.checkpoint)
@@ -85,6 +127,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.checkpoint}: not a density model (nothing to calibrate)")
     data = PreparedFrames(args.prepared)
     pick = np.linspace(0, len(data) - 1, min(args.frames, len(data))).round().astype(int)
+    if args.report:
+        print(json.dumps(density_report(model, (data[int(i)] for i in pick))))
+        return 0
     best, table = calibrate(model, (data[int(i)] for i in pick))
     ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     ckpt["config"]["heads"]["density_threshold"] = best
