@@ -254,3 +254,27 @@ def test_runs_sharing_a_cache_read_their_own_frames(tmp_path):
     with pytest.raises(FileNotFoundError, match="1 of 2 frames not prepared"):
         PreparedFrames(tmp_path / "p", ["f0", "f9"])
     assert not list((tmp_path / "p").glob("*.tmp"))  # the atomic writes left nothing behind
+
+
+@pytest.mark.parametrize("command", ["train", "vfm-labels", "pretrain2d"])
+def test_training_commands_default_to_the_realistic_teacher(command):
+    import argparse
+    import importlib
+    from types import SimpleNamespace
+
+    from pop3d_ros.cli import COMMANDS
+    from pop3d_ros.data.synthetic_teacher import TEACHER_PROFILES
+    from pop3d_ros.model.config import get_preset
+    from pop3d_ros.training.cli_train import _teacher_and_space
+
+    parser = argparse.ArgumentParser()  # the subcommand's own parser, as `pop3d` builds it
+    importlib.import_module(COMMANDS[command][0]).add_arguments(parser)
+    args = parser.parse_args(["--out", "x"])
+    assert args.teacher_profile == "maskclip-like"
+    model_cfg = get_preset("cpu-small")
+    _, _, meta = _teacher_and_space(args, model_cfg)
+    assert meta["profile"] == "maskclip-like"
+    assert meta["confusion_prob"] == TEACHER_PROFILES["maskclip-like"].confusion_prob
+    near = SimpleNamespace(**{**vars(args), "teacher_profile": "near-gt"})  # still an option
+    near_meta = _teacher_and_space(near, model_cfg)[2]
+    assert near_meta["profile"] == "near-gt" and near_meta["confusion"] != meta["confusion"]

@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory (backbone.pt, frames/)")
     p.add_argument("--prepared", help="prepared-frame cache (default: <out>/frames)")
     p.add_argument("--prepare-only", action="store_true", help="only prepare the frames")
-    add_teacher_arguments(p, profile="maskclip-like")
+    add_teacher_arguments(p)
     for name in ("steps", "batch_images", "warmup_steps", "seed", "log_every"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     for name in ("lr", "weight_decay", "final_lr", "grad_clip"):

@@ -117,9 +117,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_vfm_arguments(p)
 
 
-def add_teacher_arguments(p, profile: str = "near-gt") -> None:
+def add_teacher_arguments(p, profile: str = "maskclip-like") -> None:
     """The 2D teacher and text-space options that `_teacher_and_space` reads (train,
-    pretrain2d, vfm-labels); `profile`: the default synthetic teacher profile."""
+    pretrain2d, vfm-labels); `profile`: the default synthetic teacher profile, the realistic
+    one (near-gt is the idealised option the shipped default model was trained with)."""
     p.add_argument(
         "--teacher",
         choices=["synthetic", "maskclip"],
