@@ -278,3 +278,20 @@ def test_training_commands_default_to_the_realistic_teacher(command):
     near = SimpleNamespace(**{**vars(args), "teacher_profile": "near-gt"})  # still an option
     near_meta = _teacher_and_space(near, model_cfg)[2]
     assert near_meta["profile"] == "near-gt" and near_meta["confusion"] != meta["confusion"]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--aux-rays"], ["--render-sparsity", "0.1"], ["--render-density-sampling", "nearest"]],
+)
+def test_train_cli_refuses_render_options_for_other_strategies(tmp_path, capsys, flags):
+    from pop3d_ros.cli import main
+
+    rc = main(
+        ["train", "--seeds", "0", "--strategy", "pop3d", *flags, "--out", str(tmp_path / "r")]
+    )
+    assert rc == 2
+    assert f"{flags[0]}: rendering options; --strategy pop3d does not render" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "r").exists()  # refused before rendering anything

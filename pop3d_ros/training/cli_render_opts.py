@@ -4,6 +4,29 @@ from __future__ import annotations
 
 import re
 
+# The option defaults, so a run of another strategy can tell which of them were set.
+RENDER_DEFAULTS = {
+    "aux_rays": False,
+    "weighted_sampling": False,
+    "num_rays": 2048,
+    "ray_pool": 2048,
+    "density_threshold": None,
+    "render_sparsity": 0.0,
+    "render_density_sampling": "trilinear",
+    "render_semantic_weight": 0.0,
+}
+
+
+def refuse_render_arguments(args, strategy: str) -> None:
+    """Rendering options change nothing outside `render` / `pop3d_render`; a run of another
+    strategy that sets them is refused rather than silently trained without them."""
+    if strategy in ("render", "pop3d_render"):
+        return
+    given = [k for k, d in RENDER_DEFAULTS.items() if getattr(args, k, d) != d]
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(f"{flags}: rendering options; --strategy {strategy} does not render")
+
 
 def add_render_arguments(p) -> None:
     g = p.add_argument_group("rendering supervision (--strategy render / pop3d_render)")
@@ -21,13 +44,13 @@ def add_render_arguments(p) -> None:
     g.add_argument(
         "--num-rays",
         type=int,
-        default=2048,
+        default=RENDER_DEFAULTS["num_rays"],
         help="rays per frame per step with --weighted-sampling (default: %(default)s)",
     )
     g.add_argument(
         "--ray-pool",
         type=int,
-        default=2048,
+        default=RENDER_DEFAULTS["ray_pool"],
         help="candidate rays cached per frame and per adjacent frame (default: %(default)s)",
     )
     g.add_argument(
@@ -40,14 +63,14 @@ def add_render_arguments(p) -> None:
     g.add_argument(
         "--render-sparsity",
         type=float,
-        default=0.0,
+        default=RENDER_DEFAULTS["render_sparsity"],
         help="weight of the free-space prior: mean voxel opacity over the grid, so voxels "
         "no ray reaches default to empty (default 0 = RenderOcc as published)",
     )
     g.add_argument(
         "--render-density-sampling",
         choices=["trilinear", "nearest"],
-        default="trilinear",
+        default=RENDER_DEFAULTS["render_density_sampling"],
         help="how rays read the density grid: trilinear between voxel centres (RenderOcc) or "
         "constant per voxel, the boxes occupancy is scored on (default: %(default)s)",
     )

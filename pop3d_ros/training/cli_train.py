@@ -15,6 +15,7 @@ from pop3d_ros.training.cli_occupancy_opts import add_occupancy_arguments, occup
 from pop3d_ros.training.cli_render_opts import (
     add_render_arguments,
     key_of_token,
+    refuse_render_arguments,
     render_strategy,
 )
 from pop3d_ros.training.config import TrainConfig
@@ -225,6 +226,7 @@ def _run(args) -> int:
         overlap = sorted(set(parse_seeds(args.eval_seeds)) & set(parse_seeds(args.seeds)))
         if overlap:
             raise ValueError(f"--eval-seeds {args.eval_seeds} overlap the training seeds {overlap}")
+    refuse_render_arguments(args, cfg.strategy)
     model_cfg = get_preset(args.preset)
     depth_settings = apply_depth_arguments(args, model_cfg, cfg.strategy)
     eval_volume = choose_volume(args.eval_volume, model_cfg.voxel_grid, args.data, {})
