@@ -45,23 +45,29 @@ def ray_observations(item: dict, grid: VoxelGrid, step_voxels: float = 0.5) -> n
 
 
 @torch.no_grad()
-def calibrate(model, frames, thresholds=THRESHOLDS) -> tuple[float, dict[float, float]]:
-    """(best threshold, {threshold: IoU}) of a density model over prepared training frames."""
+def _fields(model, frames):
+    """(sigma (X, Y, Z), ray observations (N_vox,) of `ray_observations`) per prepared frame,
+    the model in eval mode."""
     from pop3d_ros.model.pop3d import density_from_logits
     from pop3d_ros.training.inputs import SamplingCache
 
     cfg = model.cfg
     sampling = SamplingCache(cfg)
-    th = np.asarray(thresholds)
-    inter, union = np.zeros(len(th)), np.zeros(len(th))
     model.eval()
     for item in frames:
         calib = sampling(item["intrinsics"], item["cam_to_ego"])
         out = model(item["images"][None].float() / 255.0, *(t[None] for t in calib))
-        sigma = density_from_logits(out["occupancy_logits"][0], cfg.heads).reshape(-1).numpy()
-        obs = ray_observations(item, cfg.voxel_grid)
+        sigma = density_from_logits(out["occupancy_logits"][0], cfg.heads).numpy()
+        yield sigma.reshape(tuple(cfg.grid.shape)), ray_observations(item, cfg.voxel_grid)
+
+
+def calibrate(model, frames, thresholds=THRESHOLDS) -> tuple[float, dict[float, float]]:
+    """(best threshold, {threshold: IoU}) of a density model over prepared training frames."""
+    th = np.asarray(thresholds)
+    inter, union = np.zeros(len(th)), np.zeros(len(th))
+    for sigma, obs in _fields(model, frames):
         seen = obs >= 0
-        s, occ = sigma[seen], obs[seen] == 1
+        s, occ = sigma.reshape(-1)[seen], obs[seen] == 1
         pred = s[None] > th[:, None]
         inter += (pred & occ[None]).sum(1)
         union += (pred | occ[None]).sum(1)
@@ -71,25 +77,14 @@ def calibrate(model, frames, thresholds=THRESHOLDS) -> tuple[float, dict[float, 
     }
 
 
-@torch.no_grad()
 def density_report(model, frames) -> dict:
     """Where a density model puts matter on prepared frames, at its configured threshold:
     the share of voxels above it per z layer, and the median sigma of the voxels where a
     current-frame ray ends, that rays cross, and that no ray reaches."""
-    from pop3d_ros.model.pop3d import density_from_logits
-    from pop3d_ros.training.inputs import SamplingCache
-
-    cfg = model.cfg
-    sampling = SamplingCache(cfg)
-    th = cfg.heads.density_threshold
+    th = model.cfg.heads.density_threshold
     layers, by_obs = [], {1: [], 0: [], -1: []}
-    model.eval()
-    for item in frames:
-        calib = sampling(item["intrinsics"], item["cam_to_ego"])
-        out = model(item["images"][None].float() / 255.0, *(t[None] for t in calib))
-        sigma = density_from_logits(out["occupancy_logits"][0], cfg.heads).numpy()
+    for sigma, obs in _fields(model, frames):
         layers.append((sigma > th).reshape(-1, sigma.shape[-1]).mean(0))
-        obs = ray_observations(item, cfg.voxel_grid)
         for k in by_obs:
             by_obs[k].append(sigma.reshape(-1)[obs == k])
 
