@@ -56,7 +56,7 @@ def add_render_arguments(p) -> None:
     g.add_argument(
         "--density-threshold",
         type=float,
-        default=None,
+        default=RENDER_DEFAULTS["density_threshold"],
         help="density above which a voxel is occupied (model config; default: "
         "the preset's heads.density_threshold)",
     )
@@ -77,7 +77,7 @@ def add_render_arguments(p) -> None:
     g.add_argument(
         "--render-semantic-weight",
         type=float,
-        default=0.0,
+        default=RENDER_DEFAULTS["render_semantic_weight"],
         help="weight of the optional 2D semantic loss on the rendered features "
         "(needs 2D class maps: synthetic `semantic`; default 0 = label-free)",
     )
