@@ -101,13 +101,13 @@ def render_rays(
     points = origins[:, None, :] + d[:, None, :] * t[None, :, None]  # (R, S, 3)
     if density_sampling not in ("trilinear", "nearest"):
         raise ValueError(f"density_sampling must be trilinear or nearest, not {density_sampling!r}")
-    box = density_sampling == "nearest"
-    vol = (
-        sigma[..., None] if features is None or box else torch.cat([sigma[..., None], features], -1)
-    )
-    samples = sample_volume(vol, points, grid, mode="nearest" if box else "bilinear")
-    if box and features is not None:
-        samples = torch.cat([samples, sample_volume(features, points, grid)], -1)
+    if density_sampling == "nearest":  # sigma and features need different modes
+        samples = sample_volume(sigma[..., None], points, grid, mode="nearest")
+        if features is not None:
+            samples = torch.cat([samples, sample_volume(features, points, grid)], -1)
+    else:  # one trilinear pass for both
+        vol = sigma[..., None] if features is None else torch.cat([sigma[..., None], features], -1)
+        samples = sample_volume(vol, points, grid)
     comp = composite(samples[..., 0], step / float(min(grid.voxel_size)))
     w = comp["weights"]
     far = float(t[-1]) + 0.5 * step
