@@ -163,6 +163,21 @@ def test_sparsity_prior_is_mean_voxel_opacity_and_pulls_density_down():
     assert float(sigma.grad[0, 0, 0]) < float(sigma.grad[12, 0, 0])
 
 
+def test_sparsity_prior_restricted_to_marked_voxels_leaves_the_rest_alone():
+    sigma = torch.zeros(GRID.shape)
+    sigma[:4] = math.log(2.0)  # opacity 1/2
+    sigma[4:6] = math.log(4.0)  # opacity 3/4
+    where = torch.zeros(GRID.shape, dtype=torch.bool)
+    where[2:6] = True  # two voxel slabs of each kind
+    assert float(density_sparsity(sigma, where)) == pytest.approx((0.5 + 0.75) / 2)
+    sigma.requires_grad_(True)
+    density_sparsity(sigma, where).backward()
+    assert torch.all(sigma.grad[2:6] > 0)
+    assert torch.all(sigma.grad[:2] == 0)  # dense but unmarked: untouched
+    nothing = torch.zeros(GRID.shape, dtype=torch.bool)
+    assert float(density_sparsity(sigma.detach(), nothing)) == 0.0
+
+
 def test_box_density_stops_a_grazing_ray_at_the_face_trilinear_above_it():
     # ground: layers z in [-2, 0) dense, so its top face is z = 0; a ray from 1.5 m up that
     # meets z = 0 at x = 10.5 m, 10.1 m away

@@ -23,6 +23,7 @@ from pop3d_ros.training.rays import (  # noqa: E402
     frame_rays,
     relative_pose,
     select_rays,
+    unseen_voxels,
 )
 from pop3d_ros.training.strategy_render import RenderStrategy  # noqa: E402
 
@@ -262,8 +263,8 @@ def test_sparsity_prior_adds_mean_voxel_opacity_to_the_loss(render_frames):
     # the term from the model's own logits, computed here from the definition
     sigma = density_from_logits(out["occupancy_logits"].detach().float(), cfg.heads)
     expected = (1 - torch.exp(-sigma.clamp_min(0))).mean()
-    assert float(t_sparse["sparse"]) == pytest.approx(float(expected), rel=1e-5)
-    assert float(t_sparse["loss"] - t_plain["loss"]) == pytest.approx(
+    assert t_sparse["sparse"].item() == pytest.approx(float(expected), rel=1e-5)
+    assert (t_sparse["loss"] - t_plain["loss"]).item() == pytest.approx(
         2.0 * float(expected), rel=1e-4
     )
     t_sparse["loss"].backward()
@@ -295,3 +296,55 @@ def test_sparsity_prior_empties_voxels_no_ray_reaches(render_frames, tmp_path):
         return float((1 - torch.exp(-sigma[unseen].clamp_min(0))).mean())
 
     assert unseen_density(5.0) < 0.5 * unseen_density(0.0)
+
+
+def test_unseen_voxels_are_those_no_candidate_ray_crosses_or_ends_in():
+    from pop3d_ros.geometry.grid import VoxelGrid
+
+    grid = VoxelGrid((0.0, 20.0), (-2.0, 2.0), (-2.0, 2.0), (20, 4, 4))  # 1 m voxels
+    rays = {  # a current ray along +x ending at x = 10.5, an adjacent one ending at x = 4.5
+        "ray_origin": torch.tensor([[0.5, 0.5, 0.5], [0.5, -1.5, -1.5]]),
+        "ray_dir": torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]),
+        "ray_depth": torch.tensor([10.0, 4.0]),
+        "ray_time": torch.tensor([0, 1], dtype=torch.int8),
+    }
+    unseen = unseen_voxels(rays, grid).reshape(grid.shape)
+    seen = ~unseen
+    assert seen[:11, 2, 2].all() and not seen[11:, 2, 2].any()  # crossed x 0..9, end x 10
+    assert seen[:5, 0, 0].all() and not seen[5:, 0, 0].any()
+    assert int(seen.sum()) == 11 + 5  # nothing else
+    current = ~unseen_voxels(rays, grid, current_only=True).reshape(grid.shape)
+    assert int(current.sum()) == 11 and not current[:, 0, 0].any()
+
+
+def test_unseen_scope_takes_the_prior_over_voxels_no_ray_reaches(render_frames):
+    from pop3d_ros.model.pop3d import density_from_logits
+    from pop3d_ros.training.density_calibration import ray_observations
+
+    ds, strategy = render_frames
+    cfg = _density_cfg()
+    # "no ray reaches it", from the calibration's own ray walk (current frame: no aux rays)
+    unseen = torch.from_numpy(ray_observations(ds[1], cfg.voxel_grid) == -1)
+    assert 0.3 < float(unseen.float().mean()) < 1.0
+    kw = dict(num_rays=64, feature_weight=16.0, sparsity_weight=2.0)
+    scoped = RenderStrategy(
+        strategy.teacher, _classify, sparsity_scope="unseen", grid=cfg.voxel_grid, **kw
+    )
+    whole = RenderStrategy(strategy.teacher, _classify, **kw)
+    _, _, t_whole = _terms(whole, ds[1], cfg)
+    model, out, t_scoped = _terms(scoped, ds[1], cfg)
+    sigma = density_from_logits(out["occupancy_logits"].detach().float(), cfg.heads)
+    alpha = (1 - torch.exp(-sigma.clamp_min(0))).reshape(-1)
+    on_unseen, on_all = float(alpha[unseen].mean()), float(alpha.mean())
+    assert abs(on_unseen - on_all) > 1e-4 * on_all  # the two scopes are told apart below
+    assert t_scoped["sparse"].item() == pytest.approx(on_unseen, rel=1e-6)
+    assert t_whole["sparse"].item() == pytest.approx(on_all, rel=1e-6)
+    t_scoped["loss"].backward()
+    assert model.occupancy_head.out.weight.grad.abs().sum() > 0
+
+
+def test_unseen_scope_needs_the_grid():
+    with pytest.raises(ValueError, match="grid"):
+        RenderStrategy(None, _classify, sparsity_weight=1.0, sparsity_scope="unseen")
+    with pytest.raises(ValueError, match="grid or unseen"):
+        RenderStrategy(None, _classify, sparsity_scope="voxels")

@@ -282,7 +282,12 @@ def test_training_commands_default_to_the_realistic_teacher(command):
 
 @pytest.mark.parametrize(
     "flags",
-    [["--aux-rays"], ["--render-sparsity", "0.1"], ["--render-density-sampling", "nearest"]],
+    [
+        ["--aux-rays"],
+        ["--render-sparsity", "0.1"],
+        ["--render-sparsity-scope", "unseen"],
+        ["--render-density-sampling", "nearest"],
+    ],
 )
 def test_train_cli_refuses_render_options_for_other_strategies(tmp_path, capsys, flags):
     from pop3d_ros.cli import main
@@ -295,3 +300,15 @@ def test_train_cli_refuses_render_options_for_other_strategies(tmp_path, capsys,
         capsys.readouterr().err
     )
     assert not (tmp_path / "r").exists()  # refused before rendering anything
+
+
+def test_train_cli_refuses_a_sparsity_scope_without_the_prior(tmp_path, capsys):
+    from pop3d_ros.cli import main
+
+    rc = main(
+        ["train", "--seeds", "0", "--strategy", "render", "--render-sparsity-scope", "unseen",
+         "--out", str(tmp_path / "r")]
+    )  # fmt: skip
+    assert rc == 2
+    assert "--render-sparsity-scope needs --render-sparsity > 0" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

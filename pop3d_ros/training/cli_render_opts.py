@@ -12,6 +12,7 @@ RENDER_DEFAULTS = {
     "ray_pool": 2048,
     "density_threshold": None,
     "render_sparsity": 0.0,
+    "render_sparsity_scope": "grid",
     "render_density_sampling": "trilinear",
     "render_semantic_weight": 0.0,
 }
@@ -68,6 +69,13 @@ def add_render_arguments(p) -> None:
         "no ray reaches default to empty (default 0 = RenderOcc as published)",
     )
     g.add_argument(
+        "--render-sparsity-scope",
+        choices=["grid", "unseen"],
+        default=RENDER_DEFAULTS["render_sparsity_scope"],
+        help="where --render-sparsity applies: every voxel, or only the voxels no candidate "
+        "ray of the frame (current and adjacent) crosses or ends in (default: %(default)s)",
+    )
+    g.add_argument(
         "--render-density-sampling",
         choices=["trilinear", "nearest"],
         default=RENDER_DEFAULTS["render_density_sampling"],
@@ -106,6 +114,10 @@ def render_strategy(args, cfg, model_cfg, teacher, text_encoder, make_sample, co
         class_phrase_embeddings,
     )
 
+    if args.render_sparsity_scope != RENDER_DEFAULTS["render_sparsity_scope"] and not (
+        args.render_sparsity > 0
+    ):
+        raise ValueError("--render-sparsity-scope needs --render-sparsity > 0")
     model_cfg.heads.occupancy_output = "density"
     if args.density_threshold is not None:
         model_cfg.heads.density_threshold = float(args.density_threshold)
@@ -119,6 +131,8 @@ def render_strategy(args, cfg, model_cfg, teacher, text_encoder, make_sample, co
         num_rays=args.num_rays,
         ray_pool=args.ray_pool,
         sparsity_weight=args.render_sparsity,
+        sparsity_scope=args.render_sparsity_scope,
+        grid=model_cfg.voxel_grid,
         density_sampling=args.render_density_sampling,
         semantic_weight=args.render_semantic_weight,
         class_embeddings=class_canonical_embeddings(encoder)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from pop3d_ros.geometry.grid import VoxelGrid
+from pop3d_ros.training.rays import ray_voxels
 
 THRESHOLDS = tuple(float(x) for x in np.geomspace(0.05, 20.0, 27))
 
@@ -30,17 +31,13 @@ THRESHOLDS = tuple(float(x) for x in np.geomspace(0.05, 20.0, 27))
 def ray_observations(item: dict, grid: VoxelGrid, step_voxels: float = 0.5) -> np.ndarray:
     """int8 (N_vox,): 1 = a current-frame ray ends there, 0 = crossed before an end, -1."""
     sel = item["ray_time"] == 0
-    o = item["ray_origin"][sel].double().numpy()
-    d = item["ray_dir"][sel].double().numpy()
-    depth = item["ray_depth"][sel].double().numpy()
+    crossed, ends = ray_voxels(
+        item["ray_origin"][sel].numpy(), item["ray_dir"][sel].numpy(),
+        item["ray_depth"][sel].numpy(), grid, step_voxels,
+    )  # fmt: skip
     obs = np.full(grid.num_voxels, -1, np.int8)
-    step = step_voxels * float(min(grid.voxel_size))
-    ts = (np.arange(int(np.ceil(depth.max() / step)) if depth.size else 0) + 0.5) * step
-    r, k = np.nonzero(ts[None] < depth[:, None] - 0.5 * step)
-    idx, inside = grid.points_to_index(o[r] + d[r] * ts[k, None])
-    obs[grid.flat_index(idx[inside])] = 0
-    idx, inside = grid.points_to_index(o + d * depth[:, None])
-    obs[grid.flat_index(idx[inside])] = 1
+    obs[crossed] = 0
+    obs[ends] = 1
     return obs
 
 

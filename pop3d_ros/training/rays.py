@@ -89,6 +89,43 @@ def frame_rays(
     }
 
 
+def ray_voxels(
+    origins, directions, depths, grid: VoxelGrid, step_voxels: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices of the voxels rays cross before their end (samples every `step_voxels`
+    of the smallest voxel edge, the last half step before the end excluded) and of the voxels
+    holding their end points, each unique. Rays (R, 3) with unit directions, depths (R,)."""
+    o = np.asarray(origins, np.float64).reshape(-1, 3)
+    d = np.asarray(directions, np.float64).reshape(-1, 3)
+    depth = np.asarray(depths, np.float64).reshape(-1)
+    if depth.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    step = step_voxels * float(min(grid.voxel_size))
+    ts = (np.arange(int(np.ceil(depth.max() / step))) + 0.5) * step
+    r, k = np.nonzero(ts[None] < depth[:, None] - 0.5 * step)
+    idx, inside = grid.points_to_index(o[r] + d[r] * ts[k, None])
+    crossed = np.unique(grid.flat_index(idx[inside]))
+    idx, inside = grid.points_to_index(o + d * depth[:, None])
+    return crossed, np.unique(grid.flat_index(idx[inside]))
+
+
+def unseen_voxels(
+    rays: dict, grid: VoxelGrid, current_only: bool = False, step_voxels: float = 0.5
+) -> torch.Tensor:
+    """(N_vox,) bool: voxels no candidate ray of the frame (of the current frame only, with
+    `current_only`) crosses or ends in: below the surfaces, behind them, above the highest
+    return."""
+    sel = rays["ray_time"] == 0 if current_only else slice(None)
+    crossed, ends = ray_voxels(
+        rays["ray_origin"][sel].numpy(), rays["ray_dir"][sel].numpy(),
+        rays["ray_depth"][sel].numpy(), grid, step_voxels,
+    )  # fmt: skip
+    unseen = torch.ones(grid.num_voxels, dtype=torch.bool)
+    unseen[torch.from_numpy(crossed)] = False
+    unseen[torch.from_numpy(ends)] = False
+    return unseen
+
+
 def relative_pose(current: dict, other: dict) -> np.ndarray:
     """(4, 4) transform from `other`'s ego frame to `current`'s ego frame."""
     cur = np.asarray(current["ego_to_world"], np.float64)

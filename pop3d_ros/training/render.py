@@ -158,13 +158,18 @@ def opacity_entropy(transmittance_last: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log(p) + (1 - p) * torch.log(1 - p)).mean()
 
 
-def density_sparsity(sigma: torch.Tensor) -> torch.Tensor:
-    """Mean opacity of one voxel length, 1 - exp(-sigma), over every voxel of the grid: the
-    free-space prior of the grid-based radiance fields (Plenoxels, DVGO). Rays only reach
-    voxels in front of a surface, so without it the density below the ground, above the
-    highest return and behind walls is whatever the decoder extrapolates; the prior makes
-    "empty" the answer wherever no ray asks for matter. Bounded and flat for opaque voxels,
-    so a surface that rays need stays opaque."""
-    if sigma.numel() == 0:
+def density_sparsity(sigma: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean opacity of one voxel length, 1 - exp(-sigma), over every voxel of the grid (or
+    over the voxels `where` (same shape, bool) marks): the free-space prior of the grid-based
+    radiance fields (Plenoxels, DVGO). Rays only reach voxels in front of a surface, so
+    without it the density below the ground, above the highest return and behind walls is
+    whatever the decoder extrapolates; the prior makes "empty" the answer wherever no ray
+    asks for matter. Bounded and flat for opaque voxels, so a surface that rays need stays
+    opaque; restricted to the voxels no ray reaches (`where`), it does not pull on those
+    surfaces at all."""
+    opacity = 1.0 - torch.exp(-sigma.clamp_min(0))
+    if where is not None:
+        opacity = opacity[where]
+    if opacity.numel() == 0:
         return sigma.sum() * 0.0
-    return (1.0 - torch.exp(-sigma.clamp_min(0))).mean()
+    return opacity.mean()

@@ -11,8 +11,10 @@ rendered voxel feature goes through the language head once per ray, and the loss
   voxel ("nearest"; `training.render` says why);
 - RenderOcc's regularisers: distortion (0.01) and entropy of the leftover transmittance (0.01);
 - optional free-space prior (`sparsity_weight`, not in RenderOcc, whose Occ3D evaluation
-  ignores voxels no camera sees): the mean voxel opacity over the whole grid, so voxels no
-  ray reaches (below the ground, above the returns) default to empty;
+  ignores voxels no camera sees): the mean voxel opacity over the whole grid
+  (`sparsity_scope="grid"`) or over the voxels no ray of the frame's candidate pool crosses
+  or ends in (`"unseen"`: below the ground, behind surfaces, above the highest return), so
+  those default to empty; "unseen" leaves the voxels the rays speak for to the rays;
 - optional 2D semantics (`semantic_weight`, where 2D class maps exist): cross-entropy of the
   rendered feature's zero-shot logits against the pixel's class;
 - `with_occupancy` (strategy `pop3d_render`): POP-3D's LiDAR occupancy loss on the density
@@ -35,7 +37,14 @@ import torch.nn.functional as F
 from pop3d_ros.data.classes import IGNORE
 from pop3d_ros.model.pop3d import density_from_logits
 from pop3d_ros.training.inputs import model_inputs
-from pop3d_ros.training.rays import RAY_KEYS, concat_rays, frame_rays, relative_pose, select_rays
+from pop3d_ros.training.rays import (
+    RAY_KEYS,
+    concat_rays,
+    frame_rays,
+    relative_pose,
+    select_rays,
+    unseen_voxels,
+)
 from pop3d_ros.training.render import (
     density_sparsity,
     distortion_loss,
@@ -66,18 +75,25 @@ class RenderStrategy(Strategy):
         distortion_weight: float = 0.01,
         entropy_weight: float = 0.01,
         sparsity_weight: float = 0.0,
+        sparsity_scope: str = "grid",
         semantic_weight: float = 0.0,
         class_embeddings=None,
         with_occupancy: bool = False,
         step_voxels: float = 0.5,
         density_sampling: str = "trilinear",
+        grid=None,
         **kw,
     ):
         """`teacher(sample) -> {"features": (N_cam, D, h, w)}`; `classify(features (M, D)) ->
         (M,)` the teacher's zero-shot classes (for ray weights); `neighbour(sample, offset)
         -> sample or None` the frame `offset` steps away in the same drive (aux rays);
-        `class_embeddings` (16, D) for the optional 2D semantic loss."""
+        `class_embeddings` (16, D) for the optional 2D semantic loss; `grid` the model's
+        VoxelGrid (needed by `sparsity_scope="unseen"`, which marks voxels per frame)."""
         super().__init__(**kw)
+        if sparsity_scope not in ("grid", "unseen"):
+            raise ValueError(f"sparsity_scope must be grid or unseen, not {sparsity_scope!r}")
+        if sparsity_scope == "unseen" and grid is None:
+            raise ValueError('sparsity_scope="unseen" needs the model\'s grid')
         if semantic_weight > 0 and class_embeddings is None:
             raise ValueError("semantic_weight > 0 needs class_embeddings")
         self.teacher = teacher
@@ -93,6 +109,8 @@ class RenderStrategy(Strategy):
         self.distortion_weight = distortion_weight
         self.entropy_weight = entropy_weight
         self.sparsity_weight = sparsity_weight
+        self.sparsity_scope = sparsity_scope
+        self.grid = grid
         self.semantic_weight = semantic_weight
         self.class_embeddings = (
             None
@@ -152,6 +170,13 @@ class RenderStrategy(Strategy):
 
     def collate(self, items: list[dict], num_voxels: int) -> dict:
         batch = super().collate(items, num_voxels)
+        if self.sparsity_weight > 0 and self.sparsity_scope == "unseen":
+            # From the frame's whole candidate pool (the adjacent frames' too when they are
+            # trained on), not the step's draw: a voxel is left to the prior only if no ray
+            # the run renders could ask for matter there.
+            batch["ray_unseen"] = torch.stack(
+                [unseen_voxels(it, self.grid, current_only=not self.aux) for it in items]
+            )
         chosen = []
         for b, it in enumerate(items):
             idx = select_rays(
@@ -203,12 +228,17 @@ class RenderStrategy(Strategy):
             "render_language": model.language_head(rendered),
             "render_distortion": torch.stack(dist).mean() if dist else zero,
             "render_entropy": torch.stack(ent).mean() if ent else zero,
-            "render_sparsity": density_sparsity(sigma) if self.sparsity_weight > 0 else zero,
+            "render_sparsity": self._sparsity(sigma, batch) if self.sparsity_weight > 0 else zero,
         }
         if self.with_occupancy:
             flat = vf.reshape(-1, c_v)
             result["language_features"] = model.language_head(flat[batch["voxel_index"]])
         return result
+
+    def _sparsity(self, sigma: torch.Tensor, batch: dict) -> torch.Tensor:
+        if self.sparsity_scope == "grid":
+            return density_sparsity(sigma)
+        return density_sparsity(sigma, batch["ray_unseen"].reshape(sigma.shape))
 
     def losses(self, outputs: dict, batch: dict) -> dict:
         terms = {
