@@ -183,6 +183,26 @@ def test_prepared_frames_refuse_other_settings(tmp_path):
         prep({"teacher": {"confusion_prob": 0.1}})
 
 
+def test_two_runs_starting_a_new_cache_cannot_both_record_their_settings(tmp_path, monkeypatch):
+    import json
+
+    from pop3d_ros.training import frames as frames_module
+
+    real = frames_module._write_exclusive
+    cache = tmp_path / "p"
+
+    def rival_first(path, text):
+        # the other run passes the same "no settings yet" check and writes first
+        assert real(path, json.dumps({"teacher": "rival"}))
+        return real(path, text)
+
+    monkeypatch.setattr(frames_module, "_write_exclusive", rival_first)
+    with pytest.raises(ValueError, match="differ in: teacher"):
+        prepare_frames(["f0"], tiny_sample, lambda s: {}, cache, settings={"teacher": "mine"})
+    assert json.loads((cache / "settings.json").read_text()) == {"teacher": "rival"}
+    assert not list(cache.glob("*.pt")) and not list(cache.glob("*.tmp"))
+
+
 def test_periodic_evaluation_scores_the_model_of_that_step(frames, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

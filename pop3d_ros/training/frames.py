@@ -40,9 +40,11 @@ def prepare_frames(
         if path.exists():
             continue
         item = prepare(make_sample(key))
-        tmp = path.with_suffix(".tmp")
+        # Atomic, and per process: a killed run never leaves a half-written frame, and two
+        # runs preparing the same frame never write into one temporary file.
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         torch.save(item, tmp)
-        tmp.replace(path)  # atomic: a killed run never leaves a half-written frame
+        tmp.replace(path)
     _write_atomic(out / "index.json", json.dumps({"frames": keys}, indent=1))
     return out
 
@@ -55,25 +57,38 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def _write_exclusive(path: Path, text: str) -> bool:
+    """Write `path` only if it does not exist yet, atomically (a hard link fails on an
+    existing name); False if another process got there first, whose file is left as is."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+
+
 def _check_settings(out: Path, settings: dict) -> None:
     path = out / "settings.json"
-    if path.exists():
-        stored = json.loads(path.read_text())
-        if stored != settings:
-            diff = sorted(
-                k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k)
-            )
+    if not path.exists():
+        if any(out.glob("*.pt")):
             raise ValueError(
-                f"{out} was prepared with other settings (differ in: {', '.join(diff)}); "
+                f"{out} holds frames prepared without recorded settings; "
                 "pass another --prepared directory or delete this one"
             )
-        return
-    if any(out.glob("*.pt")):
+        if _write_exclusive(path, json.dumps(settings, indent=1, sort_keys=True)):
+            return
+        # Another run on this new cache recorded its settings first: compare with those.
+    stored = json.loads(path.read_text())
+    if stored != settings:
+        diff = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
         raise ValueError(
-            f"{out} holds frames prepared without recorded settings; "
+            f"{out} was prepared with other settings (differ in: {', '.join(diff)}); "
             "pass another --prepared directory or delete this one"
         )
-    _write_atomic(path, json.dumps(settings, indent=1, sort_keys=True))
 
 
 class PreparedFrames(Dataset):
