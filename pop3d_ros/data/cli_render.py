@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from pop3d_ros.atomic import write_text_atomic
 from pop3d_ros.data.dataset import INDEX_FILE, parse_seeds, world_config_dict
 from pop3d_ros.data.sample import save_sample
 from pop3d_ros.data.synthetic import SyntheticWorld, WorldConfig
@@ -69,9 +70,7 @@ def render(out, seeds, frames, width=256, height=144, frame_interval=0.5, force=
     frames_list.sort(key=lambda f: (f["seed"], f["frame"]))
     index = {"version": 1, "seeds": sorted({f["seed"] for f in frames_list}),
              "configs": all_configs, "frames": frames_list}  # fmt: skip
-    tmp = index_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(index, indent=1))
-    tmp.replace(index_path)
+    write_text_atomic(index_path, json.dumps(index, indent=1))
     return index
 
 

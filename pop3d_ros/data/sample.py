@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pop3d_ros.atomic import atomic_path
 from pop3d_ros.geometry.camera import PinholeCamera
 
 # key -> (dtype, shape pattern); None in a pattern = any size, strings name shared sizes
@@ -99,9 +100,8 @@ def save_sample(sample: dict, path) -> None:
     path = Path(path)
     arrays = {k: v for k, v in sample.items() if isinstance(v, np.ndarray)}
     meta = {k: v for k, v in sample.items() if not isinstance(v, np.ndarray)}
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, __meta__=np.array(json.dumps(meta)), **arrays)
-    tmp.replace(path)  # atomic: an interrupted render never leaves a half-written frame
+    with atomic_path(path, suffix=".npz") as tmp:  # np.savez appends .npz otherwise
+        np.savez_compressed(tmp, __meta__=np.array(json.dumps(meta)), **arrays)
 
 
 def load_sample(path) -> dict:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pop3d_ros.atomic import atomic_path
+
 Log = Callable[[str], None]
 
 
@@ -44,8 +46,7 @@ def write_calibration_frames(
     for key, make in tqdm(samples, total=total, desc="calib-frames", unit="frame"):
         path = out_dir / f"{key}.npz"
         if not path.is_file():
-            tmp = path.with_name(path.stem + ".tmp.npz")
-            np.savez(tmp, **sample_feed(make(), cfg, sampling))
-            os.replace(tmp, path)
+            with atomic_path(path, suffix=".npz") as tmp:  # np.savez appends .npz otherwise
+                np.savez(tmp, **sample_feed(make(), cfg, sampling))
         paths.append(path)
     return paths

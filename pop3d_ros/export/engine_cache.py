@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from pop3d_ros.atomic import write_bytes_atomic, write_text_atomic
 from pop3d_ros.export.errors import EngineError
 from pop3d_ros.export.hashing import sha256_bytes, sha256_file
 
@@ -129,9 +130,7 @@ def write_engine(
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     side = sidecar_path(engine_path)
     side.unlink(missing_ok=True)
-    tmp = engine_path.with_name(engine_path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, engine_path)
+    write_bytes_atomic(engine_path, data)
     meta = {
         "format": SIDECAR_FORMAT,
         "key": key.to_dict(),
@@ -140,9 +139,7 @@ def write_engine(
         "written_unix": time.time(),
         **(extra or {}),
     }
-    tmp = side.with_name(side.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, side)
+    write_text_atomic(side, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return engine_path
 
 

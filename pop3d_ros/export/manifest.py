@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from pop3d_ros.atomic import write_text_atomic
 from pop3d_ros.export.errors import ManifestError, OnnxFileError
 from pop3d_ros.export.hashing import sha256_file
 
@@ -40,9 +41,7 @@ def tensor_specs(onnx_model) -> tuple[list[dict], list[dict]]:
 
 def write_manifest(out_dir: str | os.PathLike, manifest: dict) -> Path:
     path = Path(out_dir) / MANIFEST_NAME
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)  # readers never see half a manifest
+    write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return path
 
 

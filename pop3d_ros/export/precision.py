@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pop3d_ros.atomic import write_text_atomic
 from pop3d_ros.export.errors import OnnxFileError
 from pop3d_ros.export.hashing import sha256_file
 
@@ -86,9 +87,7 @@ def _write_variant(model, dst: Path, src: Path, info: dict) -> Path:
         "source_sha256": sha256_file(src),
         "sha256": sha256_file(dst),
     }
-    side = _sidecar(dst)
-    side.with_name(side.name + ".tmp").write_text(json.dumps(info, indent=1, sort_keys=True))
-    os.replace(side.with_name(side.name + ".tmp"), side)
+    write_text_atomic(_sidecar(dst), json.dumps(info, indent=1, sort_keys=True))
     return dst
 
 

@@ -8,12 +8,11 @@ keys the caller adds (optimizer state, epoch, ...).
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from pop3d_ros.atomic import atomic_path
 from pop3d_ros.model.config import ModelConfig
 
 REQUIRED_KEYS = ("config", "model", "text_space", "meta")
@@ -37,14 +36,8 @@ def save_checkpoint(path, model, cfg: ModelConfig, text_space: dict, meta: dict,
         **extra,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -15,6 +15,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from pop3d_ros.atomic import atomic_path, write_text_atomic
+
 
 def prepare_frames(
     keys: Iterable[str],
@@ -40,21 +42,10 @@ def prepare_frames(
         if path.exists():
             continue
         item = prepare(make_sample(key))
-        # Atomic, and per process: a killed run never leaves a half-written frame, and two
-        # runs preparing the same frame never write into one temporary file.
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        torch.save(item, tmp)
-        tmp.replace(path)
-    _write_atomic(out / "index.json", json.dumps({"frames": keys}, indent=1))
+        with atomic_path(path) as tmp:  # runs sharing the cache may prepare one frame at once
+            torch.save(item, tmp)
+    write_text_atomic(out / "index.json", json.dumps({"frames": keys}, indent=1))
     return out
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Runs that share a cache start side by side: a reader must never see a half-written
-    file (a per-process temporary name, then an atomic rename)."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _write_exclusive(path: Path, text: str) -> bool:

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from pop3d_ros.atomic import atomic_path
 from pop3d_ros.model.checkpoint import read_checkpoint
 from pop3d_ros.training.config import TrainConfig
 from pop3d_ros.training.distributed import DistInfo, all_reduce_mean, barrier, sync_buffers
@@ -81,9 +82,8 @@ def _batches(n: int, cfg: TrainConfig, info: DistInfo, epoch: int) -> list[list[
 
 
 def _save(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def train(

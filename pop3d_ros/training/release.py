@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from pop3d_ros.atomic import atomic_path
 from pop3d_ros.model.checkpoint import read_checkpoint
 
 
@@ -19,7 +20,6 @@ def make_release(src, dst, note: str = "") -> Path:
     ckpt["meta"] = {**ckpt.get("meta", {}), "weights_dtype": "float16", "release_note": note}
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(dst)
+    with atomic_path(dst) as tmp:
+        torch.save(ckpt, tmp)
     return dst

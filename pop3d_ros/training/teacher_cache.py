@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pop3d_ros.atomic import atomic_path
+
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 # What identifies the teacher that made a cache.
 CACHE_KEY = ("model_name", "checkpoint", "variant")
@@ -51,9 +53,8 @@ def build_cache(
             skipped += 1
             continue
         feats = np.asarray(features_fn(sample), dtype=np.float16)
-        tmp = path.with_name(path.name + ".tmp.npy")
-        np.save(tmp, feats)
-        tmp.replace(path)  # atomic: an interrupted run never leaves a truncated file
+        with atomic_path(path, suffix=".npy") as tmp:  # np.save appends .npy otherwise
+            np.save(tmp, feats)
         done += 1
     return {"computed": done, "skipped": skipped}
 

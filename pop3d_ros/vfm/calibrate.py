@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pop3d_ros.atomic import atomic_path
 from pop3d_ros.data.classes import IGNORE
 from pop3d_ros.geometry.camera import scale_intrinsics
 from pop3d_ros.vfm.photometric import reprojection_error
@@ -325,9 +326,8 @@ class DepthCalibrator:
         src_classes = [self.semantics(s) for s in sources] if self.cfg.mask_movable else None
         res = calibrate_frame(sample, sources, self.source(sample), classes, self.cfg, src_classes)
         if path is not None:
-            tmp = path.with_name(path.name + ".tmp.npz")
-            np.savez(tmp, **res)
-            tmp.replace(path)  # atomic: an interrupted run never leaves half a frame
+            with atomic_path(path, suffix=".npz") as tmp:  # np.savez appends .npz otherwise
+                np.savez(tmp, **res)
         return res
 
 

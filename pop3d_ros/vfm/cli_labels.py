@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from pop3d_ros.atomic import write_text_atomic
 from pop3d_ros.training.cli_train import add_teacher_arguments
 from pop3d_ros.training.sources import add_source_arguments
 from pop3d_ros.vfm.options import add_vfm_arguments
@@ -55,8 +56,6 @@ def _run(args) -> int:
         sample = make_sample(key)
         labeler(sample)
         index[key] = str(sample.get("token", key))
-        tmp = index_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(index, indent=1))
-        tmp.replace(index_path)
+        write_text_atomic(index_path, json.dumps(index, indent=1))
     print(f"{len(keys)} frames labelled in {out} ({done} were cached already)")
     return 0

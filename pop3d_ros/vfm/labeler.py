@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pop3d_ros.atomic import atomic_path
 from pop3d_ros.vfm.calibrate import CalibrationConfig, DepthCalibrator, _safe
 from pop3d_ros.vfm.pseudo_labels import PseudoLabelConfig, pseudo_labels
 
@@ -90,7 +91,6 @@ class VFMLabeler:
         out["occ_target"] = torch.from_numpy(out["occ_target"])
         out["semantic"] = torch.from_numpy(out["semantic"])
         if path is not None:
-            tmp = path.with_name(path.name + ".tmp")
-            torch.save(out, tmp)
-            tmp.replace(path)
+            with atomic_path(path) as tmp:
+                torch.save(out, tmp)
         return out
