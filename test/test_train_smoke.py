@@ -306,6 +306,7 @@ def test_training_commands_default_to_the_realistic_teacher(command):
         ["--aux-rays"],
         ["--render-sparsity", "0.1"],
         ["--render-sparsity-scope", "unseen"],
+        ["--render-distortion", "0.1"],
         ["--render-density-sampling", "nearest"],
     ],
 )
@@ -332,3 +333,35 @@ def test_train_cli_refuses_a_sparsity_scope_without_the_prior(tmp_path, capsys):
     assert rc == 2
     assert "--render-sparsity-scope needs --render-sparsity > 0" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_render_options_reach_the_strategy():
+    import argparse
+    from types import SimpleNamespace
+
+    from pop3d_ros.text.synthetic_text import SyntheticTextSpace
+    from pop3d_ros.training import cli_train
+    from pop3d_ros.training.cli_render_opts import render_strategy
+
+    parser = argparse.ArgumentParser()
+    cli_train.add_arguments(parser)
+    flags = ["--out", "x", "--strategy", "render", "--render-distortion", "0.3",
+             "--render-sparsity", "0.2", "--render-sparsity-scope", "unseen",
+             "--render-density-sampling", "nearest", "--num-rays", "99"]  # fmt: skip
+    args = parser.parse_args(flags)
+    model_cfg = tiny_model_config()
+    strategy = render_strategy(
+        args, SimpleNamespace(strategy="render"), model_cfg, SyntheticTeacher(),
+        SyntheticTextSpace, lambda key: None, {},
+    )  # fmt: skip
+    assert model_cfg.heads.occupancy_output == "density"
+    assert (strategy.distortion_weight, strategy.sparsity_weight) == (0.3, 0.2)
+    assert (strategy.sparsity_scope, strategy.density_sampling) == ("unseen", "nearest")
+    assert strategy.num_rays == 99 and strategy.grid == model_cfg.voxel_grid
+    defaults = render_strategy(
+        parser.parse_args(["--out", "x", "--strategy", "render"]),
+        SimpleNamespace(strategy="render"), tiny_model_config(), SyntheticTeacher(),
+        SyntheticTextSpace, lambda key: None, {},
+    )  # fmt: skip
+    assert defaults.distortion_weight == 0.01  # RenderOcc's weight_distortion
+    assert (defaults.sparsity_weight, defaults.sparsity_scope) == (0.0, "grid")

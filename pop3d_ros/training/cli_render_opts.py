@@ -11,6 +11,7 @@ RENDER_DEFAULTS = {
     "num_rays": 2048,
     "ray_pool": 2048,
     "density_threshold": None,
+    "render_distortion": 0.01,
     "render_sparsity": 0.0,
     "render_sparsity_scope": "grid",
     "render_density_sampling": "trilinear",
@@ -60,6 +61,13 @@ def add_render_arguments(p) -> None:
         default=RENDER_DEFAULTS["density_threshold"],
         help="density above which a voxel is occupied (model config; default: "
         "the preset's heads.density_threshold)",
+    )
+    g.add_argument(
+        "--render-distortion",
+        type=float,
+        default=RENDER_DEFAULTS["render_distortion"],
+        help="weight of the distortion loss (Mip-NeRF 360), which gathers each ray's "
+        "weights where it stops instead of a haze (default %(default)s, RenderOcc's)",
     )
     g.add_argument(
         "--render-sparsity",
@@ -130,6 +138,7 @@ def render_strategy(args, cfg, model_cfg, teacher, text_encoder, make_sample, co
         weighted=args.weighted_sampling,
         num_rays=args.num_rays,
         ray_pool=args.ray_pool,
+        distortion_weight=args.render_distortion,
         sparsity_weight=args.render_sparsity,
         sparsity_scope=args.render_sparsity_scope,
         grid=model_cfg.voxel_grid,
