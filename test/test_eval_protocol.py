@@ -79,6 +79,34 @@ def test_oracle_scores_perfect_and_beats_chance(space):
     assert "car" in format_table(res)
 
 
+def test_true_geometry_is_scored_like_a_prediction_against_the_lidar_labels(space):
+    from pop3d_ros.data.classes import EMPTY, IGNORE
+
+    cfg = tiny_model_config()
+    sample = tiny_sample(3)
+    _, occ = evaluation_labels(
+        sample["lidar_points"], sample["lidar_labels"], sample["lidar_origin"], cfg.voxel_grid
+    )
+    n_occupied = int((occ == 1).sum())
+    # a world where every LiDAR-hit voxel is matter, plus 7 voxels a ray crossed (the
+    # grazing case) and every unobserved voxel (not scored)
+    world = np.full(cfg.grid.shape, EMPTY, np.uint8)
+    world[occ == 1] = CLASS_ID["car"]
+    world[occ == IGNORE] = CLASS_ID["manmade"]
+    crossed = np.argwhere(occ == 0)[:7]
+    world[tuple(crossed.T)] = CLASS_ID["driveable_surface"]
+    model = Oracle(*evaluation_labels(
+        sample["lidar_points"], sample["lidar_labels"], sample["lidar_origin"], cfg.voxel_grid
+    ), space.class_embeddings())  # fmt: skip
+    clf = ZeroShotClassifier(class_phrase_embeddings(space))
+    res = Evaluator(model, cfg, clf).run([sample | {"occupancy": world}], show=False).result()
+    assert res["true_geometry_iou"] == pytest.approx(round(n_occupied / (n_occupied + 7), 4))
+    assert "true_geometry_iou" in format_table(res)
+    assert (
+        Evaluator(model, cfg, clf).run([sample], show=False).result()["true_geometry_iou"] is None
+    )
+
+
 def test_eval_cli_writes_all_keys(tmp_path, space):
     import json
 

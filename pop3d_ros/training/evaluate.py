@@ -67,6 +67,10 @@ class Evaluator:
         names = list(CLASS_NAMES)
         self.occ = ConfusionMatrix(2, ["empty", "occupied"])
         self.prior_occ = ConfusionMatrix(2, ["empty", "occupied"])
+        # The world's true occupancy scored like a prediction (synthetic frames): what a model
+        # that knew the geometry exactly would get. POP-3D's labels call a voxel free when a
+        # LiDAR ray grazes through it, so even the truth stays below 1.
+        self.true_occ = ConfusionMatrix(2, ["empty", "occupied"])
         self.sem = ConfusionMatrix(NUM_CLASSES + 1, names + ["empty"])
         self.chance = ConfusionMatrix(NUM_CLASSES + 1, names + ["empty"])
         self.lidar = ConfusionMatrix(NUM_CLASSES, names)
@@ -110,6 +114,9 @@ class Evaluator:
         if self.prior is not None:
             prior_v = on_volume(self.prior.reshape(-1), False)
             self.prior_occ.update(prior_v.astype(np.int64), occ_gt)
+        if "occupancy" in sample:  # on the model's grid (synthetic_source)
+            true = np.asarray(sample["occupancy"]).reshape(-1) < EMPTY
+            self.true_occ.update(on_volume(true, False).astype(np.int64), occ_gt)
 
         # Zero-shot semantics: the language head runs on occupied voxels only (as deployed).
         pred = np.full(grid.num_voxels, EMPTY, np.int64)
@@ -179,7 +186,8 @@ class Evaluator:
         return self
 
     def all_reduce(self) -> None:
-        for cm in (self.occ, self.prior_occ, self.sem, self.chance, self.lidar, self.teacher_lidar):
+        for cm in (self.occ, self.prior_occ, self.true_occ, self.sem, self.chance, self.lidar,
+                   self.teacher_lidar):  # fmt: skip
             cm.all_reduce()
         if self.retrieval is not None:
             self.retrieval.all_reduce()
@@ -205,6 +213,7 @@ class Evaluator:
         }
         has_teacher = self.teacher_lidar.matrix.sum() > 0
         has_prior = self.prior_occ.matrix.sum() > 0
+        has_truth = self.true_occ.matrix.sum() > 0
         extra = self.retrieval.result() if self.retrieval is not None else {}
         occ3d = self.occ3d.result() if self.occ3d is not None else {}
         return (
@@ -217,6 +226,7 @@ class Evaluator:
                 "lidar_miou": num(self.lidar.miou()),
                 "teacher_lidar_miou": num(self.teacher_lidar.miou()) if has_teacher else None,
                 "prior_iou": num(self.prior_occ.iou()[1]) if has_prior else None,
+                "true_geometry_iou": num(self.true_occ.iou()[1]) if has_truth else None,
                 "chance_miou": num(self.chance.miou()),
                 "per_class": per_class,
                 "frames": self.frames,
@@ -287,6 +297,7 @@ def format_table(result: dict) -> str:
         "iou",
         "iou_mean_empty_occupied",
         "prior_iou",
+        "true_geometry_iou",
         "miou",
         "chance_miou",
         "lidar_miou",
