@@ -52,14 +52,14 @@ def _write_exclusive(path: Path, text: str) -> bool:
     """Write `path` only if it does not exist yet, atomically (a hard link fails on an
     existing name); False if another process got there first, whose file is left as is."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
     try:
+        tmp.write_text(text)
         os.link(tmp, path)
         return True
     except FileExistsError:
         return False
     finally:
-        tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def _check_settings(out: Path, settings: dict) -> None:

@@ -61,7 +61,9 @@ def main(argv=None) -> int:
     keys, make = synthetic_source(parse_seeds(args.seeds), args.frames_per_seed, grid=grid)
     keys = keys[:: max(1, args.every)]
     sweep = np.geomspace(0.02, 20.0, 25)
-    rows = {"model": 0, "prior": 0, "truth": 0, "truth, prior's ground layer": 0}
+    mixed_name = "truth, prior's ground layer"
+    names = ["model", "prior", "truth", mixed_name] if prior is not None else ["model", "truth"]
+    rows = {name: np.zeros((grid.shape[2], 3), np.int64) for name in names}
     sweep_counts = np.zeros((len(sweep), 3), np.int64)
     sampling = SamplingCache(cfg)
     ground = int(np.floor((0.0 - grid.lower[2]) / grid.voxel_size[2]))  # layer holding z = 0
@@ -76,24 +78,20 @@ def main(argv=None) -> int:
             _, labels = evaluation_labels(
                 sample["lidar_points"], sample["lidar_labels"], sample["lidar_origin"], grid
             )
-            rows["model"] = rows["model"] + layer_counts(occupied, labels)
+            rows["model"] += layer_counts(occupied, labels)
             truth = np.asarray(sample["occupancy"]) < EMPTY
-            rows["truth"] = rows["truth"] + layer_counts(truth, labels)
+            rows["truth"] += layer_counts(truth, labels)
             if prior is not None:
-                rows["prior"] = rows["prior"] + layer_counts(prior, labels)
+                rows["prior"] += layer_counts(prior, labels)
                 mixed = truth.copy()
                 mixed[..., ground] = prior[..., ground]
-                rows["truth, prior's ground layer"] = rows[
-                    "truth, prior's ground layer"
-                ] + layer_counts(mixed, labels)
+                rows[mixed_name] += layer_counts(mixed, labels)
             if density:
                 sigma = density_from_logits(logits, cfg.heads).numpy().reshape(grid.shape)
                 for i, th in enumerate(sweep):
                     sweep_counts[i] += layer_counts(sigma > th, labels).sum(0)
     print(f"{len(keys)} frames; ground in layer {ground}; counts: TP FP FN per layer")
     for name, counts in rows.items():
-        if isinstance(counts, int):
-            continue
         layers = "  ".join(f"{tp}/{fp}/{fn}" for tp, fp, fn in counts)
         print(f"{name:<30} IoU {100 * iou(counts):5.1f}  {layers}")
     if density:
