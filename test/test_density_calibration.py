@@ -6,7 +6,8 @@ import torch
 
 from pop3d_ros.geometry.grid import VoxelGrid
 from pop3d_ros.model.config import GridConfig, HeadsConfig, ModelConfig
-from pop3d_ros.training.density_calibration import calibrate, density_report, ray_observations
+from pop3d_ros.training.density_calibration import calibrate, density_report
+from pop3d_ros.training.rays import ray_observations
 
 GRID = VoxelGrid((0.0, 20.0), (-2.0, 2.0), (-2.0, 2.0), (20, 4, 4))
 

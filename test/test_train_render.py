@@ -273,8 +273,8 @@ def test_sparsity_prior_adds_mean_voxel_opacity_to_the_loss(render_frames):
 
 def test_sparsity_prior_empties_voxels_no_ray_reaches(render_frames, tmp_path):
     from pop3d_ros.model.pop3d import density_from_logits
-    from pop3d_ros.training.density_calibration import ray_observations
     from pop3d_ros.training.inputs import SamplingCache
+    from pop3d_ros.training.rays import ray_observations
 
     ds, strategy = render_frames
     cfg = _density_cfg()
@@ -319,7 +319,7 @@ def test_unseen_voxels_are_those_no_candidate_ray_crosses_or_ends_in():
 
 def test_unseen_scope_takes_the_prior_over_voxels_no_ray_reaches(render_frames):
     from pop3d_ros.model.pop3d import density_from_logits
-    from pop3d_ros.training.density_calibration import ray_observations
+    from pop3d_ros.training.rays import ray_observations
 
     ds, strategy = render_frames
     cfg = _density_cfg()

@@ -22,23 +22,9 @@ import json
 import numpy as np
 import torch
 
-from pop3d_ros.geometry.grid import VoxelGrid
-from pop3d_ros.training.rays import ray_voxels
+from pop3d_ros.training.rays import ray_observations
 
 THRESHOLDS = tuple(float(x) for x in np.geomspace(0.05, 20.0, 27))
-
-
-def ray_observations(item: dict, grid: VoxelGrid, step_voxels: float = 0.5) -> np.ndarray:
-    """int8 (N_vox,): 1 = a current-frame ray ends there, 0 = crossed before an end, -1."""
-    sel = item["ray_time"] == 0
-    crossed, ends = ray_voxels(
-        item["ray_origin"][sel].numpy(), item["ray_dir"][sel].numpy(),
-        item["ray_depth"][sel].numpy(), grid, step_voxels,
-    )  # fmt: skip
-    obs = np.full(grid.num_voxels, -1, np.int8)
-    obs[crossed] = 0
-    obs[ends] = 1
-    return obs
 
 
 @torch.no_grad()

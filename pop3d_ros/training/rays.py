@@ -109,21 +109,27 @@ def ray_voxels(
     return crossed, np.unique(grid.flat_index(idx[inside]))
 
 
-def unseen_voxels(
-    rays: dict, grid: VoxelGrid, current_only: bool = False, step_voxels: float = 0.5
-) -> torch.Tensor:
-    """(N_vox,) bool: voxels no candidate ray of the frame (of the current frame only, with
-    `current_only`) crosses or ends in: below the surfaces, behind them, above the highest
-    return."""
+def ray_observations(
+    rays: dict, grid: VoxelGrid, current_only: bool = True, step_voxels: float = 0.5
+) -> np.ndarray:
+    """int8 (N_vox,): 1 = a ray of the frame's candidate pool (of the current frame only, with
+    `current_only`) ends there, 0 = crossed before an end, -1 = no ray reaches it (below the
+    surfaces, behind them, above the highest return)."""
     sel = rays["ray_time"] == 0 if current_only else slice(None)
     crossed, ends = ray_voxels(
         rays["ray_origin"][sel].numpy(), rays["ray_dir"][sel].numpy(),
         rays["ray_depth"][sel].numpy(), grid, step_voxels,
     )  # fmt: skip
-    unseen = torch.ones(grid.num_voxels, dtype=torch.bool)
-    unseen[torch.from_numpy(crossed)] = False
-    unseen[torch.from_numpy(ends)] = False
-    return unseen
+    obs = np.full(grid.num_voxels, -1, np.int8)
+    obs[crossed] = 0
+    obs[ends] = 1
+    return obs
+
+
+def unseen_voxels(rays: dict, grid: VoxelGrid, current_only: bool = False) -> torch.Tensor:
+    """(N_vox,) bool: the voxels `ray_observations` finds no ray reaching; by default over
+    every time offset of the pool."""
+    return torch.from_numpy(ray_observations(rays, grid, current_only) == -1)
 
 
 def relative_pose(current: dict, other: dict) -> np.ndarray:
