@@ -14,6 +14,7 @@ from pop3d_ros.training.render import (
     render_rays,
     sample_volume,
     silog_loss,
+    termination_loss,
 )
 
 # 20 x 4 x 4 voxels of 1 m over x in [0, 20], y, z in [-2, 2]
@@ -208,3 +209,63 @@ def test_box_density_keeps_gradients_and_trilinear_features():
     assert float(sample_volume(feats.detach(), pts, GRID)[0, 0, 0]) == pytest.approx(9.5)
     with pytest.raises(ValueError, match="trilinear or nearest"):
         render_rays(sigma, o, d, GRID, density_sampling="cubic")
+
+
+def _terminate(sigma, end_x, mode="nearest"):
+    """The termination loss of one ray along +x from x = 0.5 whose return lies at `end_x`."""
+    o, d = _ray()
+    r = render_rays(sigma, o, d, GRID, density_sampling=mode)
+    depth = torch.tensor([end_x - 0.5])
+    return r, termination_loss(r["weights"], r["t"], o, d, depth, GRID)
+
+
+def test_termination_is_zero_when_the_ray_stops_in_its_return_voxel():
+    sigma = torch.zeros(GRID.shape)
+    sigma[10] = 200.0  # voxel x in [10, 11), where the return lies
+    assert float(_terminate(sigma, 10.6)[1]) == pytest.approx(0.0, abs=1e-3)
+    # the same opaque voxel one voxel early, or nothing at all: no weight reaches the end
+    early = torch.zeros(GRID.shape)
+    early[9] = 200.0
+    assert float(_terminate(early, 10.6)[1]) == pytest.approx(-math.log(1e-4), rel=1e-3)
+    assert float(_terminate(torch.zeros(GRID.shape), 10.6)[1]) == pytest.approx(
+        -math.log(1e-4), rel=1e-3
+    )
+
+
+def test_termination_penalises_a_haze_that_renders_the_right_depth():
+    # a haze over x in [6, 16) renders some depth; with that depth as the target SILog has
+    # nothing to say, while the ray's weight inside its return's voxel is far from 1
+    sigma = torch.zeros(GRID.shape)
+    sigma[6:16] = 0.4
+    o, d = _ray()
+    r = render_rays(sigma, o, d, GRID, density_sampling="nearest")
+    target = r["depth"].detach()
+    assert float(silog_loss(r["depth"], target)) == pytest.approx(0.0, abs=1e-5)
+    term = termination_loss(r["weights"], r["t"], o, d, target, GRID)
+    end_voxel = int(0.5 + float(target[0]))
+    t_end = (r["t"] + 0.5 >= end_voxel) & (r["t"] + 0.5 < end_voxel + 1)
+    expected = -math.log(float(r["weights"][0, t_end].sum()) + 1e-4)
+    assert float(term) == pytest.approx(expected, rel=1e-4) and float(term) > 1.0
+
+
+def test_termination_gradient_empties_the_way_and_fills_the_end_voxel():
+    sigma = torch.full(GRID.shape, 0.3, requires_grad=True)
+    _, term = _terminate(sigma, 10.6)
+    term.backward()
+    g = sigma.grad.sum((1, 2))  # per x slab
+    assert torch.all(g[1:10] > 0)  # descent lowers the density in front of the return
+    assert float(g[10]) < 0  # and raises it in the return's voxel
+    assert torch.all(g[11:] == 0)  # what lies behind the return is not the ray's business
+
+
+def test_termination_counts_the_sample_nearest_a_clipped_end_voxel():
+    # a ray that crosses the corner of its end voxel between two samples: that voxel holds
+    # no sample, so the sample nearest the return stands in for it
+    o = torch.tensor([[0.5, 0.0, 0.0]])
+    d = torch.tensor([[1.0, 0.0, 0.0]])
+    t = torch.tensor([0.25, 0.75, 1.25])  # points at x = 0.75, 1.25, 1.75
+    w = torch.tensor([[0.1, 0.6, 0.3]])
+    narrow = VoxelGrid((0.0, 3.0), (-2.0, 2.0), (-2.0, 2.0), (30, 4, 4))  # 0.1 m along x
+    # the return at x = 1.31 lies in voxel [1.3, 1.4), which no sample falls in
+    loss = termination_loss(w, t, o, d, torch.tensor([0.81]), narrow)
+    assert float(loss) == pytest.approx(-math.log(0.6 + 1e-4))

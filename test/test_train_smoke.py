@@ -347,7 +347,8 @@ def test_render_options_reach_the_strategy():
     cli_train.add_arguments(parser)
     flags = ["--out", "x", "--strategy", "render", "--render-distortion", "0.3",
              "--render-sparsity", "0.2", "--render-sparsity-scope", "unseen",
-             "--render-density-sampling", "nearest", "--num-rays", "99"]  # fmt: skip
+             "--render-density-sampling", "nearest", "--num-rays", "99",
+             "--render-termination", "0.7"]  # fmt: skip
     args = parser.parse_args(flags)
     model_cfg = tiny_model_config()
     strategy = render_strategy(
@@ -358,10 +359,12 @@ def test_render_options_reach_the_strategy():
     assert (strategy.distortion_weight, strategy.sparsity_weight) == (0.3, 0.2)
     assert (strategy.sparsity_scope, strategy.density_sampling) == ("unseen", "nearest")
     assert strategy.num_rays == 99 and strategy.grid == model_cfg.voxel_grid
+    assert strategy.termination_weight == 0.7
     defaults = render_strategy(
         parser.parse_args(["--out", "x", "--strategy", "render"]),
         SimpleNamespace(strategy="render"), tiny_model_config(), SyntheticTeacher(),
         SyntheticTextSpace, lambda key: None, {},
     )  # fmt: skip
     assert defaults.distortion_weight == 0.01  # RenderOcc's weight_distortion
+    assert defaults.termination_weight == 0.0  # not in RenderOcc
     assert (defaults.sparsity_weight, defaults.sparsity_scope) == (0.0, "grid")

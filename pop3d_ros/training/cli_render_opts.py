@@ -12,6 +12,7 @@ RENDER_DEFAULTS = {
     "ray_pool": 2048,
     "density_threshold": None,
     "render_distortion": 0.01,
+    "render_termination": 0.0,
     "render_sparsity": 0.0,
     "render_sparsity_scope": "grid",
     "render_density_sampling": "trilinear",
@@ -68,6 +69,14 @@ def add_render_arguments(p) -> None:
         default=RENDER_DEFAULTS["render_distortion"],
         help="weight of the distortion loss (Mip-NeRF 360), which gathers each ray's "
         "weights where it stops instead of a haze (default %(default)s, RenderOcc's)",
+    )
+    g.add_argument(
+        "--render-termination",
+        type=float,
+        default=RENDER_DEFAULTS["render_termination"],
+        help="weight of the ray-termination loss: -log of the rendering weight in the voxel "
+        "of the ray's LiDAR return (DS-NeRF's depth loss on the grid's cells; default 0 = "
+        "RenderOcc as published)",
     )
     g.add_argument(
         "--render-sparsity",
@@ -139,6 +148,7 @@ def render_strategy(args, cfg, model_cfg, teacher, text_encoder, make_sample, co
         num_rays=args.num_rays,
         ray_pool=args.ray_pool,
         distortion_weight=args.render_distortion,
+        termination_weight=args.render_termination,
         sparsity_weight=args.render_sparsity,
         sparsity_scope=args.render_sparsity_scope,
         grid=model_cfg.voxel_grid,

@@ -149,6 +149,43 @@ def distortion_loss(weights: torch.Tensor, t: torch.Tensor, far: float) -> torch
     return (inter + intra).mean()
 
 
+def termination_loss(
+    weights: torch.Tensor,
+    t: torch.Tensor,
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    depths: torch.Tensor,
+    grid: VoxelGrid,
+    eps: float = 1e-4,
+) -> torch.Tensor:
+    """Ray-termination cross-entropy: -log of the rendering weight (R, S) that falls in the
+    voxel holding each ray's end point (origin + depth along the unit direction, the LiDAR
+    return), mean over rays.
+
+    DS-NeRF's depth loss (-sum_k log w_k N(t_k; depth, s) dt) with its Gaussian window
+    replaced by the grid's own cell: the rendered depth (SILog) is met by a half-transparent
+    voxel as well as by an opaque one, since a box whose surface lies mid-voxel renders the
+    right depth only if part of the ray passes it; this term asks for the one answer an
+    occupancy grid can give, the ray stops in the voxel of its return. The sample nearest
+    the end always counts, so a ray that clips a corner of its end voxel between two samples
+    still has a target."""
+    if weights.numel() == 0:
+        return weights.sum() * 0.0
+    d = directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    lo = torch.as_tensor(grid.lower, dtype=d.dtype, device=d.device)
+    size = torch.as_tensor(grid.voxel_size, dtype=d.dtype, device=d.device)
+    with torch.no_grad():
+        points = origins[:, None, :] + d[:, None, :] * t[None, :, None]  # (R, S, 3)
+        end = origins + d * depths[:, None]
+        in_end = (torch.floor((points - lo) / size) == torch.floor((end - lo) / size)[:, None]).all(
+            -1
+        )
+        nearest = (t[None, :] - depths[:, None]).abs().argmin(-1)
+        in_end[torch.arange(in_end.shape[0]), nearest] = True
+    mass = (weights * in_end).sum(-1)
+    return -torch.log(mass + eps).mean()
+
+
 def opacity_entropy(transmittance_last: torch.Tensor) -> torch.Tensor:
     """Binary entropy of the leftover transmittance (RenderOcc's entropy_last): pushes each
     ray to end either fully opaque or fully transparent."""

@@ -10,6 +10,9 @@ rendered voxel feature goes through the language head once per ray, and the loss
 - `density_sampling`: sigma trilinear between voxel centres (RenderOcc) or constant per
   voxel ("nearest"; `training.render` says why);
 - RenderOcc's regularisers: distortion (0.01) and entropy of the leftover transmittance (0.01);
+- optional ray termination (`termination_weight`, not in RenderOcc): -log of the rendering
+  weight in the voxel of the ray's LiDAR return (`training.render.termination_loss`), the
+  same LiDAR depth in the form a voxel grid can hold;
 - optional free-space prior (`sparsity_weight`, not in RenderOcc, whose Occ3D evaluation
   ignores voxels no camera sees): the mean voxel opacity over the whole grid
   (`sparsity_scope="grid"`) or over the voxels no ray of the frame's candidate pool crosses
@@ -51,6 +54,7 @@ from pop3d_ros.training.render import (
     opacity_entropy,
     render_rays,
     silog_loss,
+    termination_loss,
 )
 from pop3d_ros.training.strategies import Strategy, _subsample
 
@@ -74,6 +78,7 @@ class RenderStrategy(Strategy):
         depth_weight: float = 1.0,
         distortion_weight: float = 0.01,
         entropy_weight: float = 0.01,
+        termination_weight: float = 0.0,
         sparsity_weight: float = 0.0,
         sparsity_scope: str = "grid",
         semantic_weight: float = 0.0,
@@ -108,6 +113,7 @@ class RenderStrategy(Strategy):
         self.depth_weight = depth_weight
         self.distortion_weight = distortion_weight
         self.entropy_weight = entropy_weight
+        self.termination_weight = termination_weight
         self.sparsity_weight = sparsity_weight
         self.sparsity_scope = sparsity_scope
         self.grid = grid
@@ -198,7 +204,7 @@ class RenderStrategy(Strategy):
         grid = cfg.voxel_grid
         sigma = density_from_logits(out["occupancy_logits"].float(), cfg.heads)
         vf = out["voxel_features"].float()
-        depth, opacity, feats, dist, ent = [], [], [], [], []
+        depth, opacity, feats, dist, ent, term = [], [], [], [], [], []
         for b in range(sigma.shape[0]):
             sel = batch["ray_batch"] == b
             if not bool(sel.any()):
@@ -219,6 +225,17 @@ class RenderStrategy(Strategy):
             feats.append(r["features"] / (r["opacity"][:, None] + 1e-6))
             dist.append(distortion_loss(r["weights"], r["t"], r["far"]))
             ent.append(opacity_entropy(r["transmittance_last"]))
+            if self.termination_weight > 0:
+                term.append(
+                    termination_loss(
+                        r["weights"],
+                        r["t"],
+                        batch["ray_origin"][sel],
+                        batch["ray_dir"][sel],
+                        batch["ray_depth"][sel].float(),
+                        grid,
+                    )  # fmt: skip
+                )
         zero = sigma.sum() * 0.0
         c_v = vf.shape[-1]
         rendered = torch.cat(feats) if feats else vf.new_zeros(0, c_v)
@@ -228,6 +245,7 @@ class RenderStrategy(Strategy):
             "render_language": model.language_head(rendered),
             "render_distortion": torch.stack(dist).mean() if dist else zero,
             "render_entropy": torch.stack(ent).mean() if ent else zero,
+            "render_termination": torch.stack(term).mean() if term else zero,
             "render_sparsity": self._sparsity(sigma, batch) if self.sparsity_weight > 0 else zero,
         }
         if self.with_occupancy:
@@ -253,6 +271,9 @@ class RenderStrategy(Strategy):
             + self.distortion_weight * terms["dist"]
             + self.entropy_weight * terms["entropy"]
         )
+        if self.termination_weight > 0:
+            terms["term"] = outputs["render_termination"]
+            loss = loss + self.termination_weight * terms["term"]
         if self.sparsity_weight > 0:
             terms["sparse"] = outputs["render_sparsity"]
             loss = loss + self.sparsity_weight * terms["sparse"]
