@@ -177,9 +177,8 @@ def termination_loss(
     with torch.no_grad():
         points = origins[:, None, :] + d[:, None, :] * t[None, :, None]  # (R, S, 3)
         end = origins + d * depths[:, None]
-        in_end = (torch.floor((points - lo) / size) == torch.floor((end - lo) / size)[:, None]).all(
-            -1
-        )
+        end_cell = torch.floor((end - lo) / size)
+        in_end = (torch.floor((points - lo) / size) == end_cell[:, None]).all(-1)
         nearest = (t[None, :] - depths[:, None]).abs().argmin(-1)
         in_end[torch.arange(in_end.shape[0]), nearest] = True
     mass = (weights * in_end).sum(-1)

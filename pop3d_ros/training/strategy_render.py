@@ -234,7 +234,7 @@ class RenderStrategy(Strategy):
                         batch["ray_dir"][sel],
                         batch["ray_depth"][sel].float(),
                         grid,
-                    )  # fmt: skip
+                    )
                 )
         zero = sigma.sum() * 0.0
         c_v = vf.shape[-1]
