@@ -271,9 +271,30 @@ def test_sparsity_prior_adds_mean_voxel_opacity_to_the_loss(render_frames):
     assert model.occupancy_head.out.weight.grad.abs().sum() > 0
 
 
-def test_sparsity_prior_empties_voxels_no_ray_reaches(render_frames, tmp_path):
+def _density_after_training(render_frames, out, **weights):
+    """sigma (X, Y, Z) of frame 1 and its collated batch after 12 training steps with the
+    fixture's strategy's `weights` (attribute -> value) set for the run, reset to 0 after."""
     from pop3d_ros.model.pop3d import density_from_logits
     from pop3d_ros.training.inputs import SamplingCache
+
+    ds, strategy = render_frames
+    cfg = _density_cfg()
+    for name, value in weights.items():
+        setattr(strategy, name, value)
+    try:
+        model, _ = _train(render_frames, out, steps=12)
+    finally:
+        for name in weights:
+            setattr(strategy, name, 0.0)
+    model.eval()
+    batch = strategy.collate([ds[1]], cfg.voxel_grid.num_voxels)
+    calib = SamplingCache(cfg).batch(batch["intrinsics"], batch["cam_to_ego"])
+    with torch.no_grad():
+        logits = model(batch["images"].float() / 255, *calib)["occupancy_logits"]
+    return density_from_logits(logits.float(), cfg.heads)[0], batch
+
+
+def test_sparsity_prior_empties_voxels_no_ray_reaches(render_frames, tmp_path):
     from pop3d_ros.training.rays import ray_observations
 
     ds, strategy = render_frames
@@ -282,17 +303,10 @@ def test_sparsity_prior_empties_voxels_no_ray_reaches(render_frames, tmp_path):
     assert unseen.float().mean() > 0.3  # most of the grid is below/behind/above the returns
 
     def unseen_density(weight):
-        strategy.sparsity_weight = weight
-        try:
-            model, _ = _train(render_frames, tmp_path / f"w{weight}", steps=12)
-        finally:
-            strategy.sparsity_weight = 0.0
-        model.eval()
-        batch = strategy.collate([ds[1]], cfg.voxel_grid.num_voxels)
-        calib = SamplingCache(cfg).batch(batch["intrinsics"], batch["cam_to_ego"])
-        with torch.no_grad():
-            logits = model(batch["images"].float() / 255, *calib)["occupancy_logits"]
-        sigma = density_from_logits(logits.float(), cfg.heads)[0].reshape(-1)
+        sigma, _ = _density_after_training(
+            render_frames, tmp_path / f"w{weight}", sparsity_weight=weight
+        )
+        sigma = sigma.reshape(-1)
         return float((1 - torch.exp(-sigma[unseen].clamp_min(0))).mean())
 
     assert unseen_density(5.0) < 0.5 * unseen_density(0.0)
@@ -351,8 +365,6 @@ def test_unseen_scope_needs_the_grid():
 
 
 def test_termination_term_gathers_ray_weight_in_the_return_voxel(render_frames, tmp_path):
-    from pop3d_ros.model.pop3d import density_from_logits
-    from pop3d_ros.training.inputs import SamplingCache
     from pop3d_ros.training.render import render_rays
 
     ds, strategy = render_frames
@@ -370,19 +382,11 @@ def test_termination_term_gathers_ray_weight_in_the_return_voxel(render_frames, 
     def return_voxel_weight(weight):
         """Mean share of each current ray's rendering weight inside its LiDAR return's voxel
         after 12 steps, counted with the grid's own point -> voxel lookup."""
-        strategy.termination_weight = weight
-        try:
-            model, _ = _train(render_frames, tmp_path / f"t{weight}", steps=12)
-        finally:
-            strategy.termination_weight = 0.0
-        model.eval()
-        batch = strategy.collate([ds[1]], grid.num_voxels)
-        calib = SamplingCache(cfg).batch(batch["intrinsics"], batch["cam_to_ego"])
-        with torch.no_grad():
-            logits = model(batch["images"].float() / 255, *calib)["occupancy_logits"]
-            sigma = density_from_logits(logits.float(), cfg.heads)[0]
-            o, d, depth = batch["ray_origin"], batch["ray_dir"], batch["ray_depth"].float()
-            r = render_rays(sigma, o, d, grid)
+        sigma, batch = _density_after_training(
+            render_frames, tmp_path / f"t{weight}", termination_weight=weight
+        )
+        o, d, depth = batch["ray_origin"], batch["ray_dir"], batch["ray_depth"].float()
+        r = render_rays(sigma, o, d, grid)
         pts = (o[:, None] + d[:, None] * r["t"][None, :, None]).reshape(-1, 3).numpy()
         sample_voxel, _ = grid.points_to_index(pts)
         end_voxel, _ = grid.points_to_index((o + d * depth[:, None]).numpy())
