@@ -96,12 +96,12 @@ def bench_int8(
 
 def _evaluate(checkpoint: Path, runtime, frames: int) -> dict:
     """The `pop3d eval` metrics of a runtime on the first `frames` frames of seeds 100-103."""
+    from pop3d_ros.data.sources import synthetic_source
+    from pop3d_ros.evaluation.protocol import Evaluator
+    from pop3d_ros.evaluation.zeroshot import ZeroShotClassifier, class_phrase_embeddings
     from pop3d_ros.export.eval_runtime import RuntimeModel
     from pop3d_ros.model.checkpoint import read_checkpoint
     from pop3d_ros.text.factory import text_encoder_from_spec
-    from pop3d_ros.training.evaluate import Evaluator
-    from pop3d_ros.training.sources import synthetic_source
-    from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
 
     cfg = runtime.config
     classifier = ZeroShotClassifier(class_phrase_embeddings(text_encoder_from_spec(

@@ -10,9 +10,9 @@ import numpy as np
 from pop3d_ros.data.classes import CLASS_ID
 from pop3d_ros.data.concepts import CONCEPT_ID, PARENT
 from pop3d_ros.data.sample import cameras_of
+from pop3d_ros.evaluation.labels import sample_ious
+from pop3d_ros.geometry.grid import occupancy_of_points
 from pop3d_ros.pipeline.grounding import ground_objects
-from pop3d_ros.training.eval_labels import sample_ious
-from pop3d_ros.training.targets import occupancy_target
 from pop3d_ros.viz.demo_views import (
     labels_grid,
     mosaic_with_points,
@@ -49,7 +49,7 @@ def predicted_occupancy(cloud: np.ndarray, grid) -> tuple[np.ndarray, np.ndarray
     """(occupied bool grid, class-label grid) of a node cloud."""
     centres = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1)
     labels = cloud["label"] if "label" in cloud.dtype.names else None
-    return occupancy_target(centres, grid).astype(bool), labels_grid(grid, centres, labels)
+    return occupancy_of_points(centres, grid).astype(bool), labels_grid(grid, centres, labels)
 
 
 def _mean(values) -> float | None:

@@ -1,6 +1,13 @@
 """Shared pytest set-up. ROS fixtures live in test/ros_harness.py (imported where needed)."""
 
 import os
+import sys
+from pathlib import Path
+
+# The analysis tools (tools/) live beside the package, outside its import path. Appended, not
+# prepended: the package itself must still come from the colcon install (it holds the
+# generated pop3d_ros.srv).
+sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 # Two cores on CI: keep each test process from oversubscribing them.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

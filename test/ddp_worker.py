@@ -12,12 +12,12 @@ torch.set_num_threads(1)
 from train_fixtures import tiny_model_config, tiny_sample  # noqa: E402
 
 from pop3d_ros.data.synthetic_teacher import SyntheticTeacher  # noqa: E402
+from pop3d_ros.distributed import barrier, cleanup, init_distributed  # noqa: E402
 from pop3d_ros.model.pop3d import build_model  # noqa: E402
 from pop3d_ros.training.config import TrainConfig  # noqa: E402
-from pop3d_ros.training.distributed import barrier, cleanup, init_distributed  # noqa: E402
 from pop3d_ros.training.frames import PreparedFrames, prepare_frames  # noqa: E402
 from pop3d_ros.training.loop import train  # noqa: E402
-from pop3d_ros.training.strategies import Pop3DStrategy  # noqa: E402
+from pop3d_ros.training.strategies.pop3d import Pop3DStrategy  # noqa: E402
 
 
 class Recording(PreparedFrames):

@@ -53,7 +53,7 @@ class _FakeDensityModel:
 
 
 def test_calibration_picks_a_threshold_between_free_and_surface_density(monkeypatch):
-    import pop3d_ros.training.inputs as inputs
+    import pop3d_ros.model.inputs as inputs
 
     monkeypatch.setattr(
         inputs.SamplingCache, "__call__", lambda self, k, e: (torch.zeros(1), torch.zeros(1))
@@ -68,7 +68,7 @@ def test_calibration_picks_a_threshold_between_free_and_surface_density(monkeypa
 
 
 def test_density_report_per_layer_and_by_ray_observation(monkeypatch):
-    import pop3d_ros.training.inputs as inputs
+    import pop3d_ros.model.inputs as inputs
 
     monkeypatch.setattr(
         inputs.SamplingCache, "__call__", lambda self, k, e: (torch.zeros(1), torch.zeros(1))

@@ -16,11 +16,11 @@ from train_fixtures import tiny_model_config, tiny_sample  # noqa: E402
 
 from pop3d_ros.data.classes import CLASS_ID, EMPTY, IGNORE  # noqa: E402
 from pop3d_ros.data.sample import project_points  # noqa: E402
+from pop3d_ros.evaluation.conventions import EvalConventions, parse_conventions  # noqa: E402
+from pop3d_ros.evaluation.labels import evaluation_labels  # noqa: E402
+from pop3d_ros.evaluation.protocol import Evaluator  # noqa: E402
+from pop3d_ros.evaluation.zeroshot import ZeroShotClassifier, class_phrase_embeddings  # noqa: E402
 from pop3d_ros.text.synthetic_text import SyntheticTextSpace  # noqa: E402
-from pop3d_ros.training.eval_conventions import EvalConventions, parse_conventions  # noqa: E402
-from pop3d_ros.training.eval_labels import evaluation_labels  # noqa: E402
-from pop3d_ros.training.evaluate import Evaluator  # noqa: E402
-from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings  # noqa: E402
 
 CAR = CLASS_ID["car"]
 # Sensor at voxel (4, 4, 1); one return at (7, 1, 1): voxel (7, 4, 1). The ray runs along x

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from pop3d_ros.data.classes import CLASS_ID, EMPTY, IGNORE
-from pop3d_ros.geometry.grid import VoxelGrid
-from pop3d_ros.training.occ3d import (
+from pop3d_ros.evaluation.occ3d import (
     OCC3D_GRID,
     Occ3DEvaluation,
     Occ3DMetrics,
@@ -13,6 +12,7 @@ from pop3d_ros.training.occ3d import (
     find_occ3d_labels,
     read_occ3d_labels,
 )
+from pop3d_ros.geometry.grid import VoxelGrid
 
 GRID = VoxelGrid((0.0, 20.0), (-2.0, 2.0), (-2.0, 2.0), (20, 4, 4))
 CAR, ROAD = CLASS_ID["car"], CLASS_ID["driveable_surface"]
@@ -131,10 +131,10 @@ def test_evaluator_reports_occ3d_keys_on_synthetic_frames():
     from train_fixtures import tiny_model_config
 
     from pop3d_ros.data.synthetic import SyntheticWorld, WorldConfig
+    from pop3d_ros.evaluation.protocol import Evaluator
+    from pop3d_ros.evaluation.zeroshot import ZeroShotClassifier, class_phrase_embeddings
     from pop3d_ros.model.pop3d import build_model
     from pop3d_ros.text.synthetic_text import SyntheticTextSpace
-    from pop3d_ros.training.evaluate import Evaluator
-    from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
 
     cfg = tiny_model_config()
     world = SyntheticWorld(

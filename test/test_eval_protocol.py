@@ -14,10 +14,10 @@ from train_fixtures import tiny_model_config, tiny_sample  # noqa: E402
 
 from pop3d_ros.data.classes import CLASS_ID, NUM_CLASSES  # noqa: E402
 from pop3d_ros.data.synthetic_teacher import SyntheticTeacher, TeacherConfig  # noqa: E402
+from pop3d_ros.evaluation.labels import evaluation_labels  # noqa: E402
+from pop3d_ros.evaluation.protocol import Evaluator, format_table  # noqa: E402
+from pop3d_ros.evaluation.zeroshot import ZeroShotClassifier, class_phrase_embeddings  # noqa: E402
 from pop3d_ros.text.synthetic_text import SyntheticTextSpace  # noqa: E402
-from pop3d_ros.training.eval_labels import evaluation_labels  # noqa: E402
-from pop3d_ros.training.evaluate import Evaluator, format_table  # noqa: E402
-from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings  # noqa: E402
 
 
 class Oracle(nn.Module):

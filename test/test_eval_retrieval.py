@@ -1,12 +1,12 @@
-"""Long-tail retrieval AP and grounding (training/retrieval.py) against hand-computed values."""
+"""Long-tail retrieval AP and grounding (evaluation/retrieval.py) against hand-computed values."""
 
 import numpy as np
 import pytest
 
 from pop3d_ros.data.classes import IGNORE
 from pop3d_ros.data.concepts import CONCEPT_ID
+from pop3d_ros.evaluation.retrieval import RetrievalMetrics, average_precision, voxel_concepts
 from pop3d_ros.geometry.grid import VoxelGrid
-from pop3d_ros.training.retrieval import RetrievalMetrics, average_precision, voxel_concepts
 
 
 def test_average_precision_by_hand():

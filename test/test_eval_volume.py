@@ -18,17 +18,17 @@ from train_fixtures import tiny_model_config  # noqa: E402
 
 from pop3d_ros.data.nuscenes import NuScenesReader  # noqa: E402
 from pop3d_ros.data.nuscenes_fixture import FIXTURE_POINTS, write_nuscenes_fixture  # noqa: E402
-from pop3d_ros.geometry.grid import VoxelGrid  # noqa: E402
-from pop3d_ros.model.config import GridConfig  # noqa: E402
-from pop3d_ros.text.synthetic_text import SyntheticTextSpace  # noqa: E402
-from pop3d_ros.training.eval_labels import evaluation_labels  # noqa: E402
-from pop3d_ros.training.eval_volume import (  # noqa: E402
+from pop3d_ros.evaluation.labels import evaluation_labels  # noqa: E402
+from pop3d_ros.evaluation.protocol import Evaluator  # noqa: E402
+from pop3d_ros.evaluation.volume import (  # noqa: E402
     POP3D_NUSCENES,
     VolumeMap,
     choose_volume,
 )
-from pop3d_ros.training.evaluate import Evaluator  # noqa: E402
-from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings  # noqa: E402
+from pop3d_ros.evaluation.zeroshot import ZeroShotClassifier, class_phrase_embeddings  # noqa: E402
+from pop3d_ros.geometry.grid import VoxelGrid  # noqa: E402
+from pop3d_ros.model.config import GridConfig  # noqa: E402
+from pop3d_ros.text.synthetic_text import SyntheticTextSpace  # noqa: E402
 
 BOX_IN_BASE_LINK = GridConfig((-50.26, 52.14), (-51.2, 51.2), (-3.16, 4.84), (100, 100, 8))
 

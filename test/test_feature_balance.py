@@ -16,7 +16,7 @@ from pop3d_ros.training.feature_balance import (
     feature_balance_from,
     vocabulary_phrases,
 )
-from pop3d_ros.training.strategies import Pop3DStrategy
+from pop3d_ros.training.strategies.pop3d import Pop3DStrategy
 
 
 def _basis_balance(power, max_factor=10.0):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from pop3d_ros.data.classes import IGNORE
-from pop3d_ros.geometry.grid import VoxelGrid
+from pop3d_ros.geometry.grid import VoxelGrid, occupancy_of_points
 from pop3d_ros.training.cli_occupancy_opts import add_occupancy_arguments, occupancy_config
 from pop3d_ros.training.lidar_occupancy import (
     UNOBSERVED,
@@ -24,7 +24,6 @@ from pop3d_ros.training.lidar_occupancy import (
     target_quality,
 )
 from pop3d_ros.training.losses import OccupancyLoss
-from pop3d_ros.training.targets import occupancy_target
 
 GRID = VoxelGrid((0.0, 4.0), (0.0, 4.0), (0.0, 4.0), (5, 5, 5))
 RAYS = LidarOccupancyConfig(free_space="rays")
@@ -46,7 +45,7 @@ def drive(frames: dict[int, dict]):
 
 def test_points_mode_is_pop3d_target():
     s = sweep([[3.6, 2.0, 2.0], [0.1, 0.1, 0.1]])
-    expected = occupancy_target(s["lidar_points"], GRID)
+    expected = occupancy_of_points(s["lidar_points"], GRID)
     assert np.array_equal(lidar_occupancy_target(s, GRID, LidarOccupancyConfig()), expected)
 
 
@@ -172,11 +171,9 @@ def test_target_quality_against_dense_truth():
 def test_ring_free_targets_on_the_synthetic_drive_cover_more_true_surface():
     """Real ego poses and sweeps: aggregating the neighbours' returns must find more of the
     dense ground-truth surface than one sweep, while staying precise."""
+    from pop3d_ros.data.sources import neighbour_lookup, synthetic_key_of_token, synthetic_source
     from pop3d_ros.model.config import get_preset
     from pop3d_ros.training.cli_occupancy_opts import RING_FREE
-    from pop3d_ros.training.cli_render_opts import synthetic_key_of_token
-    from pop3d_ros.training.sources import synthetic_source
-    from pop3d_ros.training.strategy_render import neighbour_lookup
 
     grid = get_preset("cpu-small").voxel_grid
     keys, make = synthetic_source([7], 5, grid=grid, image_hw=(36, 64))

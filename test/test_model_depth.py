@@ -171,7 +171,7 @@ def _outputs(model, inputs, batch):
 
 
 def test_depth_loss_reaches_and_trains_the_depth_head():
-    from pop3d_ros.training.strategies import Strategy
+    from pop3d_ros.training.strategies.base import Strategy
 
     torch.manual_seed(0)
     cfg = _depth_config(8)
@@ -309,7 +309,7 @@ def test_int8_calibration_feed_and_flops_include_the_depth_input():
 
     from pop3d_ros.export.calib_frames import sample_feed
     from pop3d_ros.model.flops import estimate_gflops
-    from pop3d_ros.training.inputs import SamplingCache
+    from pop3d_ros.model.inputs import SamplingCache
 
     cfg = _depth_config(8)
     cams = rig_cameras(192, 128)  # the sample's native size: half-resolution for the model

@@ -20,12 +20,12 @@ from sensor_msgs.msg import PointCloud2
 
 from pop3d_ros.data.classes import CLASS_ID, IGNORE
 from pop3d_ros.data.synthetic.world import SyntheticWorld
+from pop3d_ros.evaluation.labels import sample_ious
+from pop3d_ros.geometry.grid import occupancy_of_points
 from pop3d_ros.model.checkpoint import read_checkpoint
 from pop3d_ros.model.config import ModelConfig
 from pop3d_ros.ros.conversions import cloud_to_array
 from pop3d_ros.ros.playback import CameraPlayback, PlaybackConfig
-from pop3d_ros.training.eval_labels import sample_ious
-from pop3d_ros.training.targets import occupancy_target
 
 pytestmark = pytest.mark.ros
 
@@ -107,7 +107,7 @@ def test_default_model_occupancy_and_query(ros_node, node_process, tmp_path, dri
         msg = wait_until(find, 60.0, interval=0.1)
         assert msg is not None, f"no cloud for {stamp_ns} ns\n{proc.output()}"
         assert msg.header.frame_id == "base_link"
-        predicted = occupancy_target(cloud_xyz(msg), grid).astype(bool)
+        predicted = occupancy_of_points(cloud_xyz(msg), grid).astype(bool)
         ious.append(sample_ious(predicted, sample, grid))
     protocol = [r["protocol"] for r in ious]
     print(f"\nIoU vs synthetic ground truth (POP-3D protocol) per frame: {protocol}; "

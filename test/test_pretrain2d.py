@@ -189,8 +189,8 @@ def test_pretrain_cli_reads_cached_maskclip_features(tmp_path):
     """Real data's teacher: features from a `pop3d teacher-cache` directory (here filled with
     a stand-in map of the cache's layout, (N_cam, D, ceil(H/16), ceil(W/16)) fp16)."""
     from pop3d_ros.cli import main
-    from pop3d_ros.training.sources import synthetic_source
-    from pop3d_ros.training.teacher_cache import build_cache
+    from pop3d_ros.data.sources import synthetic_source
+    from pop3d_ros.teachers.cache import build_cache
 
     keys, make = synthetic_source([200], 1)
     rng = np.random.default_rng(0)

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from train_fixtures import tiny_model_config  # noqa: E402
 
-from pop3d_ros.training.protocol_breakdown import iou, layer_counts, main  # noqa: E402
+from tools.protocol_breakdown import iou, layer_counts, main  # noqa: E402
 
 
 def test_layer_counts_score_only_observed_voxels_per_layer():

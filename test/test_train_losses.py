@@ -7,22 +7,17 @@ import pytest
 import torch
 
 from pop3d_ros.data.classes import EMPTY, IGNORE
-from pop3d_ros.geometry.grid import VoxelGrid
-from pop3d_ros.training.eval_labels import evaluation_labels
+from pop3d_ros.evaluation.labels import evaluation_labels
+from pop3d_ros.evaluation.metrics import ConfusionMatrix
+from pop3d_ros.geometry.grid import VoxelGrid, occupancy_of_points
+from pop3d_ros.teachers.features import point_feature_pairs, sample_feature_map, sum_by
 from pop3d_ros.training.losses import (
     FeatureLoss,
     OccupancyLoss,
     Pop3DLoss,
     lovasz_softmax_flat,
 )
-from pop3d_ros.training.metrics import ConfusionMatrix
 from pop3d_ros.training.schedule import lr_factor
-from pop3d_ros.training.targets import (
-    occupancy_target,
-    point_feature_pairs,
-    sample_feature_map,
-    sum_by,
-)
 
 
 def test_lovasz_hand_computed():
@@ -79,7 +74,7 @@ def test_total_loss_is_sum_with_lambda():
 def test_occupancy_target_marks_point_voxels():
     grid = VoxelGrid((0, 4), (0, 4), (0, 2), (4, 4, 2))
     pts = np.array([[0.5, 0.5, 0.5], [0.6, 0.4, 0.2], [3.5, 2.5, 1.5], [9, 9, 9]], np.float32)
-    occ = occupancy_target(pts, grid)
+    occ = occupancy_of_points(pts, grid)
     assert occ.sum() == 2 and occ[0, 0, 0] == 1 and occ[3, 2, 1] == 1
 
 

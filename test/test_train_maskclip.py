@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pop3d_ros.training.teacher_cache import CachedTeacher, build_cache
-from pop3d_ros.training.teacher_maskclip import MaskCLIP, build_maskclip, interpolate_pos_embed
+from pop3d_ros.teachers.cache import CachedTeacher, build_cache
+from pop3d_ros.teachers.maskclip import MaskCLIP, build_maskclip, interpolate_pos_embed
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from pop3d_ros.training.rays import (  # noqa: E402
     select_rays,
     unseen_voxels,
 )
-from pop3d_ros.training.strategy_render import RenderStrategy  # noqa: E402
+from pop3d_ros.training.strategies.render import RenderStrategy  # noqa: E402
 
 CAR, ROAD = CLASS_ID["car"], CLASS_ID["driveable_surface"]
 
@@ -217,7 +217,7 @@ def test_pop3d_render_adds_the_lidar_occupancy_loss(render_frames, depth_bins):
     )
     item = both.prepare(_shifted(1, 0.0), cfg)
     assert item["voxel_index"].numel() > 0 and both.name == "pop3d_render"
-    from pop3d_ros.training.inputs import SamplingCache
+    from pop3d_ros.model.inputs import SamplingCache
     from pop3d_ros.training.loop import TrainWrapper
 
     model = build_model(cfg)
@@ -237,7 +237,7 @@ def test_pop3d_render_adds_the_lidar_occupancy_loss(render_frames, depth_bins):
 
 
 def _terms(strategy, item, cfg, seed=0):
-    from pop3d_ros.training.inputs import SamplingCache
+    from pop3d_ros.model.inputs import SamplingCache
     from pop3d_ros.training.loop import TrainWrapper
 
     torch.manual_seed(seed)
@@ -274,8 +274,8 @@ def test_sparsity_prior_adds_mean_voxel_opacity_to_the_loss(render_frames):
 def _density_after_training(render_frames, out, **weights):
     """sigma (X, Y, Z) of frame 1 and its collated batch after 12 training steps with the
     fixture's strategy's `weights` (attribute -> value) set for the run, reset to 0 after."""
+    from pop3d_ros.model.inputs import SamplingCache
     from pop3d_ros.model.pop3d import density_from_logits
-    from pop3d_ros.training.inputs import SamplingCache
 
     ds, strategy = render_frames
     cfg = _density_cfg()

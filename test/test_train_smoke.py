@@ -15,7 +15,7 @@ from pop3d_ros.model.pop3d import build_model  # noqa: E402
 from pop3d_ros.training.config import TrainConfig  # noqa: E402
 from pop3d_ros.training.frames import PreparedFrames, prepare_frames  # noqa: E402
 from pop3d_ros.training.loop import train  # noqa: E402
-from pop3d_ros.training.strategies import Pop3DStrategy  # noqa: E402
+from pop3d_ros.training.strategies.pop3d import Pop3DStrategy  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -206,10 +206,10 @@ def test_two_runs_starting_a_new_cache_cannot_both_record_their_settings(tmp_pat
 def test_periodic_evaluation_scores_the_model_of_that_step(frames, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from pop3d_ros.evaluation.protocol import Evaluator, HeldOutEvaluation
+    from pop3d_ros.evaluation.zeroshot import ZeroShotClassifier, class_phrase_embeddings
     from pop3d_ros.model.checkpoint import load_model
     from pop3d_ros.text.synthetic_text import SyntheticTextSpace
-    from pop3d_ros.training.evaluate import Evaluator, HeldOutEvaluation
-    from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
 
     strategy = frames[1]
     cfg = tiny_model_config()
@@ -285,18 +285,18 @@ def test_training_commands_default_to_the_realistic_teacher(command):
     from pop3d_ros.cli import COMMANDS
     from pop3d_ros.data.synthetic_teacher import TEACHER_PROFILES
     from pop3d_ros.model.config import get_preset
-    from pop3d_ros.training.cli_train import _teacher_and_space
+    from pop3d_ros.teachers.select import teacher_and_space
 
     parser = argparse.ArgumentParser()  # the subcommand's own parser, as `pop3d` builds it
     importlib.import_module(COMMANDS[command][0]).add_arguments(parser)
     args = parser.parse_args(["--out", "x"])
     assert args.teacher_profile == "maskclip-like"
     model_cfg = get_preset("cpu-small")
-    _, _, meta = _teacher_and_space(args, model_cfg)
+    _, _, meta = teacher_and_space(args, model_cfg)
     assert meta["profile"] == "maskclip-like"
     assert meta["confusion_prob"] == TEACHER_PROFILES["maskclip-like"].confusion_prob
     near = SimpleNamespace(**{**vars(args), "teacher_profile": "near-gt"})  # still an option
-    near_meta = _teacher_and_space(near, model_cfg)[2]
+    near_meta = teacher_and_space(near, model_cfg)[2]
     assert near_meta["profile"] == "near-gt" and near_meta["confusion"] != meta["confusion"]
 
 

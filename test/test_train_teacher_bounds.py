@@ -11,9 +11,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from train_fixtures import tiny_model_config, tiny_sample  # noqa: E402
 
 from pop3d_ros.data.synthetic_teacher import SyntheticTeacher, TeacherConfig  # noqa: E402
+from pop3d_ros.evaluation.zeroshot import ZeroShotClassifier, class_phrase_embeddings  # noqa: E402
 from pop3d_ros.text.synthetic_text import SyntheticTextSpace  # noqa: E402
-from pop3d_ros.training.teacher_bounds import TeacherBounds, main  # noqa: E402
-from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings  # noqa: E402
+from tools.teacher_bounds import TeacherBounds, main  # noqa: E402
 
 
 def _bounds(cfg: TeacherConfig) -> TeacherBounds:

@@ -238,7 +238,7 @@ def test_vfm_strategy_never_reads_lidar(drive, tmp_path):
     from pop3d_ros.data.synthetic_teacher import SyntheticTeacher
     from pop3d_ros.model.config import get_preset
     from pop3d_ros.text.synthetic_text import SyntheticTextSpace
-    from pop3d_ros.training.strategies import VFMStrategy
+    from pop3d_ros.training.strategies.vfm import VFMStrategy
     from pop3d_ros.vfm.labeler import VFMLabeler
     from pop3d_ros.vfm.semantics import pixel_semantics_from_encoder
 
@@ -263,7 +263,7 @@ def test_vfm_strategy_never_reads_lidar(drive, tmp_path):
     assert (occ.reshape(-1)[item["voxel_index"].numpy()] == 1).all()
     assert (tmp_path / "labels").is_dir() and any((tmp_path / "depth").glob("*.npz"))
     # the guard works: the LiDAR recipe on the same sample trips it
-    from pop3d_ros.training.strategies import Pop3DStrategy
+    from pop3d_ros.training.strategies.pop3d import Pop3DStrategy
 
     with pytest.raises(AssertionError, match="lidar_points"):
         Pop3DStrategy(SyntheticTeacher(space)).prepare(guarded[world.token(1)], cfg)

@@ -21,7 +21,7 @@ Log = Callable[[str], None]
 
 def sample_feed(sample: dict, cfg, sampling) -> dict[str, np.ndarray]:
     """The encoder feed (batch 1, float32) of one sample."""
-    from pop3d_ros.training.inputs import model_inputs
+    from pop3d_ros.model.inputs import model_inputs
 
     inputs = model_inputs(sample, tuple(cfg.image_size))
     calib = sampling(inputs["intrinsics"], inputs["cam_to_ego"])
@@ -37,7 +37,7 @@ def write_calibration_frames(
     """Write `<key>.npz` per (key, sample); an existing file is kept (resumable)."""
     from tqdm import tqdm
 
-    from pop3d_ros.training.inputs import SamplingCache
+    from pop3d_ros.model.inputs import SamplingCache
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from pop3d_ros.data.sources import parse_seeds, synthetic_source
     from pop3d_ros.model.checkpoint import CheckpointError, read_checkpoint
     from pop3d_ros.model.config import ModelConfig
-    from pop3d_ros.training.sources import parse_seeds, synthetic_source
 
     try:
         if args.frames_per_seed < 1:

@@ -83,3 +83,11 @@ class VoxelGrid:
             z_range=tuple(d["z_range"]),
             shape=tuple(int(n) for n in d["shape"]),
         )
+
+
+def occupancy_of_points(points: np.ndarray, grid: VoxelGrid) -> np.ndarray:
+    """(X, Y, Z) uint8: 1 where a voxel holds at least one point, else 0."""
+    occ = np.zeros(grid.num_voxels, dtype=np.uint8)
+    idx, inside = grid.points_to_index(points)
+    occ[grid.flat_index(idx[inside])] = 1
+    return occ.reshape(grid.shape)

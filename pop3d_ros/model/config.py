@@ -248,7 +248,7 @@ def _pop3d_nuscenes() -> ModelConfig:
     LIDAR_TOP at (0.94, 0, 1.84) m in base_link with yaw -90 deg, so in base_link that volume
     is x in [-50.26, 52.14], y in [-51.2, 51.2], z in [-3.16, 4.84] m (same voxels, 1.024 m x
     1.024 m x 1 m). Scored voxel for voxel by `pop3d eval --volume pop3d-nuscenes`
-    (training/eval_volume.py), the default on nuScenes.
+    (evaluation/volume.py), the default on nuScenes.
     """
     cfg = _pop3d_base()
     cfg.name = "pop3d-nuscenes"

@@ -11,9 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from pop3d_ros.training.cli_train import add_teacher_arguments
+from pop3d_ros.data.sources import add_source_arguments
+from pop3d_ros.teachers.select import add_teacher_arguments
 from pop3d_ros.training.pretrain2d import Pretrain2DConfig
-from pop3d_ros.training.sources import add_source_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,9 +46,11 @@ def _run(args) -> int:
     import torch
     from tqdm import tqdm
 
+    from pop3d_ros.data.sources import frame_source
     from pop3d_ros.model.checkpoint import save_checkpoint
     from pop3d_ros.model.config import get_preset
-    from pop3d_ros.training.cli_train import _source, _teacher_and_space, _world_version
+    from pop3d_ros.teachers.select import teacher_and_space
+    from pop3d_ros.training.cli_train import _world_version
     from pop3d_ros.training.frames import PreparedFrames, prepare_frames
     from pop3d_ros.training.pretrain2d import (
         ImagePool,
@@ -65,8 +67,8 @@ def _run(args) -> int:
         torch.set_num_threads(args.threads)
     model_cfg = get_preset(args.preset)
     out = Path(args.out)
-    teacher, text_space, teacher_meta = _teacher_and_space(args, model_cfg)
-    keys, make_sample = _source(args, model_cfg)
+    teacher, text_space, teacher_meta = teacher_and_space(args, model_cfg)
+    keys, make_sample = frame_source(args, model_cfg)
     synthetic = args.data == "synthetic"
     prepared = Path(args.prepared) if args.prepared else out / "frames"
     prepare_frames(

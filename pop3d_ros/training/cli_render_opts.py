@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 # The option defaults, so a run of another strategy can tell which of them were set.
 RENDER_DEFAULTS = {
     "aux_rays": False,
@@ -108,28 +106,16 @@ def add_render_arguments(p) -> None:
     )
 
 
-def synthetic_key_of_token(token: str) -> str:
-    """The source key of a synthetic frame token: synthetic-s3-f0004 -> syn00003_0004."""
-    m = re.fullmatch(r"synthetic-s(\d+)-f(\d+)", token)
-    if not m:
-        raise ValueError(f"not a synthetic frame token: {token!r}")
-    return f"syn{int(m.group(1)):05d}_{int(m.group(2)):04d}"
-
-
-def key_of_token(data: str):
-    """The function from a sample's prev/next token to its source key, for `--data`."""
-    return synthetic_key_of_token if data == "synthetic" else (lambda t: t)
-
-
 def render_strategy(args, cfg, model_cfg, teacher, text_encoder, make_sample, common):
     """The RenderStrategy of these arguments (`text_encoder()`: the run's text encoder);
     switches the model to a density field."""
-    from pop3d_ros.training.strategy_render import RenderStrategy, neighbour_lookup
-    from pop3d_ros.training.zeroshot import (
+    from pop3d_ros.data.sources import key_of_token, neighbour_lookup
+    from pop3d_ros.evaluation.zeroshot import (
         ZeroShotClassifier,
         class_canonical_embeddings,
         class_phrase_embeddings,
     )
+    from pop3d_ros.training.strategies.render import RenderStrategy
 
     if args.render_sparsity_scope != RENDER_DEFAULTS["render_sparsity_scope"] and not (
         args.render_sparsity > 0

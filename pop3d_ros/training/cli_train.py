@@ -10,17 +10,22 @@ import functools
 import sys
 from pathlib import Path
 
+from pop3d_ros.data.sources import (
+    add_source_arguments,
+    frame_source,
+    key_of_token,
+    neighbour_lookup,
+)
+from pop3d_ros.teachers.select import add_teacher_arguments, teacher_and_space
 from pop3d_ros.training.cli_depth_opts import add_depth_arguments, apply_depth_arguments
 from pop3d_ros.training.cli_occupancy_opts import add_occupancy_arguments, occupancy_config
 from pop3d_ros.training.cli_render_opts import (
     add_render_arguments,
-    key_of_token,
     refuse_render_arguments,
     render_strategy,
 )
 from pop3d_ros.training.config import TrainConfig
 from pop3d_ros.training.feature_balance import add_balance_arguments, feature_balance_from
-from pop3d_ros.training.sources import add_source_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -81,7 +86,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--eval-volume",
         default="auto",
-        help="volume the evaluations score (training/eval_volume.py), recorded in the checkpoint "
+        help="volume the evaluations score (evaluation/volume.py), recorded in the checkpoint "
         "for pop3d eval: auto = pop3d-nuscenes on nuScenes, the model's grid on synthetic",
     )
     p.add_argument("--stop-after", type=int, help="end this invocation at this step")
@@ -118,70 +123,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_vfm_arguments(p)
 
 
-def add_teacher_arguments(p, profile: str = "maskclip-like") -> None:
-    """The 2D teacher and text-space options that `_teacher_and_space` reads (train,
-    pretrain2d, vfm-labels); `profile`: the default synthetic teacher profile, the realistic
-    one (near-gt is the idealised option the shipped default model was trained with)."""
-    p.add_argument(
-        "--teacher",
-        choices=["synthetic", "maskclip"],
-        default=None,
-        help="2D teacher (default: synthetic for synthetic data, else maskclip)",
-    )
-    p.add_argument(
-        "--teacher-profile",
-        choices=["near-gt", "maskclip-like"],
-        default=profile,
-        help="degradations of the synthetic teacher (data/synthetic_teacher.py "
-        "TEACHER_PROFILES; default: %(default)s)",
-    )
-    p.add_argument("--teacher-cache", help="MaskCLIP feature cache dir (pop3d teacher-cache)")
-    p.add_argument("--text-seed", type=int, default=0, help="synthetic text space seed")
-
-
-def _teacher_and_space(args, model_cfg):
-    """(teacher callable, text_space dict, meta about the teacher)."""
-    kind = args.teacher or ("synthetic" if args.data == "synthetic" else "maskclip")
-    if kind == "synthetic":
-        from dataclasses import asdict
-
-        from pop3d_ros.data.synthetic_teacher import TEACHER_PROFILES, SyntheticTeacher
-        from pop3d_ros.text.synthetic_text import SyntheticTextSpace
-
-        space = SyntheticTextSpace(seed=args.text_seed, dim=model_cfg.heads.clip_dim)
-        tcfg = TEACHER_PROFILES[args.teacher_profile]
-        return (
-            SyntheticTeacher(space, tcfg),
-            space.describe(),
-            {"kind": "synthetic", "profile": args.teacher_profile, **asdict(tcfg)},
-        )
-    from pop3d_ros.training.teacher_cache import CachedTeacher
-
-    if not args.teacher_cache:
-        raise ValueError("--teacher maskclip needs --teacher-cache DIR (run pop3d teacher-cache)")
-    cached = CachedTeacher(args.teacher_cache)
-    dim = cached.meta.get("dim")
-    if dim is not None and int(dim) != model_cfg.heads.clip_dim:
-        raise ValueError(
-            f"teacher features are {dim}-d but the {model_cfg.name} language head "
-            f"outputs {model_cfg.heads.clip_dim}-d; use a matching CLIP model"
-        )
-    info = {k: cached.meta.get(k) for k in ("model_name", "checkpoint", "variant")}
-    return cached, cached.text_space, {"kind": "maskclip", "cache": str(args.teacher_cache), **info}
-
-
-def _source(args, model_cfg, seeds_text=None, split=None):
-    from pop3d_ros.training.sources import nuscenes_source, parse_seeds, synthetic_source
-
-    if args.data == "synthetic":
-        return synthetic_source(
-            parse_seeds(seeds_text or args.seeds), args.frames_per_seed, grid=model_cfg.voxel_grid
-        )
-    if not args.root:
-        raise ValueError("--data nuscenes needs --root DIR")
-    return nuscenes_source(args.root, split or args.split, args.version)
-
-
 def _text_encoder(text_space: dict):
     from pop3d_ros.text.factory import text_encoder_from_spec
 
@@ -205,15 +146,16 @@ def run(args) -> int:
 def _run(args) -> int:
     import torch
 
+    from pop3d_ros.distributed import barrier, cleanup, init_distributed
+    from pop3d_ros.evaluation.protocol import best_prior_threshold, occupancy_prior
+    from pop3d_ros.evaluation.volume import choose_volume
+    from pop3d_ros.evaluation.zeroshot import class_canonical_embeddings
     from pop3d_ros.model.config import get_preset
     from pop3d_ros.model.pop3d import build_model
-    from pop3d_ros.training.distributed import barrier, cleanup, init_distributed
-    from pop3d_ros.training.eval_volume import choose_volume
-    from pop3d_ros.training.evaluate import best_prior_threshold, occupancy_prior
     from pop3d_ros.training.frames import PreparedFrames, prepare_frames
     from pop3d_ros.training.loop import train
-    from pop3d_ros.training.strategies import Pop3DStrategy, Supervised3DStrategy
-    from pop3d_ros.training.zeroshot import class_canonical_embeddings
+    from pop3d_ros.training.strategies.pop3d import Pop3DStrategy
+    from pop3d_ros.training.strategies.supervised import Supervised3DStrategy
 
     fields = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: getattr(args, k) for k in fields if hasattr(args, k)})
@@ -221,7 +163,7 @@ def _run(args) -> int:
     if args.init_from and getattr(args, "init_backbone", None):
         raise ValueError("--init-from and --init-backbone exclude each other")
     if cfg.eval_every and args.data == "synthetic":
-        from pop3d_ros.training.sources import parse_seeds
+        from pop3d_ros.data.sources import parse_seeds
 
         overlap = sorted(set(parse_seeds(args.eval_seeds)) & set(parse_seeds(args.seeds)))
         if overlap:
@@ -232,7 +174,7 @@ def _run(args) -> int:
     eval_volume = choose_volume(args.eval_volume, model_cfg.voxel_grid, args.data, {})
     info = init_distributed(cfg.device)
     out = Path(args.out)
-    teacher, text_space, teacher_meta = _teacher_and_space(args, model_cfg)
+    teacher, text_space, teacher_meta = teacher_and_space(args, model_cfg)
     # One text encoder for every consumer of the run (balance, render rays' classes,
     # supervised_3d, VFM pixel semantics, periodic eval), built on first use: an open_clip
     # text space loads its text tower once, and a run that needs none loads nothing.
@@ -251,17 +193,15 @@ def _run(args) -> int:
         raise ValueError(
             f"LiDAR occupancy options apply to pop3d and pop3d_render, not {cfg.strategy}"
         )
-    keys, make_sample = _source(args, model_cfg)
+    keys, make_sample = frame_source(args, model_cfg)
     vfm_meta = None
     if cfg.strategy == "pop3d":
         neighbour = None
         if lidar_occupancy.sweeps:
-            from pop3d_ros.training.strategy_render import neighbour_lookup
-
             neighbour = neighbour_lookup(make_sample, key_of_token(args.data))
         strategy = Pop3DStrategy(teacher, neighbour=neighbour, **common)
     elif cfg.strategy == "vfm":
-        from pop3d_ros.training.strategies import VFMStrategy
+        from pop3d_ros.training.strategies.vfm import VFMStrategy
         from pop3d_ros.vfm.options import build_labeler, vfm_settings
 
         cache = Path(args.vfm_cache) if args.vfm_cache else out / "vfm"

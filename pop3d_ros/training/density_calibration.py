@@ -31,8 +31,8 @@ THRESHOLDS = tuple(float(x) for x in np.geomspace(0.05, 20.0, 27))
 def _fields(model, frames):
     """(sigma (X, Y, Z), ray observations (N_vox,) of `ray_observations`) per prepared frame,
     the model in eval mode."""
+    from pop3d_ros.model.inputs import SamplingCache
     from pop3d_ros.model.pop3d import density_from_logits
-    from pop3d_ros.training.inputs import SamplingCache
 
     cfg = model.cfg
     sampling = SamplingCache(cfg)

@@ -28,7 +28,7 @@ def vocabulary_phrases(encoder) -> tuple[np.ndarray, np.ndarray, list[str]]:
     phrase of the encoder's classes and long-tail concepts (if it has any), prompt-ensembled
     like the zero-shot evaluation's."""
     from pop3d_ros.data.classes import CLASS_NAMES
-    from pop3d_ros.training.zeroshot import class_phrase_embeddings, ensembled, prompt_templates
+    from pop3d_ros.evaluation.zeroshot import class_phrase_embeddings, ensembled, prompt_templates
 
     templates = prompt_templates(encoder)
     names = list(CLASS_NAMES)

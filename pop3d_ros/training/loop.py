@@ -19,10 +19,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from pop3d_ros.atomic import atomic_path
+from pop3d_ros.distributed import DistInfo, all_reduce_mean, barrier, sync_buffers
 from pop3d_ros.model.checkpoint import read_checkpoint
+from pop3d_ros.model.inputs import SamplingCache
 from pop3d_ros.training.config import TrainConfig
-from pop3d_ros.training.distributed import DistInfo, all_reduce_mean, barrier, sync_buffers
-from pop3d_ros.training.inputs import SamplingCache
 from pop3d_ros.training.schedule import lr_factor
 
 

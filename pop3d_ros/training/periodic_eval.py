@@ -9,12 +9,14 @@ def held_out_evaluation(args, model_cfg, teacher, text_encoder, extra, info):
     import numpy as np
     from tqdm import tqdm
 
-    from pop3d_ros.training.cli_train import _source
-    from pop3d_ros.training.eval_volume import choose_volume
-    from pop3d_ros.training.evaluate import HeldOutEvaluation
-    from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
+    from pop3d_ros.data.sources import frame_source
+    from pop3d_ros.evaluation.protocol import HeldOutEvaluation
+    from pop3d_ros.evaluation.volume import choose_volume
+    from pop3d_ros.evaluation.zeroshot import ZeroShotClassifier, class_phrase_embeddings
 
-    keys, make_sample = _source(args, model_cfg, seeds_text=args.eval_seeds, split=args.eval_split)
+    keys, make_sample = frame_source(
+        args, model_cfg, seeds_text=args.eval_seeds, split=args.eval_split
+    )
     if 0 < args.eval_max_frames < len(keys):
         spread = np.linspace(0, len(keys) - 1, args.eval_max_frames).round().astype(int)
         keys = [keys[i] for i in spread]
@@ -39,7 +41,7 @@ def held_out_evaluation(args, model_cfg, teacher, text_encoder, extra, info):
 def teacher_covers(teacher, samples) -> bool:
     """Whether the teacher has features for every sample (a MaskCLIP cache may hold only
     the training split)."""
-    from pop3d_ros.training.teacher_cache import CachedTeacher
+    from pop3d_ros.teachers.cache import CachedTeacher
 
     if not isinstance(teacher, CachedTeacher):
         return True

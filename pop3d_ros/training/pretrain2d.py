@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pop3d_ros.model.backbone import ResNetFPN
+from pop3d_ros.model.inputs import resize_images
 from pop3d_ros.model.pop3d import IMAGENET_MEAN, IMAGENET_STD
-from pop3d_ros.training.inputs import resize_images
 
 
 @dataclass

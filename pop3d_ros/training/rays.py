@@ -23,7 +23,7 @@ import torch
 from pop3d_ros.data.classes import IGNORE, MOVABLE_CLASSES, NUM_CLASSES
 from pop3d_ros.data.sample import project_points
 from pop3d_ros.geometry.grid import VoxelGrid
-from pop3d_ros.training.targets import sample_feature_map
+from pop3d_ros.teachers.features import sample_feature_map
 
 RAY_KEYS = (
     "ray_origin",

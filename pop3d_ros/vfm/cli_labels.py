@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from pop3d_ros.atomic import write_text_atomic
-from pop3d_ros.training.cli_train import add_teacher_arguments
-from pop3d_ros.training.sources import add_source_arguments
+from pop3d_ros.data.sources import add_source_arguments
+from pop3d_ros.teachers.select import add_teacher_arguments
 from pop3d_ros.vfm.options import add_vfm_arguments
 
 
@@ -34,14 +34,15 @@ def run(args) -> int:
 def _run(args) -> int:
     from tqdm import tqdm
 
+    from pop3d_ros.data.sources import frame_source
     from pop3d_ros.model.config import get_preset
-    from pop3d_ros.training.cli_train import _source, _teacher_and_space
+    from pop3d_ros.teachers.select import teacher_and_space
     from pop3d_ros.vfm.options import build_labeler
 
     model_cfg = get_preset(args.preset)
     out = Path(args.out)
-    teacher, text_space, teacher_meta = _teacher_and_space(args, model_cfg)
-    keys, make_sample = _source(args, model_cfg)
+    teacher, text_space, teacher_meta = teacher_and_space(args, model_cfg)
+    keys, make_sample = frame_source(args, model_cfg)
     labeler = build_labeler(
         args, model_cfg.voxel_grid, teacher, text_space, make_sample, out, teacher_meta
     )

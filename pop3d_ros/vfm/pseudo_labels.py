@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from pop3d_ros.data.classes import EMPTY, IGNORE, NUM_CLASSES
+from pop3d_ros.evaluation.labels import free_space
 from pop3d_ros.geometry.grid import VoxelGrid
-from pop3d_ros.training.eval_labels import free_space
-from pop3d_ros.training.targets import sample_feature_map, sum_by
+from pop3d_ros.teachers.features import sample_feature_map, sum_by
 
 
 @dataclass

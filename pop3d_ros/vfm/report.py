@@ -13,7 +13,7 @@
    compared at full image resolution (inverse depth upsampled bilinearly).
 2. Pseudo-label quality before any training in both protocols: POP-3D's (LiDAR-ray labels,
    used here for evaluation only) and the Occ3D-style one (dense ground truth at
-   camera-visible voxels, `training/occ3d.py`): class-agnostic IoU and zero-shot mIoU
+   camera-visible voxels, `evaluation/occ3d.py`): class-agnostic IoU and zero-shot mIoU
    (16 classes + empty) of the labels from stages 1 + 2 per variant, and of the same
    semantics back-projected with the true depth (the ceiling that better depth could reach).
 """
@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pop3d_ros.data.classes import CLASS_NAMES, EMPTY, IGNORE, NUM_CLASSES
+from pop3d_ros.evaluation.labels import evaluation_labels
+from pop3d_ros.evaluation.metrics import ConfusionMatrix
+from pop3d_ros.evaluation.occ3d import Occ3DMetrics, camera_visibility
 from pop3d_ros.geometry.rig import CAMERA_NAMES
-from pop3d_ros.training.eval_labels import evaluation_labels
-from pop3d_ros.training.metrics import ConfusionMatrix
-from pop3d_ros.training.occ3d import Occ3DMetrics, camera_visibility
 from pop3d_ros.vfm.calibrate import CalibrationConfig, calibrate_frame, normalise_relative
 from pop3d_ros.vfm.options import rig_settings
 from pop3d_ros.vfm.pseudo_labels import pseudo_labels
@@ -99,7 +99,7 @@ class LabelMetrics:
     """Pseudo labels scored as a prediction (voxels without a label count as empty) in both
     protocols: POP-3D's (LiDAR-ray labels: `iou`, `miou`) and, where `add` gets the dense
     ground truth and the camera-visibility mask, the Occ3D-style one (`occ3d_iou`,
-    `occ3d_miou`; `training/occ3d.py`, the protocol `pop3d eval` reports)."""
+    `occ3d_miou`; `evaluation/occ3d.py`, the protocol `pop3d eval` reports)."""
 
     def __init__(self):
         self.occ = ConfusionMatrix(2, ["empty", "occupied"])
@@ -159,10 +159,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
 
+    from pop3d_ros.data.sources import parse_seeds, synthetic_source
     from pop3d_ros.data.synthetic_teacher import TEACHER_PROFILES, SyntheticTeacher
     from pop3d_ros.model.config import get_preset
     from pop3d_ros.text.synthetic_text import SyntheticTextSpace
-    from pop3d_ros.training.sources import parse_seeds, synthetic_source
     from pop3d_ros.vfm.depth_source import SyntheticVFM
     from pop3d_ros.vfm.semantics import pixel_semantics_from_encoder
 

@@ -63,8 +63,8 @@ class PixelSemantics:
 def pixel_semantics_from_encoder(encoder) -> PixelSemantics:
     """PixelSemantics with the encoder's class vocabulary (prompt-ensembled, as the
     evaluation) and "sky" as out of scope where the encoder knows the word."""
+    from pop3d_ros.evaluation.zeroshot import class_phrase_embeddings, ensembled, prompt_templates
     from pop3d_ros.text.base import TextEncodingError
-    from pop3d_ros.training.zeroshot import class_phrase_embeddings, ensembled, prompt_templates
 
     templates = prompt_templates(encoder)
     oos = []

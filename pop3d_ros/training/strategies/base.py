@@ -4,7 +4,7 @@ The loop only calls `prepare` (once per frame, cached to disk), `collate`, `loss
 a strategy defines it, `forward_heads(model, outputs, batch)` inside the training forward
 (where the language head runs; 2D rendering supervision uses it), so other label-free
 recipes (foundation-model pseudo labels: `vfm`) plug in by adding a class and a name in
-`STRATEGIES` — the loop does not change.
+`training.strategies` — the loop does not change.
 
 Prepared frame (a dict of CPU tensors): `images` uint8 (N, 3, H, W) at the model input size,
 `intrinsics` (N, 3, 3) for that size, `cam_to_ego` (N, 4, 4), `occ_target` uint8 (X, Y, Z)
@@ -21,8 +21,8 @@ import zlib
 import numpy as np
 import torch
 
-from pop3d_ros.data.classes import EMPTY, IGNORE, NUM_CLASSES
-from pop3d_ros.training.inputs import camera_list, model_inputs
+from pop3d_ros.data.classes import IGNORE
+from pop3d_ros.model.inputs import camera_list
 from pop3d_ros.training.lidar_occupancy import LidarOccupancyConfig, lidar_occupancy_target
 from pop3d_ros.training.losses import FeatureLoss, OccupancyLoss
 from pop3d_ros.training.targets import voxel_feature_targets
@@ -154,124 +154,3 @@ class Strategy:
             terms["depth"] = depth
             terms["loss"] = terms["loss"] + self.lift_depth_weight * depth
         return terms
-
-
-class Pop3DStrategy(Strategy):
-    """POP-3D's tri-modal self-supervision: occupancy from LiDAR, features from a 2D teacher.
-
-    `teacher(sample) -> {"features": (N_cam, D, h, w)}` (the synthetic teacher, or cached
-    MaskCLIP features wrapped the same way).
-    """
-
-    name = "pop3d"
-
-    def __init__(self, teacher, neighbour=None, **kw):
-        """`neighbour(sample, offset) -> sample or None`: the drive's adjacent frames, for
-        multi-sweep occupancy targets."""
-        super().__init__(**kw)
-        self.teacher = teacher
-        self.neighbour = neighbour
-
-    def prepare(self, sample: dict, model_cfg) -> dict:
-        grid = model_cfg.voxel_grid
-        item = model_inputs(sample, tuple(model_cfg.image_size))
-        item["occ_target"] = self.occupancy_target(sample, grid)
-        self.add_depth_target(item, sample, model_cfg)
-        tf = self.teacher(sample)["features"]
-        targets = _subsample(
-            self.feature_targets(sample, tf, grid, item["occ_target"]),
-            self.max_feature_voxels,
-            str(sample.get("token", "")),
-        )
-        item.update(
-            voxel_index=targets["voxel_index"],
-            features=targets["features"].half(),
-            weight=targets["weight"],
-        )
-        return item
-
-
-class Supervised3DStrategy(Strategy):
-    """The 3D-supervised comparison (synthetic only): occupancy from GT semantic occupancy,
-    language features at GT-occupied voxels supervised to their class's text embedding."""
-
-    name = "supervised_3d"
-
-    def __init__(self, class_embeddings, gt_occupancy_fn, **kw):
-        """`class_embeddings` (16, D); `gt_occupancy_fn(sample, grid) -> (X, Y, Z)` uint8."""
-        super().__init__(**kw)
-        self.class_embeddings = torch.as_tensor(np.asarray(class_embeddings), dtype=torch.float32)
-        self.gt_occupancy_fn = gt_occupancy_fn
-
-    def prepare(self, sample: dict, model_cfg) -> dict:
-        grid = model_cfg.voxel_grid
-        item = model_inputs(sample, tuple(model_cfg.image_size))
-        gt = np.asarray(self.gt_occupancy_fn(sample, grid)).reshape(-1)
-        occ = np.where(gt == EMPTY, 0, np.where(gt < NUM_CLASSES, 1, IGNORE)).astype(np.uint8)
-        item["occ_target"] = torch.from_numpy(occ.reshape(grid.shape))
-        self.add_depth_target(item, sample, model_cfg)
-        vox = np.nonzero(gt < NUM_CLASSES)[0]
-        targets = {
-            "voxel_index": torch.from_numpy(vox.astype(np.int64)),
-            "features": self.class_embeddings[torch.from_numpy(gt[vox].astype(np.int64))],
-            "weight": torch.ones(len(vox)),
-        }
-        targets = _subsample(targets, self.max_feature_voxels, str(sample.get("token", "")))
-        item.update(
-            voxel_index=targets["voxel_index"],
-            features=targets["features"].half(),
-            weight=targets["weight"],
-        )
-        return item
-
-
-class VFMStrategy(Strategy):
-    """LiDAR-free training from vision-foundation-model pseudo labels (zero-shot occupancy
-    from VFMs): occupancy and language targets back-projected from the cameras with
-    calibrated relative depth (`vfm.labeler.VFMLabeler`). Reads images, calibration and
-    poses only, never `lidar_points`."""
-
-    name = "vfm"
-
-    def __init__(self, labeler, **kw):
-        """`labeler(sample) -> {"occ_target", "voxel_index", "features", "weight", ...}` on
-        the model's grid (cached per frame)."""
-        super().__init__(**kw)
-        self.labeler = labeler
-
-    def prepare(self, sample: dict, model_cfg) -> dict:
-        item = model_inputs(sample, tuple(model_cfg.image_size))
-        labels = self.labeler(sample)
-        occ = torch.as_tensor(labels["occ_target"])
-        if tuple(occ.shape) != tuple(model_cfg.voxel_grid.shape):
-            raise ValueError(f"pseudo labels on grid {tuple(occ.shape)}, model grid differs")
-        item["occ_target"] = occ
-        targets = _subsample(
-            {k: labels[k] for k in ("voxel_index", "features", "weight")},
-            self.max_feature_voxels,
-            str(sample.get("token", "")),
-        )
-        item.update(
-            voxel_index=targets["voxel_index"],
-            features=targets["features"].half(),
-            weight=targets["weight"].float(),
-        )
-        return item
-
-
-STRATEGIES = {"pop3d": Pop3DStrategy, "supervised_3d": Supervised3DStrategy, "vfm": VFMStrategy}
-
-# 2D rendering supervision (RenderOcc) lives in its own module, which subclasses Strategy.
-RENDER_STRATEGIES = ("render", "pop3d_render")  # pop3d_render = RenderStrategy(with_occupancy=True)
-
-
-def strategy_class(name: str) -> type[Strategy]:
-    """The Strategy class of a `--strategy` name (imports the rendering module on demand)."""
-    if name in RENDER_STRATEGIES:
-        from pop3d_ros.training.strategy_render import RenderStrategy
-
-        return RenderStrategy
-    if name not in STRATEGIES:
-        known = sorted(STRATEGIES) + list(RENDER_STRATEGIES)
-        raise ValueError(f"unknown strategy {name!r}; choose one of {known}")
-    return STRATEGIES[name]

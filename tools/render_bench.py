@@ -1,6 +1,6 @@
 """Seconds per training step of the rendering variants, timed side by side in one process.
 
-`python -m pop3d_ros.training.render_bench --prepared DIR [--steps 6]` loads frames prepared
+`python -m tools.render_bench --prepared DIR [--steps 6]` loads frames prepared
 for `--strategy render` (with adjacent frames), and times full training steps (forward,
 rendering, losses, backward, AdamW) of the cpu-small density model, alternating between
 the variants so machine load hits them alike: current frame only, + auxiliary rays (every
@@ -18,11 +18,11 @@ import time
 import torch
 
 from pop3d_ros.model.config import get_preset
+from pop3d_ros.model.inputs import SamplingCache
 from pop3d_ros.model.pop3d import build_model
 from pop3d_ros.training.frames import PreparedFrames
-from pop3d_ros.training.inputs import SamplingCache
 from pop3d_ros.training.loop import TrainWrapper
-from pop3d_ros.training.strategy_render import RenderStrategy
+from pop3d_ros.training.strategies.render import RenderStrategy
 
 VARIANTS = {
     "current": dict(aux=False, weighted=False),

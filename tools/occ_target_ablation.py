@@ -1,6 +1,6 @@
 """Ablation of the LiDAR occupancy targets against dense ground truth (synthetic world).
 
-`python -m pop3d_ros.training.occ_target_ablation --seeds 100-103 --frames-per-seed 10
+`python -m tools.occ_target_ablation --seeds 100-103 --frames-per-seed 10
 --every 2 --out ablation.json` scores each target variant (training/lidar_occupancy.py) on
 held-out frames, over all known voxels and over the camera-visible ones (Occ3D-style mask):
 share labelled, precision of the occupied and free labels, recall of occupied voxels, IoU.
@@ -42,11 +42,9 @@ VARIANTS = {
 
 
 def run_ablation(seeds, frames_per_seed: int, every: int = 1, preset: str = "cpu-small") -> dict:
+    from pop3d_ros.data.sources import neighbour_lookup, synthetic_key_of_token, synthetic_source
+    from pop3d_ros.evaluation.occ3d import camera_visibility
     from pop3d_ros.model.config import get_preset
-    from pop3d_ros.training.cli_render_opts import synthetic_key_of_token
-    from pop3d_ros.training.occ3d import camera_visibility
-    from pop3d_ros.training.sources import synthetic_source
-    from pop3d_ros.training.strategy_render import neighbour_lookup
 
     grid = get_preset(preset).voxel_grid
     keys, make = synthetic_source(list(seeds), frames_per_seed, grid=grid)
@@ -89,7 +87,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from pop3d_ros.training.sources import parse_seeds
+    from pop3d_ros.data.sources import parse_seeds
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="100-103", help="held-out synthetic seeds")

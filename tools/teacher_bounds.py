@@ -9,7 +9,7 @@
 
 The gap between `expected` and a trained student is the student's (capacity, data,
 training); the gap between `teacher` and `expected` is what smoothing can win over the
-teacher. `python -m pop3d_ros.training.teacher_bounds --profile maskclip-like --seeds 100-103`
+teacher. `python -m tools.teacher_bounds --profile maskclip-like --seeds 100-103`
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pop3d_ros.data.classes import CLASS_NAMES, NUM_CLASSES
-from pop3d_ros.training.metrics import ConfusionMatrix
-from pop3d_ros.training.targets import point_feature_pairs, sum_by
+from pop3d_ros.evaluation.metrics import ConfusionMatrix
+from pop3d_ros.teachers.features import point_feature_pairs, sum_by
 
 KINDS = ("teacher", "teacher_voxel", "expected")
 
@@ -70,13 +70,13 @@ class TeacherBounds:
 def main(argv=None) -> int:
     from dataclasses import replace
 
+    from pop3d_ros.data.sources import parse_seeds, synthetic_source
     from pop3d_ros.data.synthetic_teacher import TEACHER_PROFILES, SyntheticTeacher
+    from pop3d_ros.evaluation.zeroshot import ZeroShotClassifier, class_phrase_embeddings
     from pop3d_ros.model.config import get_preset
     from pop3d_ros.text.synthetic_text import SyntheticTextSpace
-    from pop3d_ros.training.sources import parse_seeds, synthetic_source
-    from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
 
-    p = argparse.ArgumentParser(prog="python -m pop3d_ros.training.teacher_bounds")
+    p = argparse.ArgumentParser(prog="python -m tools.teacher_bounds")
     p.add_argument("--profile", choices=sorted(TEACHER_PROFILES), default="near-gt")
     p.add_argument("--confusion-prob", type=float, help="override the profile's confusion_prob")
     p.add_argument("--seeds", default="100-103", help="synthetic seeds (default: %(default)s)")

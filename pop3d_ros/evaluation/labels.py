@@ -61,7 +61,7 @@ def evaluation_labels(
     sem = np.full(grid.num_voxels, IGNORE, dtype=np.uint8)
     occ = np.full(grid.num_voxels, IGNORE, dtype=np.uint8)
     if rays == "pop3d-code":
-        from pop3d_ros.training.eval_conventions import pop3d_code_free_space
+        from pop3d_ros.evaluation.conventions import pop3d_code_free_space
 
         free = pop3d_code_free_space(points, origin, grid)
     elif rays == "every-voxel":

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 
 
@@ -74,3 +75,45 @@ def nuscenes_source(root: str, split: str, version: str = "v1.0-mini"):
     reader = NuScenesReader(root, version=version)
     tokens = reader.sample_tokens(split)
     return list(tokens), reader.sample
+
+
+def frame_source(args, model_cfg, seeds_text=None, split=None):
+    """(keys, make_sample) of the frames `args` name (`--data`, `--seeds`/`--root`, ...)."""
+    if args.data == "synthetic":
+        return synthetic_source(
+            parse_seeds(seeds_text or args.seeds), args.frames_per_seed, grid=model_cfg.voxel_grid
+        )
+    if not args.root:
+        raise ValueError("--data nuscenes needs --root DIR")
+    return nuscenes_source(args.root, split or args.split, args.version)
+
+
+def synthetic_key_of_token(token: str) -> str:
+    """The source key of a synthetic frame token: synthetic-s3-f0004 -> syn00003_0004."""
+    m = re.fullmatch(r"synthetic-s(\d+)-f(\d+)", token)
+    if not m:
+        raise ValueError(f"not a synthetic frame token: {token!r}")
+    return f"syn{int(m.group(1)):05d}_{int(m.group(2)):04d}"
+
+
+def key_of_token(data: str):
+    """The function from a sample's prev/next token to its source key, for `--data`."""
+    return synthetic_key_of_token if data == "synthetic" else (lambda t: t)
+
+
+def neighbour_lookup(make_sample, key_of_token, cache_size: int = 8):
+    """`neighbour(sample, offset)` for RenderStrategy: walks `prev`/`next` tokens `offset`
+    times and builds that sample with `make_sample(key_of_token(token))` (memoised, since
+    consecutive frames share neighbours); None at the drive's ends."""
+    make = functools.lru_cache(maxsize=cache_size)(make_sample)
+
+    def neighbour(sample: dict, offset: int):
+        cur = sample
+        for _ in range(abs(int(offset))):
+            token = cur.get("prev" if offset < 0 else "next")
+            if not token:
+                return None
+            cur = make(key_of_token(token))
+        return cur
+
+    return neighbour

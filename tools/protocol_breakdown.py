@@ -1,7 +1,7 @@
 """Where a model's POP-3D-protocol IoU is won and lost, per z layer, on held-out synthetic
 frames, next to the occupancy prior and the world's true occupancy scored by the same labels.
 
-`python -m pop3d_ros.training.protocol_breakdown --checkpoint RUN/model_cal.pt --seeds 100-103
+`python -m tools.protocol_breakdown --checkpoint RUN/model_cal.pt --seeds 100-103
 --frames-per-seed 10 [--every 5]` prints, per layer, true positives, false positives and false
 negatives over the voxels the LiDAR observed, for the model (at its own threshold), the prior
 (at the checkpoint's prior threshold), the truth, and the truth with the prior's ground layer;
@@ -38,11 +38,11 @@ def main(argv=None) -> int:
     import torch
 
     from pop3d_ros.data.classes import EMPTY
+    from pop3d_ros.data.sources import parse_seeds, synthetic_source
+    from pop3d_ros.evaluation.labels import evaluation_labels
     from pop3d_ros.model.checkpoint import load_model
+    from pop3d_ros.model.inputs import SamplingCache, model_inputs
     from pop3d_ros.model.pop3d import density_from_logits
-    from pop3d_ros.training.eval_labels import evaluation_labels
-    from pop3d_ros.training.inputs import SamplingCache, model_inputs
-    from pop3d_ros.training.sources import parse_seeds, synthetic_source
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True)

@@ -8,7 +8,7 @@
 - Baselines: the training-set occupancy-frequency prior, and random class labels on the
   model's own occupancy (chance level of the zero-shot mIoU).
 - With `retrieval` (frames with concept ids, a text space with long-tail concepts): text
-  retrieval AP and grounding of long-tail concepts (`training/retrieval.py`).
+  retrieval AP and grounding of long-tail concepts (`evaluation/retrieval.py`).
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ import torch
 from tqdm import tqdm
 
 from pop3d_ros.data.classes import CLASS_NAMES, EMPTY, IGNORE, NUM_CLASSES
+from pop3d_ros.evaluation.conventions import EvalConventions, describe, point_voxels
+from pop3d_ros.evaluation.labels import evaluation_labels
+from pop3d_ros.evaluation.metrics import ConfusionMatrix
+from pop3d_ros.evaluation.retrieval import RetrievalMetrics, frame_instances, voxel_concepts
+from pop3d_ros.evaluation.volume import EvalVolume, VolumeMap
+from pop3d_ros.evaluation.zeroshot import ZeroShotClassifier
 from pop3d_ros.geometry.transforms import transform_points
-from pop3d_ros.training.eval_conventions import EvalConventions, describe, point_voxels
-from pop3d_ros.training.eval_labels import evaluation_labels
-from pop3d_ros.training.eval_volume import EvalVolume, VolumeMap
-from pop3d_ros.training.inputs import SamplingCache, model_inputs
-from pop3d_ros.training.metrics import ConfusionMatrix
-from pop3d_ros.training.retrieval import RetrievalMetrics, frame_instances, voxel_concepts
-from pop3d_ros.training.targets import point_feature_pairs, sum_by
-from pop3d_ros.training.zeroshot import ZeroShotClassifier
+from pop3d_ros.model.inputs import SamplingCache, model_inputs
+from pop3d_ros.teachers.features import point_feature_pairs, sum_by
 
 
 class Evaluator:

@@ -31,15 +31,13 @@ Auxiliary rays from adjacent frames and weighted ray sampling are chosen per ste
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pop3d_ros.data.classes import IGNORE
+from pop3d_ros.model.inputs import model_inputs
 from pop3d_ros.model.pop3d import density_from_logits
-from pop3d_ros.training.inputs import model_inputs
 from pop3d_ros.training.rays import (
     RAY_KEYS,
     concat_rays,
@@ -56,7 +54,7 @@ from pop3d_ros.training.render import (
     silog_loss,
     termination_loss,
 )
-from pop3d_ros.training.strategies import Strategy, _subsample
+from pop3d_ros.training.strategies.base import Strategy, _subsample
 
 
 class RenderStrategy(Strategy):
@@ -297,21 +295,3 @@ class RenderStrategy(Strategy):
             return feats.sum() * 0.0
         logits = F.normalize(feats[keep].float(), dim=-1) @ self.class_embeddings.T / 0.07
         return F.cross_entropy(logits, labels.long()[keep])
-
-
-def neighbour_lookup(make_sample, key_of_token, cache_size: int = 8):
-    """`neighbour(sample, offset)` for RenderStrategy: walks `prev`/`next` tokens `offset`
-    times and builds that sample with `make_sample(key_of_token(token))` (memoised, since
-    consecutive frames share neighbours); None at the drive's ends."""
-    make = functools.lru_cache(maxsize=cache_size)(make_sample)
-
-    def neighbour(sample: dict, offset: int):
-        cur = sample
-        for _ in range(abs(int(offset))):
-            token = cur.get("prev" if offset < 0 else "next")
-            if not token:
-                return None
-            cur = make(key_of_token(token))
-        return cur
-
-    return neighbour

@@ -195,7 +195,7 @@ def concept_queries(encoder, templates=None) -> dict:
     """concept name -> (query, parent-class query) embeddings: each the concept's (class's)
     canonical phrase, prompt-ensembled like zero-shot classification. Empty for a text
     space without long-tail concepts (synthetic v1, or open_clip)."""
-    from pop3d_ros.training.zeroshot import ensembled, prompt_templates
+    from pop3d_ros.evaluation.zeroshot import ensembled, prompt_templates
 
     concepts = getattr(encoder, "concepts", None)
     if not concepts:

@@ -68,7 +68,7 @@ class CachedTeacher:
         if not meta.exists():
             raise FileNotFoundError(f"{meta}: not a teacher cache (run pop3d teacher-cache)")
         self.meta = json.loads(meta.read_text())
-        from pop3d_ros.training.teacher_maskclip import MASKCLIP_VARIANTS
+        from pop3d_ros.teachers.maskclip import MASKCLIP_VARIANTS
 
         if self.meta.get("variant") not in MASKCLIP_VARIANTS:
             raise ValueError(

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from pop3d_ros.training.sources import add_source_arguments
+from pop3d_ros.data.sources import add_source_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="follow POP-3D's code instead of its paper where they differ (repeatable): "
         "free_space=pop3d-code, out_of_range=clip, lidar_points=per-camera "
-        "(training/eval_conventions.py)",
+        "(evaluation/conventions.py)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument(
@@ -72,7 +72,7 @@ def run(args) -> int:
 def _teacher(args, ckpt: dict, encoder):
     """The teacher the model was trained with, for the back-projection baseline."""
     if args.teacher_cache:
-        from pop3d_ros.training.teacher_cache import CachedTeacher
+        from pop3d_ros.teachers.cache import CachedTeacher
 
         return CachedTeacher(args.teacher_cache)
     info = ckpt.get("meta", {}).get("teacher", {})
@@ -89,16 +89,16 @@ def _teacher(args, ckpt: dict, encoder):
 def _run(args) -> int:
     import numpy as np
 
+    from pop3d_ros.data.sources import nuscenes_source, parse_seeds, synthetic_source
+    from pop3d_ros.distributed import cleanup, init_distributed
+    from pop3d_ros.evaluation.conventions import parse_conventions
+    from pop3d_ros.evaluation.occ3d import Occ3DEvaluation
+    from pop3d_ros.evaluation.protocol import Evaluator, format_table
+    from pop3d_ros.evaluation.retrieval import RetrievalMetrics, concept_queries
+    from pop3d_ros.evaluation.volume import choose_volume
+    from pop3d_ros.evaluation.zeroshot import ZeroShotClassifier, class_phrase_embeddings
     from pop3d_ros.model.checkpoint import load_model
     from pop3d_ros.text.factory import text_encoder_from_spec
-    from pop3d_ros.training.distributed import cleanup, init_distributed
-    from pop3d_ros.training.eval_conventions import parse_conventions
-    from pop3d_ros.training.eval_volume import choose_volume
-    from pop3d_ros.training.evaluate import Evaluator, format_table
-    from pop3d_ros.training.occ3d import Occ3DEvaluation
-    from pop3d_ros.training.retrieval import RetrievalMetrics, concept_queries
-    from pop3d_ros.training.sources import nuscenes_source, parse_seeds, synthetic_source
-    from pop3d_ros.training.zeroshot import ZeroShotClassifier, class_phrase_embeddings
 
     conventions = parse_conventions(args.convention)
     info = init_distributed(args.device)

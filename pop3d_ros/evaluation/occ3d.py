@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from pop3d_ros.data.classes import CLASS_NAMES, EMPTY, IGNORE, NUM_CLASSES
+from pop3d_ros.evaluation.metrics import ConfusionMatrix
 from pop3d_ros.geometry.grid import VoxelGrid
-from pop3d_ros.training.metrics import ConfusionMatrix
 
 OCC3D_GRID = VoxelGrid((-40.0, 40.0), (-40.0, 40.0), (-1.0, 5.4), (200, 200, 16))
 OCC3D_FREE = 17

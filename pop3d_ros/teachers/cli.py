@@ -29,9 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import torch
 
-    from pop3d_ros.training.sources import nuscenes_source, parse_seeds, synthetic_source
-    from pop3d_ros.training.teacher_cache import build_cache
-    from pop3d_ros.training.teacher_maskclip import build_maskclip
+    from pop3d_ros.data.sources import nuscenes_source, parse_seeds, synthetic_source
+    from pop3d_ros.teachers.cache import build_cache
+    from pop3d_ros.teachers.maskclip import build_maskclip
 
     try:
         if args.data == "synthetic":
