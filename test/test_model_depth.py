@@ -4,7 +4,6 @@ the loss and its gradient, ONNX export (op check + parity) and the inference pip
 from __future__ import annotations
 
 import json
-from argparse import Namespace
 
 import numpy as np
 import pytest
@@ -215,14 +214,23 @@ def test_depth_loss_ignores_cells_without_points():
 
 
 def test_depth_bins_option_sets_the_model_and_the_cache_settings():
-    from pop3d_ros.training.cli_depth_opts import apply_depth_arguments
+    from types import SimpleNamespace
 
-    cfg = tiny_config()
-    assert apply_depth_arguments(Namespace(depth_bins=0), cfg, "pop3d") == {}
-    settings = apply_depth_arguments(Namespace(depth_bins=12), cfg, "pop3d_render")
-    assert cfg.lifting.depth_bins == 12 and settings["depth_target"]["bins"] == 12
+    from pop3d_ros.training.settings import ModelChoice, TrainSettings
+    from pop3d_ros.training.stage import frame_settings
+
+    def settings(model_cfg, strategy="pop3d"):
+        s = TrainSettings()
+        s.train.strategy = strategy
+        return frame_settings(s, model_cfg, SimpleNamespace(), {}, {}, None)
+
+    plain = ModelChoice(preset="cpu-small").build("pop3d")
+    assert plain.lifting.depth_bins == 0 and "depth_target" not in settings(plain)
+    binned = ModelChoice(preset="cpu-small", depth_bins=12).build("pop3d_render")
+    assert binned.lifting.depth_bins == 12
+    assert settings(binned)["depth_target"]["bins"] == 12
     with pytest.raises(ValueError, match="LiDAR"):
-        apply_depth_arguments(Namespace(depth_bins=12), tiny_config(), "vfm")
+        ModelChoice(preset="cpu-small", depth_bins=12).build("vfm")
 
 
 # -- export and pipeline ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 from rcl_interfaces.msg import ParameterDescriptor
 
 from pop3d_ros.geometry.rig import CAMERA_NAMES
+from pop3d_ros.resources import package_file
 
 
 @dataclass
@@ -89,20 +90,9 @@ class NodeParams:
         return Path(self.model_dir or default_model_dir()) / self.checkpoint
 
 
-def _share_candidates(*parts: str) -> list[Path]:
-    out = []
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        if prefix:
-            out.append(Path(prefix, "share", "pop3d_ros", *parts))
-    # Source checkout (tests, pip -e): the repository next to this package.
-    out.append(Path(__file__).resolve().parents[2].joinpath(*parts))
-    return out
-
-
 def share_path(*parts: str) -> Path:
     """A file of the package's share directory (first that exists; else the source tree)."""
-    candidates = _share_candidates(*parts)
-    return next((p for p in candidates if p.exists()), candidates[-1])
+    return package_file(*parts)
 
 
 def default_model_dir() -> Path:

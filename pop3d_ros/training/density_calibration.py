@@ -86,6 +86,31 @@ def density_report(model, frames) -> dict:
     }
 
 
+def calibrate_checkpoint(src, prepared, dst, frames: int = 8) -> dict:
+    """Writes `dst`: the density model `src` with the threshold chosen on `frames` training
+    frames of the prepared cache (spread over it); returns the choice."""
+    from pop3d_ros.atomic import atomic_path
+    from pop3d_ros.model.checkpoint import load_model
+    from pop3d_ros.training.frames import PreparedFrames
+
+    model, _ = load_model(src)
+    if model.cfg.heads.occupancy_output != "density":
+        raise ValueError(f"{src}: not a density model (nothing to calibrate)")
+    data = PreparedFrames(prepared)
+    pick = np.linspace(0, len(data) - 1, min(frames, len(data))).round().astype(int)
+    best, table = calibrate(model, (data[int(i)] for i in pick))
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    ckpt["config"]["heads"]["density_threshold"] = best
+    ckpt.setdefault("meta", {})["density_calibration"] = {
+        "threshold": best,
+        "frames": [data.keys[int(i)] for i in pick],
+        "iou_by_threshold": table,
+    }
+    with atomic_path(dst) as tmp:
+        torch.save(ckpt, tmp)
+    return {"threshold": best, "train_ray_iou": round(table[best], 4)}
+
+
 def main(argv=None) -> int:
     from pop3d_ros.model.checkpoint import load_model
     from pop3d_ros.training.frames import PreparedFrames
@@ -100,24 +125,17 @@ def main(argv=None) -> int:
     )
     p.add_argument("--frames", type=int, default=8, help="training frames used (spread)")
     args = p.parse_args(argv)
-    model, ckpt = load_model(args.checkpoint)
+    if not args.report:
+        print(
+            json.dumps(calibrate_checkpoint(args.checkpoint, args.prepared, args.out, args.frames))
+        )
+        return 0
+    model, _ = load_model(args.checkpoint)
     if model.cfg.heads.occupancy_output != "density":
-        raise SystemExit(f"{args.checkpoint}: not a density model (nothing to calibrate)")
+        raise SystemExit(f"{args.checkpoint}: not a density model (nothing to report)")
     data = PreparedFrames(args.prepared)
     pick = np.linspace(0, len(data) - 1, min(args.frames, len(data))).round().astype(int)
-    if args.report:
-        print(json.dumps(density_report(model, (data[int(i)] for i in pick))))
-        return 0
-    best, table = calibrate(model, (data[int(i)] for i in pick))
-    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    ckpt["config"]["heads"]["density_threshold"] = best
-    ckpt.setdefault("meta", {})["density_calibration"] = {
-        "threshold": best,
-        "frames": [data.keys[int(i)] for i in pick],
-        "iou_by_threshold": table,
-    }
-    torch.save(ckpt, args.out)
-    print(json.dumps({"threshold": best, "train_ray_iou": round(table[best], 4)}))
+    print(json.dumps(density_report(model, (data[int(i)] for i in pick))))
     return 0
 
 

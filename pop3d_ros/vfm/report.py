@@ -35,7 +35,6 @@ from pop3d_ros.evaluation.metrics import ConfusionMatrix
 from pop3d_ros.evaluation.occ3d import Occ3DMetrics, camera_visibility
 from pop3d_ros.geometry.rig import CAMERA_NAMES
 from pop3d_ros.vfm.calibrate import CalibrationConfig, calibrate_frame, normalise_relative
-from pop3d_ros.vfm.options import rig_settings
 from pop3d_ros.vfm.pseudo_labels import pseudo_labels
 
 FAILED_ABS_REL = 0.3  # an image whose own AbsRel exceeds this counts as a failed calibration
@@ -72,6 +71,17 @@ class DepthMetrics:
             out["failed"] = round(float(np.mean(every > FAILED_ABS_REL)), 3)
             out["median_image_abs_rel"] = round(float(np.median(every)), 4)
         return out
+
+
+def rig_settings(shifts_text, weight, flag: str = "--rig-shifts"):
+    """(rig_shifts, rig_weight) of CalibrationConfig from this report's command-line forms:
+    shifts as comma-separated ints ('' = none, the paper), a negative weight = None (one
+    minimum over all views)."""
+    try:
+        shifts = tuple(int(x) for x in str(shifts_text).split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"bad {flag} {shifts_text!r}: use e.g. -1,1") from None
+    return shifts, None if weight is not None and weight < 0 else weight
 
 
 def upsample_depth(depth: np.ndarray, hw) -> np.ndarray:
