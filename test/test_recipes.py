@@ -40,7 +40,7 @@ def test_every_recipe_runs_every_stage(name, tmp_path, capsys):
     printed = capsys.readouterr().out
     recipe = load_recipe(name)
     for stage in recipe.stages:
-        assert f"stage {stage.name}: new" in printed or f"stage {stage.name}:" in printed
+        assert f" {stage.name}: new (2 steps)" in printed
         ckpt = read_checkpoint(out / stage.name / "model.pt")
         meta = ckpt["meta"]
         assert meta["step"] == 2 and meta["stage"] == stage.name
@@ -150,9 +150,19 @@ def test_a_recipe_with_a_python_tag_is_refused_before_anything_runs(tmp_path):
 
 
 def test_settings_diff_ignores_fields_added_later_at_their_default():
-    want = {"train": {"lr": 1.0, "steps": 2}, "render": {"new_option": 0.0}}
-    assert settings_diff({"train": {"lr": 1.0, "steps": 2}}, want) == []
-    assert settings_diff({"train": {"lr": 2.0, "steps": 2}}, want) == ["train.lr"]
+    # A checkpoint written before render.termination_weight existed.
+    old = {"train": {"lr": 1.0, "steps": 2}, "render": {"aux_rays": False}}
+    want = {
+        "train": {"lr": 1.0, "steps": 2},
+        "render": {"aux_rays": False, "termination_weight": 0.0},
+    }
+    assert settings_diff(old, want) == []
+    want["render"]["termination_weight"] = 1.0
+    assert settings_diff(old, want) == ["render.termination_weight"]
+    assert settings_diff({**old, "train": {"lr": 2.0, "steps": 2}}, want) == [
+        "render.termination_weight",
+        "train.lr",
+    ]
 
 
 def test_help_is_grouped_by_component_and_each_group_fits_a_screen():
