@@ -167,7 +167,7 @@ def encoder_feed(runtime) -> dict:
 def bench_query_open_clip(runtime, repeat: int) -> dict:
     """The same query path with an open_clip ViT-B-32 text tower (random weights: the cost of
     a real CLIP query, 8 prompt templates per text), cold vs cached."""
-    from pop3d_ros.pipeline.occupancy import OccupancyPipeline, OccupancyResult
+    from pop3d_ros.pipeline.occupancy import LazyFeatures, OccupancyPipeline, OccupancyResult
     from pop3d_ros.text.clip_text import OpenClipTextEncoder
 
     encoder = OpenClipTextEncoder("ViT-B-32", cache_size=1)  # the pipeline keeps its own cache
@@ -179,7 +179,8 @@ def bench_query_open_clip(runtime, repeat: int) -> dict:
         indices=np.zeros((n, 3), np.int64),
         centres=rng.standard_normal((n, 3)).astype(np.float32),
         probabilities=np.ones(n, np.float32),
-        language_features=rng.standard_normal((n, encoder.embed_dim)).astype(np.float32),
+        voxel_features=np.zeros((n, 0), np.float32),
+        language=LazyFeatures(value=rng.standard_normal((n, encoder.embed_dim)).astype(np.float32)),
         labels=None,
     )
     return bench_query(pipeline, repeat)
