@@ -52,7 +52,7 @@ class _Counter:
         self.times: list[float] = []
         self.diag: dict[str, str] = {}
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.node.create_subscription(PointCloud2, "/pop3d/occupancy_cloud", self._cloud, qos)
+        self.node.create_subscription(PointCloud2, "pop3d/occupancy_cloud", self._cloud, qos)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._diag, 10)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)

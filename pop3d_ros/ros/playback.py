@@ -91,7 +91,7 @@ class CameraPlayback:
         self._image_type = CompressedImage if c.compressed else Image
         self._pubs = {}
         for cam in self.camera_names:
-            topics = topics_for(cam, c.compressed)
+            topics = topics_for(cam, c.compressed, relative=True)
             self._pubs[cam] = (
                 node.create_publisher(self._image_type, topics["image"], qos),
                 node.create_publisher(CameraInfo, topics["camera_info"], qos),
