@@ -166,6 +166,11 @@ def _cached_export(export_dir: Path, sha: str, cfg, log: Log) -> dict | None:
     except DeploymentError as e:
         log(f"export cache invalid, re-exporting ({e})")
         return None
+    from pop3d_ros.model.onnx_io import GRAPH_REVISION
+
+    if manifest.get("graph_revision", 1) < GRAPH_REVISION:
+        log(f"export cache of an older graph revision, re-exporting ({export_dir})")
+        return None
     log(f"export cache hit: {export_dir}")
     return manifest
 

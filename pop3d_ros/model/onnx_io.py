@@ -7,7 +7,9 @@
 - language head: voxel_features (N, C_V), N dynamic -> language_features (N, D_clip).
 
 Uses the TorchScript-based exporter (`dynamo=False`): it needs no onnxscript and yields plain
-opset-17 ops (Conv, GridSample, Resize, Gemm/MatMul, Softplus, ...) that TensorRT parses.
+opset-17 ops (Conv, GridSample, Resize, Gemm/MatMul, ...) that TensorRT parses. The heads'
+Softplus is exported as relu(x) - log(sigmoid(|x|)) (`heads.ExportSoftplus`, the same values,
+faster in ONNX Runtime); `GRAPH_REVISION` says which form an export holds.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from torch import nn
 from pop3d_ros.model.config import ModelConfig
 
 OPSET = 17
+# 2: Softplus exported as relu(x) - log(sigmoid(|x|)). A cached export of an older revision
+# is re-exported by the runtime (`export.runtime.ensure_export`).
+GRAPH_REVISION = 2
 ENCODER_INPUTS = ("images", "sampling_grid", "sampling_mask")
 ENCODER_OUTPUTS = ("occupancy_logits", "voxel_features")
 LANGUAGE_INPUTS = ("voxel_features",)
@@ -66,7 +71,9 @@ def _export(module, args, path, inputs, outputs, dynamic_axes=None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module.eval()
-    with torch.no_grad(), warnings.catch_warnings():
+    from pop3d_ros.model.heads import export_activations
+
+    with torch.no_grad(), warnings.catch_warnings(), export_activations(module):
         # The legacy exporter's deprecation notice is expected; everything else still shows.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*dynamo.*")
