@@ -212,7 +212,7 @@ def test_many_concurrent_queries(env):
     [
         ({"data": b"\x00" * 100}, "short_data"),
         ({"height": 0, "width": 0, "step": 0, "data": b""}, "zero_size"),
-        ({"encoding": "yuv422"}, "unsupported_encoding"),
+        ({"encoding": "nv21"}, "unsupported_encoding"),
         ({"encoding": "16UC1"}, "unsupported_encoding"),
         ({"step": 10}, "bad_step"),
     ],

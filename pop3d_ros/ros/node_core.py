@@ -348,8 +348,9 @@ class OccupancyCore:
             if self.params.image_transport == "compressed":
                 pending = PendingImage.compressed(msg.data, msg.format, msg.header.frame_id)
             else:
+                size = (msg.height, msg.width, msg.step)
                 pending = PendingImage.raw(
-                    msg.data, msg.height, msg.width, msg.step, msg.encoding, msg.header.frame_id
+                    msg.data, *size, msg.encoding, msg.header.frame_id, msg.is_bigendian
                 )
         except ImageDecodeError as exc:
             self._reject(exc.reason, name, exc)
