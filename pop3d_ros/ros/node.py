@@ -73,6 +73,9 @@ def main(args=None) -> int:
     # wall-clock timeout instead of spin().
     options = _arguments(args)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    # Also SIGINT: Python leaves it ignored when the parent ignored it (a background job of a
+    # script, nohup), and launch stops its processes with SIGINT first.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     node = executor = None
     rc = 0
