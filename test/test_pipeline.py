@@ -356,3 +356,54 @@ def test_prepare_query_text():
         prepare_query_text("\x00\x01", 77, 100)
     with pytest.raises(ValueError, match="occupancy_threshold"):
         PipelineConfig(occupancy_threshold=1.5)
+
+
+class _CountingHead:
+    """The runtime's language head with a count of its calls (the real backend runs)."""
+
+    def __init__(self, head):
+        self.head, self.calls = head, 0
+
+    def infer(self, feed):
+        self.calls += 1
+        return self.head.infer(feed)
+
+    def __getattr__(self, name):
+        return getattr(self.head, name)
+
+
+def test_language_head_runs_once_per_frame_on_demand(runtime):
+    """No vocabulary and no hook: infer leaves the language head alone (stage time 0), the
+    frame's first query runs it once, later queries reuse it; the next frame starts over.
+    A vocabulary or a hook that asks for the frame runs it during infer."""
+    text = SyntheticTextSpace(dim=64)
+    pipe = OccupancyPipeline(runtime, text)
+    counting = _CountingHead(runtime.language_head)
+    pipe.runtime = type("R", (), {"encoder": runtime.encoder, "language_head": counting,
+                                  "config": runtime.config})()  # fmt: skip
+    cams = rig_cameras(96, 64)
+    res = pipe.infer(random_images(6, 64, 96), cams, stamp=1.0)
+    assert res.count > 0 and counting.calls == 0 and not res.language.computed
+    assert res.timings_ms["language_head"] == 0.0 and not pipe.needs_language(res)
+    first = pipe.query("car")
+    assert first.success and counting.calls == 1 and first.language_head_ms > 0
+    assert pipe.query("tree").success and counting.calls == 1
+    assert pipe.query("tree").language_head_ms == 0.0
+    np.testing.assert_allclose(np.linalg.norm(res.language_features, axis=1), 1.0, atol=1e-5)
+    pipe.infer(random_images(6, 64, 96, seed=2), cams, stamp=2.0)
+    assert counting.calls == 1
+    assert pipe.query("car").success and counting.calls == 2
+
+    seen = []
+    pipe.language_hooks.append(lambda r: seen.append(r.stamp) or r.stamp >= 4.0)
+    pipe.infer(random_images(6, 64, 96), cams, stamp=3.0)  # the hook does not need this one
+    assert counting.calls == 2 and seen == [3.0]
+    res = pipe.infer(random_images(6, 64, 96), cams, stamp=4.0)
+    assert counting.calls == 3 and res.language.computed and res.timings_ms["language_head"] > 0
+    pipe.language_hooks.clear()
+    pipe.reconfigure(0.5, ["car", "road"])
+    res = pipe.infer(random_images(6, 64, 96), cams, stamp=5.0)
+    assert counting.calls == 4 and res.labels.shape == (res.count,)
+    with pytest.raises(ValueError, match="occupancy_threshold"):
+        pipe.reconfigure(1.5, ["car"])
+    assert pipe.config.occupancy_threshold == 0.5 and pipe.config.vocabulary == ("car", "road")
