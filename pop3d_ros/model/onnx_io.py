@@ -14,6 +14,7 @@ faster in ONNX Runtime); `GRAPH_REVISION` says which form an export holds.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -67,13 +68,14 @@ class _LanguageGraph(nn.Module):
         return self.model.language_head(voxel_features)
 
 
-def _export(module, args, path, inputs, outputs, dynamic_axes=None) -> Path:
+def _export(module, args, path, inputs, outputs, dynamic_axes=None, rewrite_softplus=True):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module.eval()
     from pop3d_ros.model.heads import export_activations
 
-    with torch.no_grad(), warnings.catch_warnings(), export_activations(module):
+    swap = export_activations(module) if rewrite_softplus else contextlib.nullcontext()
+    with torch.no_grad(), warnings.catch_warnings(), swap:
         # The legacy exporter's deprecation notice is expected; everything else still shows.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*dynamo.*")
@@ -91,8 +93,11 @@ def _export(module, args, path, inputs, outputs, dynamic_axes=None) -> Path:
     return path
 
 
-def export_encoder_onnx(model, path, cfg: ModelConfig | None = None) -> Path:
-    """Export encoder + occupancy head (batch 1, static shapes) to `path`."""
+def export_encoder_onnx(
+    model, path, cfg: ModelConfig | None = None, rewrite_softplus: bool = True
+) -> Path:
+    """Export encoder + occupancy head (batch 1, static shapes) to `path` (with
+    `rewrite_softplus=False` the heads keep ONNX's Softplus op: the benchmark's reference)."""
     cfg = cfg or model.cfg
     was_training = model.training
     try:
@@ -102,6 +107,7 @@ def export_encoder_onnx(model, path, cfg: ModelConfig | None = None) -> Path:
             path,
             cfg.encoder_input_names,
             ENCODER_OUTPUTS,
+            rewrite_softplus=rewrite_softplus,
         )
     finally:
         model.train(was_training)
