@@ -53,6 +53,12 @@ def _publish_until(cams, collector, stamp: float, proc, timeout: float = 60.0):
     return got[-1]
 
 
+def _settled(diag, key: str):
+    """(value,) once two diagnostics in a row report the same `key`, else None."""
+    a = int(_pipeline_diag(diag)[key])
+    return (a,) if int(_pipeline_diag(diag)[key]) == a else None
+
+
 def _pipeline_diag(diag) -> dict:
     diag.clear()
     return diagnostics_values(diag.wait_for(1, 15.0)[-1])["pipeline"][2]
@@ -211,13 +217,12 @@ def test_unwatched_node_idles_and_still_answers(ros_node, node_process, tmp_path
     wait_model_state(ros_node, proc, loaded=True)
     cams = CameraPublisher(ros_node)
     cams.wait_connected()
-    stop, last = threading.Event(), [0.0]
+    stop = threading.Event()
 
     def stream():
         n = 0
         while not stop.is_set():
-            last[0] = 500.0 + 0.1 * n
-            cams.publish_set(last[0])
+            cams.publish_set(500.0 + 0.1 * n)
             n += 1
             time.sleep(0.1)
 
@@ -242,9 +247,15 @@ def test_unwatched_node_idles_and_still_answers(ros_node, node_process, tmp_path
         assert share < 0.25, f"{100 * share:.1f} % of a core while idle"
         stop.set()
         thread.join(5.0)
+        # One more set, known to have arrived (the matcher counted it) before the query.
+        matched = wait_until(lambda: _settled(diag, "sets_matched"), 30.0)
+        assert matched is not None
+        final = 900.0
+        assert wait_until(lambda: cams.publish_set(final) or
+                          int(_pipeline_diag(diag)["sets_matched"]) > matched[0], 30.0)  # fmt: skip
         answer = query(ros_node, "car", top_k=3)
         assert answer.success, answer.message
-        assert stamp_to_sec(answer.header.stamp) == pytest.approx(last[0], abs=1e-6)
+        assert stamp_to_sec(answer.header.stamp) == pytest.approx(final, abs=1e-6)
         values = _pipeline_diag(diag)
         assert int(values["sets_processed"]) == 1
         assert float(values["query_language_head_ms"]) > 0
