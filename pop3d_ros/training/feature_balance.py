@@ -1,8 +1,8 @@
-"""Label-free class balance of the feature distillation (`pop3d train --feature-balance P`).
+"""Label-free class balance of the feature distillation (`pop3d train --loss.feature_balance P`).
 
 The distillation loss is dominated by what the LiDAR hits most (road, buildings), so a
 student regresses their shared component and its zero-shot argmax falls to frequent
-classes (models/README.md, "Student vs teacher"); small and long-tail things (bollards,
+classes (docs/experiments/teacher-and-student.md); small and long-tail things (bollards,
 stairs, a hydrant) get a few voxels per frame. RenderOcc balances its rays by class
 frequency from 2D labels; here the groups come from the teacher itself: each target
 voxel's group is the text-space phrase nearest to its teacher feature (the 16 classes'
