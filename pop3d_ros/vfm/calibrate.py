@@ -67,7 +67,7 @@ class CalibrationConfig:
     source_offsets: tuple[int, ...] = (-1, 1)  # neighbouring frames used as source views
     mask_movable: bool = True  # leave movable-class pixels out of the photometric error
     # Rig views: the target frame's cameras this many steps around the rig are source views
-    # too (their baseline comes from the extrinsics; models/README.md "LiDAR-free recipe").
+    # too (their baseline comes from the extrinsics; docs/experiments/vfm.md, rig views).
     # () = the paper (the same camera in other frames only).
     rig_shifts: tuple[int, ...] = (-1, 1)
     # With rig views: None = one minimum over all source views; a number = the temporal
