@@ -2,7 +2,7 @@
 
 Prepares frames once (images at the model size + the teacher's patch maps; cached and
 resumable), trains backbone + neck + a 1x1 head to regress the teacher's dense map from
-single camera images, and writes `<out>/backbone.pt` for `pop3d train --init-backbone`.
+single camera images, and writes `<out>/backbone.pt` for `pop3d train --init_backbone`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """2D pretraining of the image backbone: regress the 2D teacher's dense map from single images.
 
 A stage of its own before the 3D stage (`pop3d pretrain2d`, then `pop3d train
---init-backbone`). Every camera of every frame is one training image, so this stage sees far
+--init_backbone`). Every camera of every frame is one training image, so this stage sees far
 more images than the 3D stage for the same compute. The student is the model's ResNet+FPN
 backbone plus a 1x1 conv projection head C -> clip_dim (MaskCLIP+/feature-distillation
 style); its target is the teacher's patch map resampled (bilinear, at each feature cell's

@@ -1,5 +1,5 @@
 """`pop3d vfm-labels`: cache the VFM pseudo labels (calibrated depth + voxel targets) of a set
-of drives, resumable, with progress. `pop3d train --strategy vfm --vfm-cache DIR` reuses them.
+of drives, resumable, with progress. `pop3d train --strategy vfm --vfm.cache DIR` reuses them.
 """
 
 from __future__ import annotations
