@@ -27,6 +27,16 @@ import torch.nn.functional as F
 
 from pop3d_ros.geometry.grid import VoxelGrid
 
+# RenderOcc's test cut (`mmdet3d/models/detectors/render_occ.py`: test_threshold=8.5) is on
+# the raw output of its density MLP; rendering reads sigma = softplus(raw + act_shift) with
+# act_shift = log(alpha_init / (1 - alpha_init)), alpha_init = 1e-6 (`models/nerf/
+# nerf_head.py`), per voxel length (interval 0.5 at half-voxel steps). The same cut in sigma:
+RENDEROCC_RAW_THRESHOLD = 8.5
+RENDEROCC_ALPHA_INIT = 1e-6
+RENDEROCC_DENSITY_CUT = math.log1p(
+    math.exp(RENDEROCC_RAW_THRESHOLD + math.log(RENDEROCC_ALPHA_INIT / (1 - RENDEROCC_ALPHA_INIT)))
+)  # 0.0049
+
 
 def ray_steps(grid: VoxelGrid, origins: torch.Tensor, step_voxels: float = 0.5):
     """Sample distances t (S,) every `step_voxels` of the smallest voxel edge, from the
