@@ -10,11 +10,19 @@ lives (its "relative depth" is an affine-invariant disparity). With tau = 0, S i
 the image's nearest pixels, so the paper's candidate range 1..100 reads in metres.
 
 - Stage 1: s_scene = the candidate (log-spaced in [min_scale, max_scale]) with the smallest
-  photometric error (L1 + SSIM) of the target image reconstructed from its neighbouring frames
-  (same camera, known poses), with tau = sigma = 0. With `rig_shifts` (the default) the
-  target frame's adjacent cameras are source views too, their error added with `rig_weight`:
-  their baseline is the rig's extrinsics, metric for every camera, where the ego motion
-  leaves the side cameras' error without a clear minimum (`views.py`; the paper: ()).
+  photometric error of the target image reconstructed from its neighbouring frames (same
+  camera, known poses), with tau = sigma = 0. The error is the paper's reconstruction error
+  alone (`stage1_loss="l1"`: Alg. 1 and eq. 7; SSIM joins in stage 2, eq. 9) or
+  0.85 (1 - SSIM) / 2 + 0.15 L1 as in stage 2 (`"ssim_l1"`). It is averaged either over the
+  pixels that land inside a source view (`stage1_pixels="in_view"`: the set changes from
+  candidate to candidate, and a scale that pushes every pixel out of view scores 0) or over
+  one fixed set per image, its static pixels, with a pixel no source view sees scored at
+  the image's chance level (`"fixed"`: the error of the target against its sources shifted
+  by half the image, an unrelated match), so leaving the image never wins. With
+  `rig_shifts` (the default) the target frame's adjacent cameras are source views too,
+  their error added with `rig_weight`: their baseline is the rig's extrinsics, metric for
+  every camera, where the ego motion leaves the side cameras' error without a clear minimum
+  (`views.py`; the paper: ()).
 - Stage 2: per-pixel sigma (init 0, i.e. S = s_scene) and a scene offset tau (init 0, or
   stage 1's offset when `offsets` names several) by AdamW
   on the same error. Log-scale and normalised-offset parameters make one learning rate fit any
@@ -29,6 +37,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -37,7 +46,7 @@ import torch.nn.functional as F
 from pop3d_ros.atomic import atomic_path
 from pop3d_ros.data.classes import IGNORE
 from pop3d_ros.geometry.camera import scale_intrinsics
-from pop3d_ros.vfm.photometric import reprojection_error
+from pop3d_ros.vfm.photometric import photometric_error, reprojection_error
 from pop3d_ros.vfm.semantics import movable_mask
 from pop3d_ros.vfm.views import source_views, view_transform
 
@@ -62,6 +71,12 @@ class CalibrationConfig:
     lr: float = 1e-3  # stage 2 learning rate (paper: 1e-5 on its own parametrisation)
     weight_decay: float = 0.0  # AdamW weight decay on sigma and tau
     ssim_alpha: float = 0.85  # weight of (1 - SSIM) / 2 against L1 (monodepth2)
+    # Stage 1's error: "l1" = reconstruction error only (the paper), "ssim_l1" = the
+    # ssim_alpha mix of stage 2.
+    stage1_loss: Literal["l1", "ssim_l1"] = "ssim_l1"
+    # Stage 1's pixels: "in_view" = those a source view sees (changes with the candidate),
+    # "fixed" = every static pixel, those no source sees at the image's chance error.
+    stage1_pixels: Literal["in_view", "fixed"] = "in_view"
     min_depth: float = 1.0  # metres; calibrated depth is clamped to [min_depth, max_depth]
     max_depth: float = 150.0
     source_offsets: tuple[int, ...] = (-1, 1)  # neighbouring frames used as source views
@@ -86,6 +101,10 @@ class CalibrationConfig:
             raise ValueError("rig_weight must be >= 0 (or None: one minimum over all views)")
         if not self.source_offsets or 0 in self.source_offsets:
             raise ValueError("source_offsets must name other frames, e.g. (-1, 1)")
+        if self.stage1_loss not in ("l1", "ssim_l1"):
+            raise ValueError(f"stage1_loss must be l1 or ssim_l1, not {self.stage1_loss!r}")
+        if self.stage1_pixels not in ("in_view", "fixed"):
+            raise ValueError(f"stage1_pixels must be in_view or fixed, not {self.stage1_pixels!r}")
 
     def candidates(self) -> np.ndarray:
         return np.geomspace(self.min_scale, self.max_scale, self.num_scales)
@@ -109,6 +128,17 @@ def metric_depth(r, scale, offset, cfg: CalibrationConfig):
 def _mean_error(err, mask):
     m = mask.float()
     return (err * m).sum((1, 2)) / m.sum((1, 2)).clamp(min=1)
+
+
+def chance_error(target, sources, static, alpha: float) -> torch.Tensor:
+    """(B,) the error of an unrelated match: the target against each source rolled by half
+    its height and width, over the static pixels, mean over the sources."""
+    h, w = target.shape[-2:]
+    errs = [
+        _mean_error(photometric_error(target, src.roll((h // 2, w // 2), (2, 3)), alpha), static)
+        for src in sources
+    ]
+    return torch.stack(errs).mean(0)
 
 
 def calibrate_views(
@@ -136,22 +166,39 @@ def calibrate_views(
     masks = source_static or [None] * len(sources)
     groups = groups or [(list(range(len(sources))), 1.0)]
 
-    def error(depth):
+    def error(depth, alpha=cfg.ssim_alpha, chance=None):
+        """The weighted group errors; `chance` (one (B,) per group): the fixed pixel set,
+        a pixel no source of the group sees scored at that level."""
         total = 0.0
-        for idx, weight in groups:
+        for g, (idx, weight) in enumerate(groups):
             err, valid = reprojection_error(
                 depth, target, [sources[i] for i in idx], K_t, [K_s[i] for i in idx],
-                [transforms[i] for i in idx], cfg.ssim_alpha, [masks[i] for i in idx],
+                [transforms[i] for i in idx], alpha, [masks[i] for i in idx],
             )  # fmt: skip
-            total = total + weight * _mean_error(err, valid & static)
+            if chance is None:
+                total = total + weight * _mean_error(err, valid & static)
+            else:
+                err = torch.where(valid, err, chance[g].view(B, 1, 1))
+                total = total + weight * _mean_error(err, static)
         return total
 
     zero = torch.zeros(B, 1, 1)
     with torch.no_grad():
         if cfg.stage1:
+            alpha1 = cfg.ssim_alpha if cfg.stage1_loss == "ssim_l1" else 0.0
+            chance = None
+            if cfg.stage1_pixels == "fixed":
+                chance = [
+                    chance_error(target, [sources[i] for i in idx], static, alpha1)
+                    for idx, _ in groups
+                ]
             pairs = [(s, o) for o in cfg.offsets for s in cfg.candidates()]
             errs = torch.stack(
-                [error(metric_depth(r, s, torch.full((B, 1, 1), o), cfg)) for s, o in pairs], 1
+                [
+                    error(metric_depth(r, s, torch.full((B, 1, 1), o), cfg), alpha1, chance)
+                    for s, o in pairs
+                ],
+                1,
             )
             best = errs.argmin(1)
             scene = torch.tensor([pairs[i][0] for i in best], dtype=torch.float32)
