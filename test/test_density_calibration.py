@@ -84,7 +84,7 @@ def test_density_report_per_layer_and_by_ray_observation(monkeypatch):
 
 
 def test_the_default_search_can_pick_renderoccs_published_cut(monkeypatch):
-    import pop3d_ros.training.inputs as inputs
+    import pop3d_ros.model.inputs as inputs
     from pop3d_ros.training.density_calibration import THRESHOLDS
 
     monkeypatch.setattr(

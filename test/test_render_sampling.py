@@ -18,7 +18,7 @@ from pop3d_ros.data.classes import CLASS_ID, NUM_CLASSES  # noqa: E402
 from pop3d_ros.data.synthetic_teacher import SyntheticTeacher  # noqa: E402
 from pop3d_ros.training.frames import PreparedFrames, prepare_frames  # noqa: E402
 from pop3d_ros.training.rays import frame_rays, select_rays, weighted_draw  # noqa: E402
-from pop3d_ros.training.strategy_render import RenderStrategy  # noqa: E402
+from pop3d_ros.training.strategies.render import RenderStrategy  # noqa: E402
 
 CAR, ROAD = CLASS_ID["car"], CLASS_ID["driveable_surface"]
 

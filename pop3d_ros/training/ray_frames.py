@@ -26,13 +26,13 @@ import torch
 
 from pop3d_ros.data.classes import NUM_CLASSES
 from pop3d_ros.geometry.grid import VoxelGrid
+from pop3d_ros.teachers.features import sample_feature_map
 from pop3d_ros.training.rays import (
     log_class_balance,
     ray_voxels,
     time_log_weight,
     weighted_draw,
 )
-from pop3d_ros.training.targets import sample_feature_map
 
 # What a prepared frame holds for this sampling, besides the network inputs.
 TABLE_KEYS = (
