@@ -75,8 +75,12 @@ class CalibrationConfig:
     # ssim_alpha mix of stage 2.
     stage1_loss: Literal["l1", "ssim_l1"] = "ssim_l1"
     # Stage 1's pixels: "in_view" = those a source view sees (changes with the candidate),
-    # "fixed" = every static pixel, those no source sees at the image's chance error.
-    stage1_pixels: Literal["in_view", "fixed"] = "in_view"
+    # "fixed" = every static pixel, those no source sees at the image's chance error,
+    # "border" = every static pixel, one landing outside a source compared with its nearest
+    # border pixel (monodepth2's padding), "guarded" = in view, a candidate under which
+    # sources see less than half the share of static pixels the best-seen candidate gets is
+    # out of the search.
+    stage1_pixels: Literal["in_view", "fixed", "border", "guarded"] = "in_view"
     min_depth: float = 1.0  # metres; calibrated depth is clamped to [min_depth, max_depth]
     max_depth: float = 150.0
     source_offsets: tuple[int, ...] = (-1, 1)  # neighbouring frames used as source views
@@ -103,8 +107,11 @@ class CalibrationConfig:
             raise ValueError("source_offsets must name other frames, e.g. (-1, 1)")
         if self.stage1_loss not in ("l1", "ssim_l1"):
             raise ValueError(f"stage1_loss must be l1 or ssim_l1, not {self.stage1_loss!r}")
-        if self.stage1_pixels not in ("in_view", "fixed"):
-            raise ValueError(f"stage1_pixels must be in_view or fixed, not {self.stage1_pixels!r}")
+        if self.stage1_pixels not in ("in_view", "fixed", "border", "guarded"):
+            raise ValueError(
+                "stage1_pixels must be in_view, fixed, border or guarded, "
+                f"not {self.stage1_pixels!r}"
+            )
 
     def candidates(self) -> np.ndarray:
         return np.geomspace(self.min_scale, self.max_scale, self.num_scales)
@@ -166,20 +173,26 @@ def calibrate_views(
     masks = source_static or [None] * len(sources)
     groups = groups or [(list(range(len(sources))), 1.0)]
 
-    def error(depth, alpha=cfg.ssim_alpha, chance=None):
+    def error(depth, alpha=cfg.ssim_alpha, chance=None, border=False, seen=None):
         """The weighted group errors; `chance` (one (B,) per group): the fixed pixel set,
-        a pixel no source of the group sees scored at that level."""
-        total = 0.0
+        a pixel no source of the group sees scored at that level; `border`: out-of-view
+        pixels compared with the border (`reprojection_error`); `seen`: a list that gets
+        the (B,) share of static pixels some source sees, mean over the groups."""
+        total, share = 0.0, 0.0
+        n_static = static.float().sum((1, 2)).clamp(min=1)
         for g, (idx, weight) in enumerate(groups):
             err, valid = reprojection_error(
                 depth, target, [sources[i] for i in idx], K_t, [K_s[i] for i in idx],
-                [transforms[i] for i in idx], alpha, [masks[i] for i in idx],
+                [transforms[i] for i in idx], alpha, [masks[i] for i in idx], border,
             )  # fmt: skip
+            share = share + (valid & static).float().sum((1, 2)) / n_static / len(groups)
             if chance is None:
                 total = total + weight * _mean_error(err, valid & static)
             else:
                 err = torch.where(valid, err, chance[g].view(B, 1, 1))
                 total = total + weight * _mean_error(err, static)
+        if seen is not None:
+            seen.append(share)
         return total
 
     zero = torch.zeros(B, 1, 1)
@@ -193,13 +206,25 @@ def calibrate_views(
                     for idx, _ in groups
                 ]
             pairs = [(s, o) for o in cfg.offsets for s in cfg.candidates()]
+            seen: list[torch.Tensor] = []
             errs = torch.stack(
                 [
-                    error(metric_depth(r, s, torch.full((B, 1, 1), o), cfg), alpha1, chance)
+                    error(
+                        metric_depth(r, s, torch.full((B, 1, 1), o), cfg),
+                        alpha1,
+                        chance,
+                        cfg.stage1_pixels == "border",
+                        seen,
+                    )
                     for s, o in pairs
                 ],
                 1,
             )
+            if cfg.stage1_pixels == "guarded":  # no candidate wins by leaving the image
+                share = torch.stack(seen, 1)
+                errs = torch.where(
+                    share >= 0.5 * share.max(1, keepdim=True).values, errs, torch.inf
+                )
             best = errs.argmin(1)
             scene = torch.tensor([pairs[i][0] for i in best], dtype=torch.float32)
             offset0 = torch.tensor([pairs[i][1] for i in best], dtype=torch.float32)

@@ -127,9 +127,10 @@ class LabelMetrics:
         out = {"iou": round(float(self.occ.iou()[1]), 4), "miou": round(self.sem.miou(), 4),
                "per_class": {k: (None if v is None else round(v, 4))
                              for k, v in self.sem.per_class().items()}}  # fmt: skip
-        if self.occ3d.occ.matrix.sum() > 0:
+        if self.occ3d.std.matrix.sum() > 0:
             o = self.occ3d.result()
-            out.update({k: o[k] for k in ("occ3d_iou", "occ3d_miou", "occ3d_per_class")})
+            keys = ("occ3d_iou", "occ3d_miou", "occ3d_miou_with_free", "occ3d_per_class")
+            out.update({k: o[k] for k in keys})
         return out
 
 
@@ -167,7 +168,7 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--stage1-pixels",
-        choices=["in_view", "fixed"],
+        choices=["in_view", "fixed", "border", "guarded"],
         default=CalibrationConfig().stage1_pixels,
         help="stage 1's pixel set in every variant (default: %(default)s)",
     )
