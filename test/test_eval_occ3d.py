@@ -173,3 +173,41 @@ def test_evaluator_reports_occ3d_keys_on_synthetic_frames():
     vis = camera_visibility(sample, cfg.voxel_grid)
     assert r["occ3d_visible_voxels"] == int((vis & (sample["occupancy"] != IGNORE)).sum())
     assert 0 < r["occ3d_visible_voxels"] < cfg.voxel_grid.num_voxels
+
+
+def test_ray_iou_on_occ3d_labels(tmp_path):
+    from pop3d_ros.evaluation.occ3d import occ3d_to_ours
+
+    sem = np.full(OCC3D_GRID.shape, 17, np.uint8)
+    sem[:, :, 2:4] = 11  # road
+    sem[110:114, 98:102, 4:8] = 4  # a car 4 m ahead
+    sem[60:64, 150:160, 4:10] = 0  # "others": a class of its own in RayIoU
+    cam = np.ones(OCC3D_GRID.shape, np.uint8)
+    _write_occ3d(tmp_path, "scene-0001", "tok1", sem, cam)
+    sample = {
+        "token": "tok1",
+        "scene": "scene-0001",
+        "ego_to_world": np.eye(4),
+        "lidar_origin": np.array([0.9, 0.0, 1.8]),
+    }
+    pred = occ3d_to_ours(sem)
+    pred[pred == IGNORE] = EMPTY  # "others" (ours: ignored) is never predicted
+    exact = Occ3DEvaluation(OCC3D_GRID, labels_root=tmp_path)
+    exact.add(sample, pred.reshape(-1))
+    r = exact.result()
+    # a prediction equal to the truth everywhere except "others", which no model predicts
+    assert r["ray_iou_per_class"]["car"] == {"1m": 1.0, "2m": 1.0, "4m": 1.0}
+    # rays that meet "others" in the truth go on to the road in the prediction: a few more
+    # road rays predicted than true
+    assert 0.99 < r["ray_iou_per_class"]["driveable_surface"]["1m"] < 1.0
+    assert r["ray_iou_per_class"]["others"]["4m"] == 0.0  # counted, never predicted
+    assert r["ray_iou_per_class"]["bus"]["1m"] is None
+    assert r["ray_iou"] == pytest.approx(2 / 3, abs=0.01)  # car 1, road ~1, others 0
+    # the car predicted 2.4 m (6 voxels) further along x: some rays within 4 m, none within 2 m
+    moved = pred.copy()
+    moved[110:114, 98:102, 4:8] = EMPTY
+    moved[116:120, 98:102, 4:8] = CAR
+    far = Occ3DEvaluation(OCC3D_GRID, labels_root=tmp_path)
+    far.add(sample, moved.reshape(-1))
+    car = far.result()["ray_iou_per_class"]["car"]
+    assert car["1m"] == 0.0 and car["2m"] == 0.0 and car["4m"] > 0.3
