@@ -78,7 +78,7 @@ class RayFrames:
         if missing:
             raise ValueError(
                 f"{self.root}/{key}.pt holds no RenderOcc ray table (missing {missing[0]}); "
-                "prepare the frames with --ray-sampling renderocc"
+                "prepare the frames with render.ray_sampling renderocc"
             )
         table = {k: item[k] for k in TABLE_KEYS}
         self._cache[key] = table

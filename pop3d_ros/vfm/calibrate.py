@@ -18,7 +18,11 @@ the image's nearest pixels, so the paper's candidate range 1..100 reads in metre
   candidate to candidate, and a scale that pushes every pixel out of view scores 0) or over
   one fixed set per image, its static pixels, with a pixel no source view sees scored at
   the image's chance level (`"fixed"`: the error of the target against its sources shifted
-  by half the image, an unrelated match), so leaving the image never wins. With
+  by half the image, an unrelated match) or against the source's nearest border pixel
+  (`"border"`, monodepth2's padding), so leaving the image never wins; `"guarded"` keeps the
+  in-view average but drops the candidates under which the sources see less than half the
+  share of static pixels the best-seen candidate gets. In-view measures best
+  (models/experiments/issue29). With
   `rig_shifts` (the default) the target frame's adjacent cameras are source views too,
   their error added with `rig_weight`: their baseline is the rig's extrinsics, metric for
   every camera, where the ego motion leaves the side cameras' error without a clear minimum
@@ -59,9 +63,8 @@ class CalibrationConfig:
     min_scale: float = 1.0  # stage 1 candidate range (paper: 1 .. 100)
     max_scale: float = 100.0
     num_scales: int = 64  # candidates, log-spaced
-    # Stage 1 offset candidates tau searched jointly with the scale. (0,) = the paper (scale
-    # only); images without sky or far content need tau > 0 (their normalised r = 0 is a
-    # facade 10-20 m away, not infinity), see models/README.md.
+    # Stage 1 offset candidates tau searched with the scale; (0,) = the paper (scale only;
+    # images without sky need tau > 0: models/README.md).
     offsets: tuple[float, ...] = (0.0,)
     stage1: bool = True  # False: stage 2 starts from init_scale (the paper's ablation)
     init_scale: float = 1.0  # stage 2's start when stage 1 is off
@@ -71,15 +74,8 @@ class CalibrationConfig:
     lr: float = 1e-3  # stage 2 learning rate (paper: 1e-5 on its own parametrisation)
     weight_decay: float = 0.0  # AdamW weight decay on sigma and tau
     ssim_alpha: float = 0.85  # weight of (1 - SSIM) / 2 against L1 (monodepth2)
-    # Stage 1's error: "l1" = reconstruction error only (the paper), "ssim_l1" = the
-    # ssim_alpha mix of stage 2.
-    stage1_loss: Literal["l1", "ssim_l1"] = "ssim_l1"
-    # Stage 1's pixels: "in_view" = those a source view sees (changes with the candidate),
-    # "fixed" = every static pixel, those no source sees at the image's chance error,
-    # "border" = every static pixel, one landing outside a source compared with its nearest
-    # border pixel (monodepth2's padding), "guarded" = in view, a candidate under which
-    # sources see less than half the share of static pixels the best-seen candidate gets is
-    # out of the search.
+    stage1_loss: Literal["l1", "ssim_l1"] = "ssim_l1"  # stage 1: l1 (the paper) or ssim_l1
+    # stage 1's pixel set (the module doc): in_view, fixed, border or guarded
     stage1_pixels: Literal["in_view", "fixed", "border", "guarded"] = "in_view"
     min_depth: float = 1.0  # metres; calibrated depth is clamped to [min_depth, max_depth]
     max_depth: float = 150.0
