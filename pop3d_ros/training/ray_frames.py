@@ -67,7 +67,9 @@ class RayFrames:
         self._known = set(self.keys)
         self._cache: OrderedDict[str, dict] = OrderedDict()
         self.cache_size = cache_size
-        self._unseen: dict[str, torch.Tensor] = {}
+        # per-frame unseen-voxel masks, bounded (one bool per voxel each)
+        self._unseen: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.unseen_cache_size = 4096
 
     def table(self, key: str) -> dict:
         if key in self._cache:
@@ -146,7 +148,8 @@ class RayFrames:
 
     def unseen(self, item: dict, offsets, grid: VoxelGrid) -> torch.Tensor:
         """(N_vox,) bool: voxels no candidate ray of the frame crosses or ends in (memoised
-        per frame: the candidates do not change between steps, only the draw does)."""
+        per frame, up to `unseen_cache_size` frames: the candidates do not change between
+        steps, only the draw does)."""
         key = item["frame_key"]
         if key not in self._unseen:
             cand, _ = self.candidates(item, offsets, grid)
@@ -157,6 +160,8 @@ class RayFrames:
             mask[crossed] = False
             mask[ends] = False
             self._unseen[key] = torch.from_numpy(mask)
+            if len(self._unseen) > self.unseen_cache_size:
+                self._unseen.popitem(last=False)
         return self._unseen[key]
 
 
