@@ -50,6 +50,7 @@ class EvalCommand:
     # nuScenes (synthetic frames use their own ground truth).
     occ3d_labels: str = ""
     occ3d: bool = True  # the Occ3D-style evaluation (--no_occ3d skips it)
+    ray_iou: bool = True  # SparseOcc's RayIoU beside it, ~1 s per frame (--no_ray_iou skips it)
 
 
 def main(argv=None) -> int:
@@ -125,7 +126,9 @@ def _run(args) -> int:
         conventions=conventions,
         volume=choose_volume(args.volume, cfg.voxel_grid, args.data.data, ckpt.get("meta", {})),
         retrieval=retrieval,
-        occ3d=Occ3DEvaluation(cfg.voxel_grid, labels_root=args.occ3d_labels or None)
+        occ3d=Occ3DEvaluation(
+            cfg.voxel_grid, labels_root=args.occ3d_labels or None, ray_iou=args.ray_iou
+        )
         if args.occ3d
         else None,
     )

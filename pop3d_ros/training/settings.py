@@ -8,6 +8,7 @@ every checkpoint all have this shape: `model`, `data`, `teacher`, `train`, `loss
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pop3d_ros.data.sources import DataConfig
 from pop3d_ros.teachers.select import TeacherConfig
@@ -31,8 +32,9 @@ class ModelChoice:
     # lifting). Needs a strategy with LiDAR depth.
     depth_bins: int = 0
     # Density above which a voxel is occupied, for the rendering strategies (model config
-    # heads.density_threshold; None = the preset's).
-    density_threshold: float | None = None
+    # heads.density_threshold; None = the preset's; "renderocc" = RenderOcc's published cut,
+    # raw > 8.5, i.e. sigma > 0.0049 per voxel length: training/render.py).
+    density_threshold: float | Literal["renderocc"] | None = None
 
     def build(self, strategy: str):
         """The ModelConfig of this choice for `strategy` (validated)."""
@@ -46,7 +48,11 @@ class ModelChoice:
                     f"(use one of {list(LIDAR_STRATEGIES)})"
                 )
             cfg.lifting.depth_bins = int(self.depth_bins)
-        if self.density_threshold is not None:
+        if self.density_threshold == "renderocc":
+            from pop3d_ros.training.render import RENDEROCC_DENSITY_CUT
+
+            cfg.heads.density_threshold = RENDEROCC_DENSITY_CUT
+        elif self.density_threshold is not None:
             cfg.heads.density_threshold = float(self.density_threshold)
         cfg.validate()
         return cfg

@@ -97,8 +97,9 @@ def build_strategy(s: TrainSettings, model_cfg, teacher, text_space, text_encode
 
         neighbour = neighbour_lookup(make_sample, key_of_token(s.data.data))
         built = build_render_strategy(
-            s.render, strategy, model_cfg, teacher, text_encoder, neighbour, common
-        )
+            s.render, strategy, model_cfg, teacher, text_encoder, neighbour, common,
+            key_of_token(s.data.data),
+        )  # fmt: skip
         return built, None
     from pop3d_ros.evaluation.zeroshot import class_canonical_embeddings
     from pop3d_ros.training.strategies.supervised import Supervised3DStrategy
@@ -201,6 +202,8 @@ def train_stage(
         cleanup(info)
         return None
     dataset = PreparedFrames(prepared, keys)
+    if hasattr(strategy, "attach_frames"):
+        strategy.attach_frames(prepared, keys)
     prior = occupancy_prior((dataset[i] for i in range(len(dataset))), model_cfg.grid.shape)
     threshold = best_prior_threshold(prior, lambda: (dataset[i] for i in range(len(dataset))))
     torch.manual_seed(cfg.seed)

@@ -14,6 +14,14 @@ class RenderConfig:
     """Rendering supervision (strategies render and pop3d_render only)."""
 
     aux_rays: bool = False  # add rays from the adjacent frames (-1, +1) via the ego poses
+    # pool: a fixed pool of ray_pool rays per frame and adjacent frame, cached; renderocc:
+    # RenderOcc as published, every LiDAR-pixel ray of the frame and its +-aux_frames
+    # neighbours re-drawn every step by weighted sampling with the class balance over the
+    # whole training set (implies aux_rays and weighted_sampling; training/ray_frames.py).
+    ray_sampling: Literal["pool", "renderocc"] = "pool"
+    # K: the adjacent frames -K..-1, 1..K (0 = the sampling's own: 1 with pool, 3 with
+    # renderocc, RenderOcc's seven frames).
+    aux_frames: int = 0
     # RenderOcc's weighted ray sampling: draw num_rays per frame by weight (else every
     # candidate ray is rendered)
     weighted_sampling: bool = False
@@ -50,6 +58,15 @@ class RenderConfig:
             raise ValueError("render.sparsity_scope unseen needs render.sparsity_weight > 0")
         if self.calibration_frames < 0:
             raise ValueError("render.calibration_frames must be >= 0")
+        if self.aux_frames < 0:
+            raise ValueError("render.aux_frames must be >= 0")
+        if self.ray_sampling == "renderocc" and self.ray_pool != RenderConfig.ray_pool:
+            raise ValueError("render.ray_pool sets the cached pool of ray_sampling pool")
+
+    def aux_offsets(self) -> tuple[int, ...]:
+        """The adjacent-frame offsets -K..-1, 1..K of aux_frames."""
+        k = self.aux_frames or (3 if self.ray_sampling == "renderocc" else 1)
+        return tuple(range(-k, 0)) + tuple(range(1, k + 1))
 
 
 def refuse_unused(cfg: RenderConfig, strategy: str) -> None:
@@ -65,10 +82,18 @@ def refuse_unused(cfg: RenderConfig, strategy: str) -> None:
 
 
 def build_render_strategy(
-    cfg: RenderConfig, strategy: str, model_cfg, teacher, text_encoder, neighbour, common
+    cfg: RenderConfig,
+    strategy: str,
+    model_cfg,
+    teacher,
+    text_encoder,
+    neighbour,
+    common,
+    key_of_token=None,
 ):
     """The RenderStrategy of `cfg` (`text_encoder()`: the run's text encoder; `neighbour`:
-    the drive's adjacent frames); switches the model config to a density field."""
+    the drive's adjacent frames; `key_of_token`: a prev/next token -> the frame's key, for
+    RenderOcc sampling); switches the model config to a density field."""
     from pop3d_ros.evaluation.zeroshot import (
         ZeroShotClassifier,
         class_canonical_embeddings,
@@ -77,14 +102,18 @@ def build_render_strategy(
     from pop3d_ros.training.strategies.render import RenderStrategy
 
     cfg.validate()
+    renderocc = cfg.ray_sampling == "renderocc"
     model_cfg.heads.occupancy_output = "density"
     encoder = text_encoder()
     built = RenderStrategy(
         teacher,
         ZeroShotClassifier(class_phrase_embeddings(encoder)),
         neighbour=neighbour,
-        aux=cfg.aux_rays,
-        weighted=cfg.weighted_sampling,
+        aux_offsets=cfg.aux_offsets(),
+        aux=cfg.aux_rays or renderocc,
+        weighted=cfg.weighted_sampling or renderocc,
+        ray_sampling=cfg.ray_sampling,
+        key_of_token=key_of_token,
         num_rays=cfg.num_rays,
         ray_pool=cfg.ray_pool,
         distortion_weight=cfg.distortion_weight,
@@ -99,5 +128,8 @@ def build_render_strategy(
         **common,
     )
     # What the prepared cache holds (aux and weighting act per step, so they share it).
-    built.cache_settings = {"ray_pool": cfg.ray_pool, "aux_offsets": list(built.aux_offsets)}
+    if renderocc:  # every ray of the frame itself; the neighbours are read per step
+        built.cache_settings = {"ray_sampling": "renderocc"}
+    else:
+        built.cache_settings = {"ray_pool": cfg.ray_pool, "aux_offsets": list(built.aux_offsets)}
     return built
