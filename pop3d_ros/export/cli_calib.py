@@ -2,43 +2,55 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, type=Path, help="model checkpoint (.pt)")
-    p.add_argument("--out", required=True, type=Path, help="directory for <key>.npz files")
-    p.add_argument(
-        "--seeds",
-        default="200-203",
-        help="synthetic world seeds (default 200-203: neither training 0-99 nor held-out 100+)",
-    )
-    p.add_argument("--frames-per-seed", type=int, default=4, help="frames per seed")
+from pop3d_ros.cli_config import run_command
+from pop3d_ros.data.sources import DataConfig
 
 
-def run(args) -> int:
-    from pop3d_ros.data.sources import parse_seeds, synthetic_source
-    from pop3d_ros.model.checkpoint import CheckpointError, read_checkpoint
+def _calibration_data() -> DataConfig:
+    # Neither the training seeds (0-99) nor the held-out ones (100+).
+    return DataConfig(seeds="200-203", frames_per_seed=4)
+
+
+@dataclass
+class CalibFramesCommand:
+    """Writes int8 calibration frames: one .npz per frame with the encoder's inputs (images,
+    cameras, as the model of --checkpoint takes them), for `pop3d export --precision int8` and
+    `pop3d build-engine`."""
+
+    checkpoint: str  # model checkpoint (.pt)
+    out: str  # directory for <key>.npz files
+    data: DataConfig = field(default_factory=_calibration_data)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[2:] if argv is None else argv
+    from pop3d_ros.model.checkpoint import CheckpointError
+
+    return run_command(
+        CalibFramesCommand, argv, "pop3d calib-frames", _run,
+        errors=(ValueError, FileNotFoundError, CheckpointError),
+    )  # fmt: skip
+
+
+def _run(args: CalibFramesCommand) -> int:
+    from pop3d_ros.data.sources import frame_source
+    from pop3d_ros.export.calib_frames import write_calibration_frames
+    from pop3d_ros.model.checkpoint import read_checkpoint
     from pop3d_ros.model.config import ModelConfig
 
-    try:
-        if args.frames_per_seed < 1:
-            raise ValueError("--frames-per-seed must be >= 1")
-        if args.out.exists() and not args.out.is_dir():
-            raise ValueError(f"{args.out}: exists and is not a directory")
-        cfg = ModelConfig.from_dict(read_checkpoint(args.checkpoint)["config"])
-        keys, make = synthetic_source(
-            parse_seeds(args.seeds), args.frames_per_seed, grid=cfg.voxel_grid
-        )
-    except (ValueError, CheckpointError) as e:
-        print(f"pop3d calib-frames: error: {e}", file=sys.stderr)
-        return 2
-    from pop3d_ros.export.calib_frames import write_calibration_frames
-
+    if args.data.frames_per_seed < 1:
+        raise ValueError("--frames_per_seed must be >= 1")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a directory")
+    cfg = ModelConfig.from_dict(read_checkpoint(Path(args.checkpoint))["config"])
+    keys, make = frame_source(args.data, grid=cfg.voxel_grid)
     paths = write_calibration_frames(
-        ((k, lambda k=k: make(k)) for k in keys), cfg, args.out, total=len(keys)
+        ((k, lambda k=k: make(k)) for k in keys), cfg, out, total=len(keys)
     )
-    print(f"wrote {len(paths)} calibration frames to {args.out}")
+    print(f"wrote {len(paths)} calibration frames to {out}")
     return 0

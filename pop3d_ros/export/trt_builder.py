@@ -21,8 +21,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
+import tyro
 
 from pop3d_ros.export.engine_cache import PRECISIONS, EngineKey
 from pop3d_ros.export.errors import EngineError, TensorRTUnavailableError
@@ -60,17 +62,24 @@ def gpu_identity() -> tuple[str, str]:
 class BuildOptions:
     """How to build one engine."""
 
-    precision: str = "fp16"  # fp32 | fp16 | int8: the precision the ONNX file carries
-    workspace_mib: int = 2048  # builder workspace memory pool limit
-    # input name -> (min, opt, max) shapes; required for every input with dynamic dims
-    profiles: dict[str, tuple[tuple, tuple, tuple]] = field(default_factory=dict)
+    precision: Literal["fp32", "fp16", "int8"] = "fp16"  # the precision the ONNX graph carries
+    workspace_mib: int = 2048  # builder workspace memory pool limit (MiB)
+    # input name -> (min, opt, max) shapes; required for every input with dynamic dims (set
+    # per graph by the caller, so not a command-line option)
+    profiles: Annotated[dict[str, tuple[tuple, tuple, tuple]], tyro.conf.Suppress] = field(
+        default_factory=dict
+    )
     progress_interval_s: float = 5.0  # seconds between "still building" log lines
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.workspace_mib <= 0:
-            raise ValueError(f"workspace must be positive, got {self.workspace_mib} MiB")
+            raise ValueError(f"workspace_mib must be positive, got {self.workspace_mib}")
+        if self.progress_interval_s <= 0:
+            raise ValueError(
+                f"progress_interval_s must be positive, got {self.progress_interval_s}"
+            )
         for name, shapes in self.profiles.items():
             lo, opt, hi = (tuple(int(d) for d in s) for s in shapes)
             if not (len(lo) == len(opt) == len(hi)):
