@@ -114,9 +114,9 @@ def node_rate(
             "-p", f"precision:={precision}",
         ]  # fmt: skip
         play = [
-            sys.executable, "-m", "pop3d_ros.cli", "play", "--seed", "1000", "--frames", "3",
-            "--width", str(hw[1]), "--height", str(hw[0]), "--rate", str(rate_hz), "--loop",
-            "--ack-timeout", "0" if large_images else "0.1",
+            sys.executable, "-m", "pop3d_ros.cli", "play", "--seed", "1000", "--num_frames", "3",
+            "--image_width", str(hw[1]), "--image_height", str(hw[0]), "--rate_hz", str(rate_hz),
+            "--loop", "--ack_timeout_s", "0" if large_images else "0.1",
         ]  # fmt: skip
         node_log, play_log = open(tmp / "node.log", "w+"), open(tmp / "play.log", "w+")  # noqa: SIM115
         counter = _Counter()

@@ -218,9 +218,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _play(hw, rate: float, log: Path) -> subprocess.Popen:
-    return _start([sys.executable, "-m", "pop3d_ros.cli", "play", "--seed", "1000", "--frames",
-                   "3", "--width", str(hw[1]), "--height", str(hw[0]), "--rate", str(rate),
-                   "--loop"], log)  # fmt: skip
+    return _start([sys.executable, "-m", "pop3d_ros.cli", "play", "--seed", "1000",
+                   "--num_frames", "3", "--image_width", str(hw[1]), "--image_height", str(hw[0]),
+                   "--rate_hz", str(rate), "--loop"], log)  # fmt: skip
 
 
 def query_ms_idle(checkpoint: Path, cache_dir: Path, hw, queries: int = 7, say=print) -> dict:

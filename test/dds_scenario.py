@@ -67,8 +67,8 @@ def main() -> int:
             result["client"] = {"rc": client.returncode, "stdout": client.stdout,
                                 "stderr": client.stderr[-2000:]}  # fmt: skip
         else:
-            play = [shutil.which("pop3d"), "play", "--frames", "2", "--width", "64",
-                    "--height", "36", "--rate", "4", "--loop"]  # fmt: skip
+            play = [shutil.which("pop3d"), "play", "--num_frames", "2", "--image_width", "64",
+                    "--image_height", "36", "--rate_hz", "4", "--loop"]  # fmt: skip
             player_env = {**clean_env(), **json.loads(os.environ.get("POP3D_PLAYER_ENV", "{}"))}
             players.append(subprocess.Popen(play, env=player_env, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL))  # fmt: skip

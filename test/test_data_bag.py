@@ -19,7 +19,7 @@ def _read(path):
 
 def test_export_bag_reads_back(tmp_path):
     out = tmp_path / "bag"
-    args = ["--frames", "3", "--width", "64", "--height", "36", "--seed", "2"]
+    args = ["--num_frames", "3", "--image_width", "64", "--image_height", "36", "--seed", "2"]
     assert main(["export-bag", "--out", str(out), *args]) == 0
     msgs = _read(out / "bag_0.mcap")
     assert len(msgs) == 3 * 12
@@ -55,7 +55,7 @@ def test_export_bag_reads_back(tmp_path):
 
 def test_export_bag_compressed(tmp_path):
     out = tmp_path / "cbag"
-    args = ["--frames", "1", "--width", "64", "--height", "36", "--compressed"]
+    args = ["--num_frames", "1", "--image_width", "64", "--image_height", "36", "--compressed"]
     assert main(["export-bag", "--out", str(out), *args]) == 0
     msgs = _read(out / "cbag_0.mcap")
     imgs = [m for m in msgs if m[0].endswith("/compressed")]
@@ -87,7 +87,7 @@ def test_rosbags_anyreader_reads_every_message_and_camera_sets(tmp_path):
     from rosbags.typesys import Stores, get_typestore
 
     out = tmp_path / "bag"
-    args = ["--frames", "4", "--width", "64", "--height", "36", "--seed", "5"]
+    args = ["--num_frames", "4", "--image_width", "64", "--image_height", "36", "--seed", "5"]
     assert main(["export-bag", "--out", str(out), *args]) == 0
     world = SyntheticWorld(WorldConfig(seed=5, num_frames=4, image_width=64, image_height=36))
     by_stamp: dict[int, set] = {}

@@ -100,8 +100,8 @@ def test_pop3d_play_command_publishes_the_six_cameras(ros_node, node_process):
 
     got = {c: ros_node.collect(Image, f"/{c}/image_raw") for c in CAMERA_NAMES}
     info = ros_node.collect(CameraInfo, "/cam_front/camera_info")
-    cmd = [shutil.which("pop3d"), "play", "--frames", "2", "--width", "64", "--height", "36",
-           "--rate", "5", "--loop"]  # fmt: skip
+    cmd = [shutil.which("pop3d"), "play", "--num_frames", "2", "--image_width", "64",
+           "--image_height", "36", "--rate_hz", "5", "--loop"]  # fmt: skip
     proc = node_process(cmd)
     for cam in CAMERA_NAMES:
         msgs = got[cam].wait_for(2, timeout=60.0)
@@ -118,8 +118,8 @@ def test_pop3d_play_bag_publishes_an_exported_bag(ros_node, node_process, tmp_pa
     from pop3d_ros.cli import main
 
     bag = tmp_path / "drive"
-    assert main(["export-bag", "--out", str(bag), "--frames", "2", "--width", "64",
-                 "--height", "36", "--seed", "4"]) == 0  # fmt: skip
+    assert main(["export-bag", "--out", str(bag), "--num_frames", "2", "--image_width", "64",
+                 "--image_height", "36", "--seed", "4"]) == 0  # fmt: skip
     got = {c: ros_node.collect(Image, f"/{c}/image_raw") for c in CAMERA_NAMES}
     info = ros_node.collect(CameraInfo, "/cam_back/camera_info")
     proc = node_process([shutil.which("pop3d"), "play", "--bag", str(bag), "--speed", "4",

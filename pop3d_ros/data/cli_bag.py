@@ -13,6 +13,7 @@ messages.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -21,7 +22,10 @@ from mcap.writer import CompressionType, Writer
 from mcap_ros2._dynamic import serialize_dynamic
 from tqdm import tqdm
 
+from pop3d_ros.cli_config import run_command
 from pop3d_ros.data.messages import sample_messages
+from pop3d_ros.data.sources import drive_samples
+from pop3d_ros.data.synthetic.config import WorldConfig
 
 _SEP = "=" * 80 + "\n"
 _HEADER = "MSG: std_msgs/Header\nbuiltin_interfaces/Time stamp\nstring frame_id\n"
@@ -71,15 +75,27 @@ _QOS = ("- history: 1\n  depth: 10\n  reliability: 1\n  durability: 2\n"
         "    nsec: 4294967295\n  avoid_ros_namespace_conventions: false\n")  # fmt: skip
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--out", required=True, help="bag directory to create")
-    parser.add_argument("--data", default=None, help="rendered dir (pop3d render); default: "
-                        "render on the fly")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0, help="synthetic drive seed")
-    parser.add_argument("--frames", type=int, default=10, help="frames to write")
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--height", type=int, default=144)
-    parser.add_argument("--compressed", action="store_true", help="JPEG CompressedImage topics")
+def _bag_world() -> WorldConfig:
+    return WorldConfig(num_frames=10)
+
+
+@dataclass
+class ExportBagCommand:
+    """Writes a synthetic drive (rendered dir --data, or rendered on the fly from --world.*)
+    as a rosbag2 MCAP directory of the six camera topics."""
+
+    out: str  # bag directory to create (must not exist or be empty)
+    data: str = ""  # rendered dir (pop3d render); "" = render on the fly
+    compressed: bool = False  # JPEG sensor_msgs/CompressedImage topics instead of raw Image
+    world: WorldConfig = field(default_factory=_bag_world)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[2:] if argv is None else argv
+    return run_command(
+        ExportBagCommand, argv, "pop3d export-bag", run,
+        errors=(ValueError, FileExistsError, FileNotFoundError),
+    )  # fmt: skip
 
 
 def write_bag(out, samples, compressed: bool = False, progress: bool = True) -> dict:
@@ -161,30 +177,8 @@ def write_bag(out, samples, compressed: bool = False, progress: bool = True) -> 
     return info
 
 
-def iter_samples(data, seed: int, frames: int, width: int, height: int):
-    if data:
-        from pop3d_ros.data.dataset import SyntheticDataset
-
-        ds = SyntheticDataset([seed], root=data)
-        for i in range(min(frames, len(ds))):
-            yield ds[i]
-    else:
-        from pop3d_ros.data.synthetic import SyntheticWorld, WorldConfig
-
-        world = SyntheticWorld(WorldConfig(seed=seed, num_frames=frames, image_width=width,
-                                           image_height=height))  # fmt: skip
-        for i in range(frames):
-            yield world.sample(i, occupancy=False)
-
-
-def run(args) -> int:
-    try:
-        if args.frames < 1:
-            raise ValueError("--frames must be >= 1")
-        samples = iter_samples(args.data, args.seed, args.frames, args.width, args.height)
-        info = write_bag(args.out, samples, compressed=args.compressed)
-    except (ValueError, FileExistsError, FileNotFoundError) as exc:
-        print(f"pop3d export-bag: error: {exc}", file=sys.stderr)
-        return 2
+def run(args: ExportBagCommand) -> int:
+    samples = drive_samples(args.data, args.world)
+    info = write_bag(args.out, samples, compressed=args.compressed)
     print(f"wrote {info['message_count']} messages to {args.out}")
     return 0

@@ -119,3 +119,21 @@ def neighbour_lookup(make_sample, key_of_token, cache_size: int = 8):
         return cur
 
     return neighbour
+
+
+def drive_samples(data: str, world):
+    """The frames of one drive, in order, without GT occupancy: read from a rendered dir
+    (`pop3d render`; seed world.seed, at most world.num_frames) when `data` is given, else
+    rendered on the fly from `world` (a WorldConfig)."""
+    if data:
+        from pop3d_ros.data.dataset import SyntheticDataset
+
+        ds = SyntheticDataset([world.seed], root=data)
+        for i in range(min(world.num_frames, len(ds))):
+            yield ds[i]
+        return
+    from pop3d_ros.data.synthetic import SyntheticWorld
+
+    drive = SyntheticWorld(world)
+    for i in range(world.num_frames):
+        yield drive.sample(i, occupancy=False)

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from rclpy.duration import Duration
@@ -33,14 +34,14 @@ class PlaybackConfig:
 
     rate_hz: float = 2.0  # camera sets per second
     compressed: bool = False  # publish JPEG sensor_msgs/CompressedImage instead of raw Image
-    reliability: str = "reliable"  # "reliable" or "best_effort" publisher QoS
+    reliability: Literal["reliable", "best_effort"] = "reliable"  # publisher QoS
     depth: int = 5  # publisher history depth (KEEP_LAST)
     restamp: bool = True  # stamp with the node clock now; False: the sample's own timestamp
     jitter_s: float = 0.0  # each camera's stamp moves by up to +- this much (robustness tests)
     drop_cameras: tuple[str, ...] = ()  # cameras never published
     drop_prob: float = 0.0  # chance that one camera's image is skipped in a frame
     jpeg_quality: int = 90  # for compressed
-    seed: int = 0  # jitter / drop randomness
+    noise_seed: int = 0  # jitter / drop randomness
     # Reliable only: after each image, wait up to this long until every subscriber has
     # acknowledged it (0 = don't). One process writing six images back to back overflows
     # Fast DDS's default 512 KB shared-memory segment; the lost sample is repaired only at
@@ -96,7 +97,7 @@ class CameraPlayback:
                 node.create_publisher(self._image_type, topics["image"], qos),
                 node.create_publisher(CameraInfo, topics["camera_info"], qos),
             )
-        self._rng = np.random.default_rng(c.seed)
+        self._rng = np.random.default_rng(c.noise_seed)
         self._ack_timeout = None
         if c.reliability == "reliable" and c.ack_timeout_s > 0:
             self._ack_timeout = Duration(nanoseconds=int(c.ack_timeout_s * 1e9))

@@ -1,6 +1,6 @@
 """Acceptance measurements of the VFM recipe on held-out synthetic drives (issue 18).
 
-    python -m pop3d_ros.vfm.report --seeds 300-301 --frames-per-seed 4 --out vfm_report.json
+    python -m pop3d_ros.vfm.report --seeds 300-301 --frames_per_seed 4 --out vfm_report.json
 
 1. Depth quality against the true depth (AbsRel, delta < 1.25) over camera pixels that are in
    scope (not sky) with true depth <= --eval-depth: the raw relative depth with the best
@@ -20,15 +20,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-from dataclasses import asdict, replace
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from pop3d_ros.cli_config import run_command
 from pop3d_ros.data.classes import CLASS_NAMES, EMPTY, IGNORE, NUM_CLASSES
 from pop3d_ros.evaluation.labels import evaluation_labels
 from pop3d_ros.evaluation.metrics import ConfusionMatrix
@@ -71,17 +73,6 @@ class DepthMetrics:
             out["failed"] = round(float(np.mean(every > FAILED_ABS_REL)), 3)
             out["median_image_abs_rel"] = round(float(np.median(every)), 4)
         return out
-
-
-def rig_settings(shifts_text, weight, flag: str = "--rig-shifts"):
-    """(rig_shifts, rig_weight) of CalibrationConfig from this report's command-line forms:
-    shifts as comma-separated ints ('' = none, the paper), a negative weight = None (one
-    minimum over all views)."""
-    try:
-        shifts = tuple(int(x) for x in str(shifts_text).split(",") if x.strip())
-    except ValueError:
-        raise ValueError(f"bad {flag} {shifts_text!r}: use e.g. -1,1") from None
-    return shifts, None if weight is not None and weight < 0 else weight
 
 
 def upsample_depth(depth: np.ndarray, hw) -> np.ndarray:
@@ -134,54 +125,32 @@ class LabelMetrics:
         return out
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", default="300-301")
-    p.add_argument("--frames-per-seed", type=int, default=4)
-    p.add_argument("--preset", default="cpu-small", help="voxel grid of the labels")
-    p.add_argument("--eval-depth", type=float, default=50.0, help="metres (depth metrics)")
-    p.add_argument("--teacher-profile", default="near-gt")
-    p.add_argument("--calib-iterations", type=int, default=CalibrationConfig().iterations)
-    p.add_argument(
-        "--variants",
-        default="paper,stage2-only,rig",
-        help="calibrations to report (comma-separated): paper (stage 1 on the same camera's "
-        "neighbouring frames, then stage 2), stage2-only (the paper without stage 1), rig "
-        "(paper + the rig's adjacent cameras as source views); default: %(default)s",
-    )
-    p.add_argument(
-        "--rig-shifts",
-        default="-1,1",
-        help="rig views: cameras around the rig (write --rig-shifts=-1,1)",
-    )
-    p.add_argument(
-        "--rig-weight",
-        type=float,
-        default=CalibrationConfig().rig_weight,
-        help="weight of the rig views' error (negative: one minimum over all views)",
-    )
-    p.add_argument(
-        "--stage1-loss",
-        choices=["l1", "ssim_l1"],
-        default=CalibrationConfig().stage1_loss,
-        help="stage 1's error in every variant (l1 = the paper's; default: %(default)s)",
-    )
-    p.add_argument(
-        "--stage1-pixels",
-        choices=["in_view", "fixed", "border", "guarded"],
-        default=CalibrationConfig().stage1_pixels,
-        help="stage 1's pixel set in every variant (default: %(default)s)",
-    )
-    p.add_argument(
-        "--offsets",
-        help="also report stage 1 searching these offsets, e.g. 0,0.1,0.2,0.3 (comma-separated)",
-    )
-    p.add_argument(
-        "--only-offsets", action="store_true", help="with --offsets: only the offset-search rows"
-    )
-    p.add_argument("--out", required=True)
-    args = p.parse_args(argv)
+@dataclass
+class VFMReportCommand:
+    """Acceptance measurements of the VFM recipe on held-out synthetic drives: depth against
+    the true depth and pseudo labels in both protocols, per calibration variant (module doc)."""
 
+    out: str  # JSON report to write
+    seeds: str = "300-301"  # synthetic world seeds (neither training 0-99 nor held-out 100+)
+    frames_per_seed: int = 4  # frames per seed
+    preset: str = "cpu-small"  # voxel grid of the labels (a model preset)
+    eval_depth: float = 50.0  # metres: depth metrics over pixels with true depth <= this
+    teacher_profile: str = "near-gt"  # synthetic teacher profile
+    # calibrations to report: paper (stage 1 on the same camera's neighbouring frames, then
+    # stage 2), stage2-only (the paper without stage 1), rig (--calibration's rig views too)
+    variants: tuple[Literal["paper", "stage2-only", "rig"], ...] = ("paper", "stage2-only", "rig")
+    search_offsets: tuple[float, ...] = ()  # also report stage 1 searching these offsets
+    only_offsets: bool = False  # with --search_offsets: only the offset-search rows
+    # every variant's calibration; paper and stage2-only drop its rig views (rig_shifts)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return run_command(VFMReportCommand, argv, "python -m pop3d_ros.vfm.report", _run)
+
+
+def _run(args: VFMReportCommand) -> int:
     from pop3d_ros.data.sources import parse_seeds, synthetic_source
     from pop3d_ros.data.synthetic_teacher import TEACHER_PROFILES, SyntheticTeacher
     from pop3d_ros.model.config import get_preset
@@ -195,27 +164,20 @@ def main(argv=None) -> int:
     teacher = SyntheticTeacher(space, TEACHER_PROFILES[args.teacher_profile])
     semantics = pixel_semantics_from_encoder(space)
     vfm = SyntheticVFM()
-    cfg = CalibrationConfig(  # the paper's source views
-        iterations=args.calib_iterations,
-        rig_shifts=(),
-        stage1_loss=args.stage1_loss,
-        stage1_pixels=args.stage1_pixels,
-    )
-    shifts, weight = rig_settings(args.rig_shifts, args.rig_weight, "--rig-shifts")
-    chosen = [] if args.only_offsets else [v.strip() for v in args.variants.split(",")]
+    cfg = replace(args.calibration, rig_shifts=())  # the paper's source views
+    cfg.validate()
+    chosen = [] if args.only_offsets else list(dict.fromkeys(args.variants))
     # variant -> (calibration, suffix of its rows)
     variants = {
         "paper": (cfg, ""),
         "stage2-only": (replace(cfg, stage1=False), None),
-        "rig": (replace(cfg, rig_shifts=shifts, rig_weight=weight), "_rig"),
+        "rig": (args.calibration, "_rig"),
     }
-    unknown = set(chosen) - set(variants)
-    if unknown:
-        raise SystemExit(f"unknown --variants {sorted(unknown)}: choose from {list(variants)}")
     variants = {k: v for k, v in variants.items() if k in chosen}
-    if args.offsets:
-        offsets = tuple(float(x) for x in args.offsets.split(","))
-        variants["offsets"] = (replace(cfg, offsets=offsets), "_offsets")
+    if args.search_offsets:
+        variants["offsets"] = (replace(cfg, offsets=tuple(args.search_offsets)), "_offsets")
+    if not variants:
+        raise ValueError("nothing to report: --only_offsets needs --search_offsets")
     base = bool(chosen)
     names = ["oracle", "oracle_scale_only"] if base else []
     for _, suffix in variants.values():
