@@ -20,12 +20,14 @@ puts its density (`density_report`), for the model card.
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from pop3d_ros.cli_config import run_command
 from pop3d_ros.training.rays import ray_observations
 from pop3d_ros.training.render import RENDEROCC_DENSITY_CUT, density_threshold_value
 
@@ -130,33 +132,41 @@ def calibrate_checkpoint(src, prepared, dst, frames: int = 8, fixed: float | Non
     return {"threshold": best, "train_ray_iou": round(table[best], 4)}
 
 
+@dataclass
+class DensityCalibrationCommand:
+    """Writes a density model's checkpoint with its occupancy threshold chosen on training
+    frames (label-free, module doc), or with --report prints its density per z layer."""
+
+    checkpoint: str  # the density model's checkpoint
+    prepared: str  # the run's prepared training frames
+    out: str = ""  # checkpoint to write with the chosen threshold (not with --report)
+    report: bool = False  # print the density per layer instead (JSON)
+    frames: int = 8  # training frames used, spread over the run's frames
+    # write this threshold instead of the best one (a number, or 'renderocc' for RenderOcc's
+    # published cut); the IoU table is still recorded
+    threshold: str = ""
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    prog = "python -m pop3d_ros.training.density_calibration"
+    return run_command(DensityCalibrationCommand, argv, prog, _run)
+
+
+def _run(args: DensityCalibrationCommand) -> int:
     from pop3d_ros.model.checkpoint import load_model
     from pop3d_ros.training.frames import PreparedFrames
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--prepared", required=True, help="the run's prepared training frames")
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--out", help="checkpoint to write with the chosen threshold")
-    what.add_argument(
-        "--report", action="store_true", help="print the density per layer instead (JSON)"
-    )
-    p.add_argument("--frames", type=int, default=8, help="training frames used (spread)")
-    p.add_argument(
-        "--threshold",
-        help="write this threshold instead of the best one (a number, or 'renderocc' for "
-        "RenderOcc's published cut); the IoU table is still recorded",
-    )
-    args = p.parse_args(argv)
+    if args.report == bool(args.out):
+        raise ValueError("give --out (write the calibrated checkpoint) or --report, not both")
     if not args.report:
-        fixed = None if args.threshold is None else density_threshold_value(args.threshold)
+        fixed = density_threshold_value(args.threshold) if args.threshold else None
         result = calibrate_checkpoint(args.checkpoint, args.prepared, args.out, args.frames, fixed)
         print(json.dumps(result))
         return 0
     model, _ = load_model(args.checkpoint)
     if model.cfg.heads.occupancy_output != "density":
-        raise SystemExit(f"{args.checkpoint}: not a density model (nothing to report)")
+        raise ValueError(f"{args.checkpoint}: not a density model (nothing to report)")
     data = PreparedFrames(args.prepared)
     pick = np.linspace(0, len(data) - 1, min(args.frames, len(data))).round().astype(int)
     print(json.dumps(density_report(model, (data[int(i)] for i in pick))))
