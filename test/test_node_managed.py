@@ -210,10 +210,11 @@ def _stamped_markers(markers, cloud_msg):
 # -- work only for what is watched ----------------------------------------------------------------
 def test_unwatched_node_idles_and_still_answers(ros_node, node_process, tmp_path):
     """No subscriber: for ten seconds of six streaming cameras the node decodes and runs
-    nothing (it only keeps the newest set), and a query then runs one inference on it. What
-    idling saves in CPU is a benchmark figure (`make bench`: idle_vs_watched_cpu): the cost
-    of receiving the images over DDS, which remains, depends on the transport a machine
-    gets (shared memory or UDP)."""
+    nothing (it only keeps the newest set) and its CPU time stays near zero, and a query then
+    runs one inference on the latest set. Receiving the images remains; its cost depends on
+    the machine and the DDS transport it gets (CI: about 0.5 of a core for these streams
+    with rclpy's MultiThreadedExecutor, hence the EventsExecutor). The side-by-side figure is
+    `make bench`'s idle_vs_watched_cpu."""
     write_tiny_checkpoint(tmp_path / "model.pt", occupancy_bias=2.0)
     diag = ros_node.collect(DiagnosticArray, "/diagnostics")
     proc = start_node(node_process, tmp_path, model_dir=str(tmp_path))
@@ -250,6 +251,7 @@ def test_unwatched_node_idles_and_still_answers(ros_node, node_process, tmp_path
         # Nothing was decoded or inferred; receiving (a size check per image) is all it did.
         assert float(values["receive_ms"]) > 0
         assert "convert_ms" not in values and "inference_ms" not in values
+        assert share < 0.25, f"{100 * share:.1f} % of a core while idle"
         stop.set()
         thread.join(5.0)
         # One more set, known to have arrived (the matcher counted it) before the query.

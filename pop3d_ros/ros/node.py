@@ -63,6 +63,24 @@ def _arguments(args) -> argparse.Namespace:
     return parser.parse_args(remove_ros_args(args=args if args is not None else sys.argv)[1:])
 
 
+def make_executor(threads: int):
+    """rclpy's EventsExecutor where this rclpy has it (Jazzy 7.1+), else a MultiThreadedExecutor.
+
+    Six camera streams bring the node over a hundred messages a second, each cheap for the
+    node itself (a size check; decoding waits for the worker). The MultiThreadedExecutor's
+    own cost per message (wait-set rebuild, thread-pool hand-off) made it the node's largest
+    CPU cost when nothing else runs: 21 % of a core vs 4 % with the EventsExecutor, for the
+    same six 320x180 streams at 10 Hz on an idle node (measured side by side, shared
+    memory transport). Inference runs on the node's worker thread either way, so a single
+    callback thread suffices: a query's inference delays image callbacks, which DDS queues.
+    """
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError:
+        return MultiThreadedExecutor(num_threads=threads)
+    return EventsExecutor()
+
+
 def main(args=None) -> int:
     # rclpy's own signal handler shuts the context down at once, while the worker may still be
     # publishing a result. With Python's handlers, SIGINT and SIGTERM (what launch, systemd and
@@ -87,7 +105,7 @@ def main(args=None) -> int:
         else:
             node = OccupancyNode()
         threads = NodeParams(threads=int(node.get_parameter("threads").value)).thread_plan[1]
-        executor = MultiThreadedExecutor(num_threads=threads)
+        executor = make_executor(threads)
         executor.add_node(node)
         while rclpy.ok():
             executor.spin_once(timeout_sec=SPIN_PERIOD_S)

@@ -88,9 +88,10 @@ class NodeParams:
         """(inference threads, executor threads) for `threads`.
 
         Inference (ONNX Runtime intra-op pool, or torch) gets `threads` cores, 0 = all. The
-        executor runs only cheap callbacks (images are kept unconverted until the worker runs
-        them), so it needs no more threads than that: `threads`, but at least two (one for
-        images, one so the query service answers during a burst of images).
+        executor threads apply only where rclpy has no EventsExecutor (node.make_executor):
+        callbacks are cheap (images are kept unconverted until the worker runs them), so no
+        more than `threads`, but at least two (one for images, one so the query service
+        answers during a burst of images).
         """
         n = self.threads or os.cpu_count() or 1
         return n, max(2, n)
