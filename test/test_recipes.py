@@ -181,3 +181,28 @@ def test_help_is_grouped_by_component_and_each_group_fits_a_screen():
     expected = {"model", "data", "teacher", "train", "loss", "occupancy", "render", "vfm", "eval"}
     assert expected <= set(groups)
     assert max(groups.values()) <= 50, groups
+
+
+@pytest.mark.slow
+def test_a_resumed_stage_keeps_the_lineage_of_its_starting_weights(tmp_path, capsys):
+    """A stage resumed from last.pt (its weights from there, not from init_from) still names
+    the earlier stages in its checkpoint, so the release lists every stage that made it."""
+    import shutil
+
+    from pop3d_ros.cli import main
+    from pop3d_ros.model.checkpoint import read_checkpoint
+
+    out = tmp_path / "run"
+    flags = ["--recipe", "default", *TINY, "--out", str(out)]
+    assert main(["train", *flags]) == 0
+    # Stage B interrupted after its last checkpoint: its result and what follows are gone.
+    (out / "B" / "model.pt").unlink()
+    shutil.rmtree(out / "C")
+    (out / "model.pt").unlink()
+    capsys.readouterr()
+    assert main(["train", *flags]) == 0
+    assert " B: resume" in capsys.readouterr().out
+    lineage = read_checkpoint(out / "B" / "model.pt")["meta"]["earlier_stages"]
+    assert [Path(s["checkpoint"]) for s in lineage] == [out / "A" / "model.pt"]
+    release = read_checkpoint(out / "model.pt")["meta"]["earlier_stages"]
+    assert [Path(s["checkpoint"]).parent.name for s in release] == ["A", "B"]

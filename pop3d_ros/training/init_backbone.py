@@ -54,6 +54,12 @@ def init_weights(model, model_cfg, path) -> list[dict]:
         model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: {str(exc).splitlines()[0]}") from exc
+    return lineage(ckpt, path)
+
+
+def lineage(ckpt: dict, path) -> list[dict]:
+    """The training stages that made a checkpoint's weights, oldest first: its own
+    earlier_stages, then its own run."""
     meta = ckpt.get("meta", {})
     stage = {k: meta.get(k) for k in ("command", "step", "train_seconds", "strategy")}
     return [*meta.get("earlier_stages", []), {"checkpoint": str(path), **stage}]

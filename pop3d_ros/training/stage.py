@@ -209,7 +209,12 @@ def train_stage(
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg)
     earlier_stages = []
-    if s.init_from and not resume:
+    if s.init_from and resume:  # the weights come from last.pt; their lineage still counts
+        from pop3d_ros.model.checkpoint import read_checkpoint
+        from pop3d_ros.training.init_backbone import lineage
+
+        earlier_stages = lineage(read_checkpoint(s.init_from), s.init_from)
+    elif s.init_from:
         from pop3d_ros.training.init_backbone import init_weights
 
         earlier_stages = init_weights(model, model_cfg, s.init_from)
