@@ -1,5 +1,5 @@
 """`pop3d play`: publish a rendered or on-the-fly synthetic drive, or a recorded rosbag2 MCAP
-directory (`--bag`, e.g. from `pop3d export-bag`), as six camera topics."""
+directory (`--bag`, e.g. from `pop3d export-bag`), as six camera topics and /odom."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--jitter", type=float, default=0.0, help="per-camera stamp jitter, s")
     parser.add_argument("--drop", nargs="*", default=[], help="cameras never published")
     parser.add_argument("--drop-prob", type=float, default=0.0, help="chance to skip an image")
+    parser.add_argument("--odom-topic", default="/odom", help="nav_msgs/Odometry of the ego "
+                        "poses, before each camera set ('' = none)")  # fmt: skip
     parser.add_argument("--ack-timeout", type=float, default=0.1, help="reliable: after each "
                         "image wait up to this long (s) for every subscriber's ack; 0 = don't "
                         "(see PlaybackConfig.ack_timeout_s)")  # fmt: skip
@@ -106,7 +108,7 @@ def run(args) -> int:
             reliability="best_effort" if args.best_effort else "reliable",
             restamp=not args.sample_stamps, jitter_s=args.jitter,
             drop_cameras=tuple(args.drop), drop_prob=args.drop_prob,
-            ack_timeout_s=args.ack_timeout,
+            ack_timeout_s=args.ack_timeout, odom_topic=args.odom_topic,
         )  # fmt: skip
         if args.frames < 1:
             raise ValueError("--frames must be >= 1")
