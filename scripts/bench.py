@@ -275,6 +275,8 @@ def print_table(results: dict) -> None:
          f"{results['query_ms_cold_open_clip']:.1f} / {results['query_ms_cached_open_clip']:.3f}"),
         ("model GFLOP/s / matmul GFLOP/s", f"{results['model_gflops_fraction_of_matmul']:.3f}"),
         ("synthetic render (s per frame)", f"{results['render_s_per_frame']:.2f}"),
+        ("map update per camera set, 64x64x8 grid (ms)", f"{results['map_update_ms']:.1f}"),
+        ("map query over 100k occupied voxels (ms)", f"{results['map_query_ms']:.1f}"),
     ]  # fmt: skip
     rows += [
         ("node rate, six 12 Hz streams at the model's input size (Hz)",
@@ -300,10 +302,14 @@ def main(argv=None) -> int:
     parser.add_argument("--render-frames", type=int, default=3)
     parser.add_argument("--node-seconds", type=float, default=30.0, help="node rate window")
     parser.add_argument("--eval-frames", type=int, default=8, help="held-out frames, int8 IoU")
+    parser.add_argument(
+        "--map-long-frames", type=int, default=2000, help="camera sets of the map's long drive"
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
     from bench_deploy import bench_int8, bench_lazy_conversion
+    from bench_map import bench_map
     from bench_node import node_rate
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -328,6 +334,8 @@ def main(argv=None) -> int:
         markers = bench_markers(result.centres, result.probabilities,
                                 runtime.config.voxel_grid.z_range, args.repeat)  # fmt: skip
         matmul = bench_matmul_fraction(runtime, backends["torch"]["encoder"]["median_ms"])
+        print("[bench] map: update, query over 100k voxels, long drive", flush=True)
+        mapping = bench_map(extra["pipeline"], args.repeat, args.map_long_frames)
         render = bench_render(args.render_frames)
         model_hw = tuple(runtime.config.image_size)
         runtime.close()
@@ -355,6 +363,8 @@ def main(argv=None) -> int:
         "query_ms_cached_open_clip": query_clip["cached"]["median_ms"],
         "model_gflops_fraction_of_matmul": matmul["model_gflops_fraction_of_matmul"],
         "render_s_per_frame": render["total_s"],
+        "map_update_ms": mapping["map_update_ms"],
+        "map_query_ms": mapping["map_query_ms"],
         "node_stage_ms": {k: v["median_ms"] for k, v in stages.items()},
         "details": {
             "backends": backends,
@@ -366,6 +376,7 @@ def main(argv=None) -> int:
             "query_open_clip_vit_b_32": query_clip,
             "matmul": matmul,
             "render": render,
+            "map": mapping["details"],
             "node_stages": stages,
             "occupied_voxels": extra["occupied_voxels"],
             "tensorrt": "not measured: no GPU / TensorRT on this machine",

@@ -16,6 +16,7 @@ def camera(position, width=21, f=10.0):
 def unit_config(**kw):
     """1 m voxels on a lattice through the origin, one voxel per block (exact eviction)."""
     kw.setdefault("visibility", "all")
+    kw.setdefault("range_scale_m", 0.0)  # every observation at full weight unless a test asks
     return MapConfig(voxel_size=1.0, origin=0.0, block_size=1, **kw)
 
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from mapping_fixtures import camera, frame, log_odds, unit_config
 
+from pop3d_ros.geometry.camera import PinholeCamera
 from pop3d_ros.geometry.grid import VoxelGrid
-from pop3d_ros.geometry.transforms import make_transform, yaw_rotation
+from pop3d_ros.geometry.transforms import OPTICAL_TO_BODY, make_transform, yaw_rotation
 from pop3d_ros.mapping import OnlineMap
 from pop3d_ros.mapping.visibility import RayVisibility, walk_rays
 
@@ -35,6 +36,22 @@ def test_log_odds_fusion_adds_clips_and_clamps():
     assert m.stats()["occupied_voxels"] == 2
 
 
+def test_free_evidence_is_weighted_by_range():
+    grid = VoxelGrid((20, 22), (0, 1), (0, 1), (2, 1, 1))
+    m = OnlineMap(unit_config(range_scale_m=10.0, range_free_only=True))
+    # map voxels (20, 0, 0) and (21, 0, 0), centres (20.5, 0.5) and (21.5, 0.5): squared
+    # distances 420.5 and 462.5 m^2 from the ego; weights 1 / (1 + 4.205) = 0.192123 and
+    # 1 / (1 + 4.625) = 0.177778; occupied evidence keeps its full weight
+    grid_frame = frame(grid, [0.2, 0.8])
+    m.integrate(grid_frame, np.eye(4), 1.0)
+    got = log_odds(m, (20, 0, 0), (21, 0, 0))
+    np.testing.assert_allclose(got, [-0.192123 * LN4, LN4], atol=1e-5)
+    both = OnlineMap(unit_config(range_scale_m=10.0, range_free_only=False))
+    both.integrate(grid_frame, np.eye(4), 1.0)
+    got = log_odds(both, (20, 0, 0), (21, 0, 0))
+    np.testing.assert_allclose(got, [-0.192123 * LN4, 0.177778 * LN4], atol=1e-5)
+
+
 def test_map_voxels_read_the_frame_voxel_holding_their_centre():
     grid = VoxelGrid((0, 2), (0, 1), (0, 1), (2, 1, 1))
     m = OnlineMap(unit_config())
@@ -57,7 +74,9 @@ def test_visibility_rule_keeps_what_a_wall_hides():
     cam = camera((0.5, 1.5, 1.5))
     prob = np.full(grid.shape, 0.2, np.float32)
     prob[4] = 0.9  # a wall filling the grid's section; its front face is the plane x = 4
-    m = OnlineMap(unit_config(visibility="rays", ray_spacing_deg=2.0))
+    m = OnlineMap(
+        unit_config(visibility="rays", ray_spacing_deg=2.0, occlusion="first", occlusion_limit=1)
+    )
     m.integrate(frame(grid, prob, [cam]), np.eye(4), 1.0)
     # seen free in front of the wall (logit 0.2 = -ln 4), the wall seen (ln 9), behind unknown
     got = log_odds(m, (1, 1, 1), (3, 1, 1), (4, 1, 1), (4, 0, 2), (5, 1, 1), (7, 2, 0))
@@ -72,7 +91,9 @@ def test_visibility_rule_keeps_what_a_wall_hides():
 def test_occluded_voxels_keep_their_state():
     grid = wall_grid()
     cam = camera((0.5, 1.5, 1.5))
-    m = OnlineMap(unit_config(visibility="rays", ray_spacing_deg=2.0))
+    m = OnlineMap(
+        unit_config(visibility="rays", ray_spacing_deg=2.0, occlusion="first", occlusion_limit=1)
+    )
     first = np.full(grid.shape, 0.2, np.float32)
     first[6, 1, 1] = 0.9  # a car, seen
     m.integrate(frame(grid, first, [cam]), np.eye(4), 1.0)
@@ -96,13 +117,17 @@ def test_a_wall_on_a_voxel_face_stops_the_ray_that_runs_along_it():
     cam = camera((0.5, 1.5, 2.0))
     low = np.full(grid.shape, 0.2, np.float32)
     low[4, 1, 1] = 0.9
-    m = OnlineMap(unit_config(visibility="rays", ray_spacing_deg=2.0))
+    m = OnlineMap(
+        unit_config(visibility="rays", ray_spacing_deg=2.0, occlusion="first", occlusion_limit=1)
+    )
     m.integrate(frame(grid, low, [cam]), np.eye(4), 1.0)
     got = log_odds(m, (6, 1, 2), (6, 1, 1))
     assert got[0] == pytest.approx(-LN4, abs=1e-5) and got[1] is None
     both = low.copy()
     both[4, 1, 2] = 0.9
-    m2 = OnlineMap(unit_config(visibility="rays", ray_spacing_deg=2.0))
+    m2 = OnlineMap(
+        unit_config(visibility="rays", ray_spacing_deg=2.0, occlusion="first", occlusion_limit=1)
+    )
     m2.integrate(frame(grid, both, [cam]), np.eye(4), 1.0)
     assert log_odds(m2, (6, 1, 2), (6, 1, 1), (4, 1, 2)) == [None, None, pytest.approx(LN9)]
 
@@ -111,11 +136,12 @@ def test_a_ray_through_a_corner_does_not_slip_between_diagonal_voxels():
     grid = VoxelGrid((0, 6), (0, 6), (0, 1), (6, 6, 1))
     origin = np.array([0.5, 0.5, 0.5])
     diag = np.array([[1.0, 1.0, 0.0]]) / np.sqrt(2)
-    cells, starts = walk_rays(origin, diag, grid)
+    cells, starts, entry = walk_rays(origin, diag, grid)
     ij = np.stack(np.unravel_index(cells, grid.shape), 1)[:, :2]
     # 6-connected: every step changes one axis by one; on the exact tie x steps first
     assert (np.abs(np.diff(ij, axis=0)).sum(1) == 1).all()
     assert ij[:4].tolist() == [[0, 0], [1, 0], [1, 1], [2, 1]]
+    assert entry[:3].tolist() == [0, 1, 1]  # START, then sideways (x or y) steps
     vis = RayVisibility(grid, [(origin, diag)])
     occ = np.zeros(grid.shape, bool)
     occ[1, 2, 0] = occ[2, 1, 0] = True  # a diagonal wall; the ray passes their shared corner
@@ -127,7 +153,9 @@ def test_a_ray_through_a_corner_does_not_slip_between_diagonal_voxels():
 def test_voxels_outside_every_frustum_are_not_updated():
     grid = wall_grid()
     cam = camera((2.5, 1.5, 1.5))  # looks along +x from voxel (2, 1, 1)
-    m = OnlineMap(unit_config(visibility="rays", ray_spacing_deg=2.0))
+    m = OnlineMap(
+        unit_config(visibility="rays", ray_spacing_deg=2.0, occlusion="first", occlusion_limit=1)
+    )
     m.integrate(frame(grid, np.full(grid.shape, 0.2), [cam]), np.eye(4), 1.0)
     assert log_odds(m, (0, 1, 1), (1, 1, 1)) == [None, None]  # behind the camera
     assert log_odds(m, (5, 1, 1)) == pytest.approx([-LN4], abs=1e-5)
@@ -201,3 +229,41 @@ def test_refused_sets_leave_the_map_untouched():
         assert not report.accepted and why in report.reason
     np.testing.assert_array_equal(m.store.log_odds, before)
     assert m.frames_integrated == 1
+
+
+def test_surface_rule_runs_over_the_road_but_not_through_walls():
+    # A road layer (z in [0, 1)) under free air; the camera 1.5 m above the road's top, looking
+    # along +x and down. Rays land on the road from above far away at a shallow angle: the
+    # first voxel they land on is seen under either rule, the next ones only under "surface".
+    grid = VoxelGrid((0, 40), (0, 1), (0, 4), (40, 1, 4))
+    cam = PinholeCamera(np.array([[10.0, 0, 10], [0, 10.0, 10], [0, 0, 1]]),
+                        make_transform(OPTICAL_TO_BODY @ pitch_down(0.3), [0.5, 0.5, 2.5]),
+                        21, 21)  # fmt: skip
+    prob = np.full(grid.shape, 0.1, np.float32)
+    prob[:, :, 0] = 0.9  # the road's layer
+    vis = RayVisibility.for_cameras(grid, [cam], 1.0)
+    occ = prob >= 0.5
+    first = vis.visible(occ, "first", 1).reshape(grid.shape)
+    surface = vis.visible(occ, "surface", 40).reshape(grid.shape)
+    assert surface[:, 0, 0].sum() > first[:, 0, 0].sum() + 5
+    assert (surface >= first).all()  # the surface rule sees at least what the first one does
+    # a wall standing on the road at x = 20 (layers 1-3): met sideways, nothing behind it
+    walled = occ.copy()
+    walled[20, 0, 1:] = True
+    seen = vis.visible(walled, "surface", 40).reshape(grid.shape)
+    assert seen[20, 0, 1] and not seen[21:, 0, 1:].any()
+    # nothing below the road is ever seen: a step down out of it stops the ray
+    deep = VoxelGrid((0, 40), (0, 1), (-1, 4), (40, 1, 5))
+    vis = RayVisibility.for_cameras(deep, [cam], 1.0)
+    below = np.zeros(deep.shape, bool)
+    below[:, :, 1] = True  # the road layer is now z index 1; z index 0 lies under it
+    assert not vis.visible(below, "surface", 40).reshape(deep.shape)[:, :, 0].any()
+    with pytest.raises(ValueError, match="rule"):
+        vis.visible(below, "nearest", 1)
+
+
+def pitch_down(angle):
+    """Rotation about the optical x axis that turns the optical axis (z) towards +y (down in
+    the image) by `angle`: cam_to_ego = OPTICAL_TO_BODY @ this looks down."""
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[1.0, 0, 0], [0, c, s], [0, -s, c]])

@@ -72,11 +72,12 @@ def test_radius_and_feature_bounds():
 def test_bytes_per_voxel_are_counted():
     s = VoxelStore(1.0, 0.0, block_size=8, feature_dim=512)
     s.ensure([[0, 0, 0]])
-    assert VOXEL_BYTES == 10 and feature_bytes(512) == 1040
+    # log-odds 4 + updates 2 + feature row 4; bf16 x 512 + weight 4 + norm 4 + owner 8 + centre 12
+    assert VOXEL_BYTES == 10 and feature_bytes(512) == 1052
     per_block = 512 * 10 + 24 + 8 + 8 + 1
     assert s.nbytes() == per_block
     s.fuse_features(s.find([[0, 0, 0]]), np.ones((1, 512), np.float32), [1.0], 5.0)
-    assert s.nbytes() == per_block + 1040
+    assert s.nbytes() == per_block + 1052
 
 
 def test_released_feature_rows_keep_the_pool_dense():
@@ -92,3 +93,4 @@ def test_released_feature_rows_keep_the_pool_dense():
     assert left[0] == -1 and left[2] == -1 and sorted(left[[1, 3]].tolist()) == [0, 1]
     np.testing.assert_allclose(s.feature_values(left[[1, 3]]), vecs[[1, 3]])
     np.testing.assert_array_equal(s.feature_owner[left[[1, 3]]], addr[[1, 3]])
+    np.testing.assert_allclose(s.feature_centre[left[[1, 3]]], [[1.5, 0.5, 0.5], [1.5, 1.5, 0.5]])

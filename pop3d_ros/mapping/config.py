@@ -41,18 +41,21 @@ class MapConfig:
     observation_weight: float = 1.0  # multiplies the per-frame logit (trust in one frame)
     # > 0: a voxel's observation also counts 1 / (1 + (d / range_scale_m)^2), d = its
     # horizontal distance from the ego (m): predictions miss more the farther they look.
-    range_scale_m: float = 0.0
-    range_free_only: bool = False  # apply the range weight to free evidence (logit < 0) only
+    range_scale_m: float = 15.0
+    range_free_only: bool = True  # apply the range weight to free evidence (logit < 0) only
     # Visibility rule: "rays" updates the voxels the cameras' rays reach up to and including
     # the first voxel this frame predicts occupied (frustum + occlusion); "frustum" every
     # voxel inside a camera frustum; "all" every voxel of the frame's grid (the naive map).
     visibility: str = "rays"
     ray_spacing_deg: float = 1.0  # angle between neighbouring camera rays (degrees)
     occluder_p: float = 0.5  # P(occupied) from which a voxel of the frame stops a ray
-    # A ray stops at its k-th voxel the frame predicts occupied; what lies behind is
-    # occluded. A voxel is occupied when any surface lies in it, so a ray grazing the
-    # ground crosses several occupied voxels before it meets the ground itself.
-    surface_voxels: int = 1
+    # How occupied voxels stop a ray (visibility.RayVisibility.visible): "first" = at the
+    # `occlusion_limit`-th occupied voxel it meets; "surface" = at an occupied voxel met
+    # sideways or from below, or on stepping down out of occupied voxels it landed on from
+    # above (a voxel holding the road is occupied, yet a ray grazing the road crosses
+    # several such voxels before it meets the road), crossing at most `occlusion_limit`.
+    occlusion: str = "surface"
+    occlusion_limit: int = 8
     # Language layer.
     language_every: int = 1  # fuse language features on every k-th integrated frame
     feature_weight_max: float = 20.0  # the running mean's weight stops growing here (memory)
@@ -82,8 +85,10 @@ class MapConfig:
             raise ValueError("observation_weight and feature_weight_max must be > 0")
         if not 1 <= int(self.block_size) <= 32:
             raise ValueError(f"block_size must be in [1, 32], got {self.block_size}")
-        if int(self.surface_voxels) < 1:
-            raise ValueError(f"surface_voxels must be >= 1, got {self.surface_voxels}")
+        if self.occlusion not in ("first", "surface"):
+            raise ValueError(f"occlusion must be first or surface, got {self.occlusion!r}")
+        if int(self.occlusion_limit) < 1:
+            raise ValueError(f"occlusion_limit must be >= 1, got {self.occlusion_limit}")
         if int(self.language_every) < 1:
             raise ValueError(f"language_every must be >= 1, got {self.language_every}")
         if self.ray_spacing_deg <= 0:

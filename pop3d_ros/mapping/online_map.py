@@ -184,7 +184,7 @@ class OnlineMap:
         if c.visibility == "frustum":
             return vis.frustum
         occluders = np.asarray(frame.probability).reshape(-1) >= c.occluder_p
-        return vis.visible(occluders, int(c.surface_voxels))
+        return vis.visible(occluders, c.occlusion, int(c.occlusion_limit))
 
     def _pull(self, grid, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Map voxels (M, 3) whose centres lie in the frame's grid, and those grid voxels' flat
@@ -373,8 +373,7 @@ class OnlineMap:
         occ = s.log_odds.reshape(-1)[owners] > self.config.occupied_log_odds
         norms = np.maximum(s.feature_norm[:n], 1e-12)
         scores = (dots / norms)[occ].astype(np.float32)
-        centres = s.voxel_centres(s.address_index(owners[occ])).astype(np.float32)
-        return scores, centres
+        return scores, s.feature_centre[:n][occ]
 
     def costmap(self, config=None) -> Costmap:
         """The nav_msgs/OccupancyGrid projection of the map (costmap.py)."""

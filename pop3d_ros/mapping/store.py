@@ -11,11 +11,11 @@ address, i.e. a view of the same store:
 - language: `feature_row` int32 into a dense pool of running-mean features, stored as
   bfloat16 (2 bytes per channel, like fp16, but converted and multiplied by the CPU's
   native bf16 instructions: a query over 100k voxels reads the pool once), with the mean's
-  weight, its norm and the owning address per row. The pool stays dense (a released row is
-  filled with the last one), so a query multiplies exactly the live rows.
+  weight, its norm, the owning address and its centre per row. The pool stays dense (a
+  released row is filled with the last one), so a query multiplies exactly the live rows.
 
 State per voxel: `VOXEL_BYTES` = 10 bytes; per voxel with a language feature another
-`feature_bytes(D)` = 2 D + 16 bytes (1040 bytes for D = 512).
+`feature_bytes(D)` = 2 D + 28 bytes (1052 bytes for D = 512).
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ UPDATES_MAX = np.iinfo(np.uint16).max
 
 
 def feature_bytes(dim: int) -> int:
-    """Bytes of one language feature row: bf16 channels, weight, norm (float32), owner (int64)."""
-    return 2 * int(dim) + 4 + 4 + 8
+    """Bytes of one language feature row: bf16 channels, weight and norm (float32), owner
+    address (int64), the owner's centre (3 float32, so a query never recomputes it)."""
+    return 2 * int(dim) + 4 + 4 + 8 + 12
 
 
 def pack_blocks(coords: np.ndarray) -> np.ndarray:
@@ -94,6 +95,7 @@ class VoxelStore:
         self.feature_weight = np.zeros(0, np.float32)
         self.feature_norm = np.zeros(0, np.float32)
         self.feature_owner = np.zeros(0, np.int64)
+        self.feature_centre = np.zeros((0, 3), np.float32)
         self.num_features = 0
 
     def set_feature_dim(self, dim: int) -> None:
@@ -105,6 +107,7 @@ class VoxelStore:
         self.feature_weight = np.zeros(0, np.float32)
         self.feature_norm = np.zeros(0, np.float32)
         self.feature_owner = np.zeros(0, np.int64)
+        self.feature_centre = np.zeros((0, 3), np.float32)
 
     @property
     def num_blocks(self) -> int:
@@ -259,6 +262,7 @@ class VoxelStore:
             rows[new] = fresh
             flat_rows[addresses[new]] = fresh
             self.feature_owner[fresh] = addresses[new]
+            self.feature_centre[fresh] = self.voxel_centres(self.address_index(addresses[new]))
             self.feature_weight[fresh] = 0.0
             self.feature_norm[fresh] = 0.0
             self.num_features = end
@@ -272,6 +276,9 @@ class VoxelStore:
         self.feature_weight = np.concatenate([self.feature_weight, np.zeros(extra, np.float32)])
         self.feature_norm = np.concatenate([self.feature_norm, np.zeros(extra, np.float32)])
         self.feature_owner = np.concatenate([self.feature_owner, np.zeros(extra, np.int64)])
+        self.feature_centre = np.concatenate(
+            [self.feature_centre, np.zeros((extra, 3), np.float32)]
+        )
 
     def fuse_features(self, addresses, features, weights, weight_max: float) -> None:
         """Confidence-weighted running mean: f <- (W f + w x) / (W + w), W <- min(W + w,
@@ -311,6 +318,7 @@ class VoxelStore:
             self.feature_weight[holes] = self.feature_weight[tail]
             self.feature_norm[holes] = self.feature_norm[tail]
             self.feature_owner[holes] = self.feature_owner[tail]
+            self.feature_centre[holes] = self.feature_centre[tail]
             self.feature_row.reshape(-1)[self.feature_owner[holes]] = holes
         self.num_features = new_n
 

@@ -39,10 +39,15 @@ def camera_rays(camera, spacing_deg: float) -> np.ndarray:
     return d / np.linalg.norm(d, axis=1, keepdims=True)
 
 
-def walk_rays(origin, dirs, grid: VoxelGrid) -> tuple[np.ndarray, np.ndarray]:
+START, SIDE, DOWN, UP = 0, 1, 2, 3  # how a ray entered a voxel: first voxel, x/y step, z step
+
+
+def walk_rays(origin, dirs, grid: VoxelGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The voxels each ray from `origin` along `dirs` (R, 3) crosses inside `grid`, in order.
 
-    Returns (cells int32 (E,) flat voxel indices, ray by ray; starts int64 (R + 1,) offsets).
+    Returns (cells int32 (E,) flat voxel indices, ray by ray; starts int64 (R + 1,) offsets;
+    entry int8 (E,) how the ray entered each voxel: START, SIDE (an x or y step), DOWN or UP
+    (a z step; the grid's z is up, as base_link's)).
     A 6-connected walk (Amanatides & Woo, stepping one axis at a time on ties, x before y
     before z). A ray starting outside the grid starts where it enters it.
     """
@@ -73,6 +78,7 @@ def walk_rays(origin, dirs, grid: VoxelGrid) -> tuple[np.ndarray, np.ndarray]:
     strides = np.array([shape[1] * shape[2], shape[2], 1], np.int64)
     active = ok.copy()
     records = [np.where(active, cell @ strides, -1)]
+    kinds = [np.full(r, START, np.int8)]
     rows = np.arange(r)
     for _ in range(int(shape.sum()) + 3):
         if not active.any():
@@ -82,11 +88,13 @@ def walk_rays(origin, dirs, grid: VoxelGrid) -> tuple[np.ndarray, np.ndarray]:
         t_max[rows, axis] += t_delta[rows, axis]
         active &= np.all((cell >= 0) & (cell < shape), axis=1)
         records.append(np.where(active, cell @ strides, -1))
+        kind = np.where(axis < 2, SIDE, np.where(step[rows, 2] < 0, DOWN, UP))
+        kinds.append(kind.astype(np.int8))
     walk = np.stack(records, axis=1)
     valid = walk >= 0
     counts = valid.sum(1)
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return walk[valid].astype(np.int32), starts
+    return walk[valid].astype(np.int32), starts, np.stack(kinds, axis=1)[valid]
 
 
 class RayVisibility:
@@ -95,18 +103,21 @@ class RayVisibility:
     def __init__(self, grid: VoxelGrid, rays):
         """`rays`: (origin (3,), unit directions (R, 3)) pairs in the grid's frame."""
         self.grid = grid
-        cells, starts, offset = [], [np.zeros(1, np.int64)], 0
+        cells, entry, starts, offset = [], [], [np.zeros(1, np.int64)], 0
         for origin, dirs in rays:
-            c, s = walk_rays(origin, dirs, grid)
+            c, s, e = walk_rays(origin, dirs, grid)
             cells.append(c)
+            entry.append(e)
             starts.append(s[1:] + offset)
             offset += c.size
         self.cells = np.concatenate(cells) if cells else np.zeros(0, np.int32)
+        self.entry = np.concatenate(entry) if entry else np.zeros(0, np.int8)
         starts = np.concatenate(starts)
         lengths = np.diff(starts)
         keep = lengths > 0
         self.starts = starts[:-1][keep]
         self.lengths = lengths[keep]
+        self.last = self.starts + self.lengths - 1
         self.frustum = np.zeros(grid.num_voxels, bool)
         self.frustum[self.cells] = True
 
@@ -120,10 +131,17 @@ class RayVisibility:
     def num_rays(self) -> int:
         return int(self.starts.size)
 
-    def visible(self, occupied: np.ndarray, stop_at: int = 1) -> np.ndarray:
-        """bool (num_voxels,): voxels some ray reaches up to and including its `stop_at`-th
-        occupied voxel (1: the first, the surface). `occupied`: bool (num_voxels,) or
-        (X, Y, Z), this frame's occluders. A camera's own voxel never stops its rays."""
+    def visible(self, occupied: np.ndarray, rule: str = "first", limit: int = 1) -> np.ndarray:
+        """bool (num_voxels,): the voxels the rays reach, given this frame's occluders
+        `occupied` (bool, num_voxels or X, Y, Z). A camera's own voxel never stops its rays.
+
+        rule "first": a ray sees up to and including its `limit`-th occupied voxel (1: the
+        first, the surface). rule "surface": a ray sees an occupied voxel it enters sideways
+        or from below and stops there (a wall, a car's side); one it lands on from above (a
+        horizontal surface lies inside: the road, a roof) it crosses, running over the
+        occupied voxels of that surface, and stops before it steps down out of them (below
+        the surface); it never crosses more than `limit` occupied voxels.
+        """
         n = self.grid.num_voxels
         occ = np.take(np.asarray(occupied, bool).reshape(-1), self.cells)
         occ[self.starts] = False
@@ -131,9 +149,23 @@ class RayVisibility:
         # but a difference within one ray (at most sum(grid.shape) entries) stays exact.
         before = np.cumsum(occ, dtype=np.int16)
         before -= occ.view(np.int8)
-        base = np.repeat(before[self.starts], self.lengths)
-        before -= base
-        target = np.where(before < stop_at, self.cells, n)  # n: a sink for blocked entries
+        before -= np.repeat(before[self.starts], self.lengths)
+        blocked = before >= limit
+        if rule == "surface":
+            prev = np.empty_like(occ)
+            prev[1:] = occ[:-1]
+            prev[self.starts] = False
+            hit = occ & ~prev & (self.entry != DOWN)  # seen, stops the ray after it
+            hit[self.last] = False
+            stop = np.zeros(occ.size, np.int8)
+            stop[1:] = hit[:-1]
+            stop |= (prev & (self.entry == DOWN)).view(np.int8)  # stepping below: not seen
+            stops = np.cumsum(stop, dtype=np.int16)
+            stops -= np.repeat(stops[self.starts], self.lengths)
+            blocked |= stops > 0
+        elif rule != "first":
+            raise ValueError(f"unknown visibility rule {rule!r}: first or surface")
+        target = np.where(blocked, n, self.cells)  # n: a sink for blocked entries
         seen = np.zeros(n + 1, bool)
         seen[target] = True
         return seen[:n]
