@@ -108,8 +108,10 @@ def test_pop3d_eval_map_reports_the_issue_keys(tmp_path, tiny_v2):
         "retention",
         "trail_fraction",
         "occluded_kept_fraction",
-        "map_iou_full_reach",
-        "frame_iou_mean_full_reach",
+        "map_iou_own_grid",
+        "map_iou_naive_plain",
+        "retention_naive",
+        "frame_iou_mean_own_grid",
     ):
         assert report[key] is None or 0.0 <= report[key] <= 1.0, key  # fmt: skip
     assert report["map_voxels"] > 0 and report["map_bytes"] > 0 and report["map_update_ms"] > 0

@@ -61,10 +61,10 @@ def run(args) -> int:
 def build_maps(run_cfg: MapRunConfig, args) -> int:
     from tqdm import tqdm
 
+    from pop3d_ros.data.sources import parse_seeds
     from pop3d_ros.data.synthetic import SyntheticWorld, WorldConfig
     from pop3d_ros.mapping.drive import drive_frames, load_pipeline
     from pop3d_ros.mapping.online_map import OnlineMap
-    from pop3d_ros.training.sources import parse_seeds
 
     if run_cfg.data != "synthetic":
         raise ValueError(f"--data {run_cfg.data}: only synthetic drives are supported")
@@ -102,7 +102,7 @@ def write_map_ply(online_map, path, encoder=None) -> Path:
 
     class_emb = None
     if encoder is not None and online_map.num_features:
-        from pop3d_ros.training.zeroshot import class_phrase_embeddings
+        from pop3d_ros.evaluation.zeroshot import class_phrase_embeddings
 
         class_emb = dict(enumerate(class_phrase_embeddings(encoder)))
     cloud = online_map.cloud(class_emb)

@@ -1,7 +1,7 @@
 """Map files: one `.npz` read without pickle, and PLY export for Open3D / CloudCompare.
 
 `save_map` writes plain arrays plus a JSON schema (as bytes) into one npz, atomically.
-`load_map` trusts nothing in the file: the archive's member names and sizes are checked
+`read_map` trusts nothing in the file: the archive's member names and sizes are checked
 before any array is read, arrays are read with `allow_pickle=False` (an object array, i.e.
 a pickle, is refused by numpy itself), and every array's dtype, shape and values are checked
 against the schema. A crafted, truncated or foreign file raises `MapFileError` with one line
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -153,13 +153,28 @@ def _config(path, saved: dict, given: MapConfig | None) -> MapConfig:
     return given
 
 
-def load_map(path, config: MapConfig | None = None, max_bytes: int | None = None, **kwargs):
-    """An `OnlineMap` from a file written by `save_map`. `config` (optional) must have the
-    file's lattice (voxel size, origin, block size); its other settings apply from now on.
+@dataclass(frozen=True)
+class MapFile:
+    """A checked map file: the settings, the store's arrays, the counters."""
+
+    config: MapConfig
+    feature_dim: int
+    block_coords: np.ndarray  # (B, 3) int64
+    log_odds: np.ndarray  # (B, block voxels) float32
+    updates: np.ndarray  # (B, block voxels) uint16
+    feature_address: np.ndarray  # (F,) int64 into the blocks in file order
+    features: np.ndarray  # (F, D) uint16 bfloat16 bits
+    feature_weight: np.ndarray  # (F,) float32
+    frames_integrated: int
+    last_stamp: float | None
+    last_pose: np.ndarray | None
+
+
+def read_map(path, config: MapConfig | None = None, max_bytes: int | None = None) -> MapFile:
+    """The contents of a file written by `save_map`, checked. `config` (optional) must have
+    the file's lattice (voxel size, origin, block size); its other settings apply from now on.
     `max_bytes`: refuse archives that unpack to more (default: 2 x the byte budget of
     `max_voxels` and `max_features`). Raises MapFileError."""
-    from pop3d_ros.mapping.online_map import OnlineMap
-
     path = Path(os.fspath(path))
     if max_bytes is None:
         c = config or MapConfig()
@@ -211,23 +226,25 @@ def load_map(path, config: MapConfig | None = None, max_bytes: int | None = None
             _fail(path, "last_pose is not a matrix")
         if pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
             _fail(path, "last_pose is not a finite 4x4 matrix")
-    m = OnlineMap(cfg, feature_dim=dim, **kwargs)
-    s = m.store
-    slots = s._allocate(nb)  # noqa: SLF001 - the loader fills a fresh store
-    s.block_coords[slots] = coords
-    s.log_odds[slots] = lo
-    s.updates[slots] = np.minimum(up, UPDATES_MAX)
-    s._insert(pack_blocks(coords), slots)  # noqa: SLF001
-    if nf:
-        block, local = np.divmod(addr, bv)
-        rows = s.add_feature_rows(slots[block] * bv + local)
-        s.features[rows] = a["features"]
-        s.feature_weight[rows] = w
-        s.feature_norm[rows] = np.linalg.norm(bf16_to_float(a["features"]), axis=1)
-    m.frames_integrated = schema["frames_integrated"]
-    m.last_stamp = None if stamp is None else float(stamp)
-    m.last_pose = pose
-    return m
+    return MapFile(cfg, dim, coords, lo, up, addr, a["features"], w,
+                   schema["frames_integrated"], None if stamp is None else float(stamp),
+                   pose)  # fmt: skip
+
+
+def fill_store(store, f: MapFile) -> None:
+    """Put a checked file's blocks and features into an empty VoxelStore of its lattice."""
+    bv = store.block_voxels
+    slots = store._allocate(len(f.block_coords))  # noqa: SLF001 - the loader fills a fresh store
+    store.block_coords[slots] = f.block_coords
+    store.log_odds[slots] = f.log_odds
+    store.updates[slots] = np.minimum(f.updates, UPDATES_MAX)
+    store._insert(pack_blocks(f.block_coords), slots)  # noqa: SLF001
+    if len(f.feature_address):
+        block, local = np.divmod(f.feature_address, bv)
+        rows = store.add_feature_rows(slots[block] * bv + local)
+        store.features[rows] = f.features
+        store.feature_weight[rows] = f.feature_weight
+        store.feature_norm[rows] = np.linalg.norm(bf16_to_float(f.features), axis=1)
 
 
 def write_ply(path, centres, occupancy, colors, labels=None, binary: bool = True) -> Path:

@@ -398,8 +398,15 @@ class OnlineMap:
             return save_map(self, path)
 
     @classmethod
-    def load(cls, path, config: MapConfig | None = None, **kwargs) -> OnlineMap:
-        """A map from a file written by `save` (mapping/io.py); raises MapFileError."""
-        from pop3d_ros.mapping.io import load_map
+    def load(cls, path, config: MapConfig | None = None, max_bytes: int | None = None,
+             pose_config: PoseConfig | None = None) -> OnlineMap:  # fmt: skip
+        """A map from a file written by `save` (mapping/io.py `read_map`: nothing in the file
+        runs, a crafted or truncated one raises MapFileError with one line)."""
+        from pop3d_ros.mapping.io import fill_store, read_map
 
-        return load_map(path, config, **kwargs)
+        f = read_map(path, config, max_bytes)
+        m = cls(f.config, feature_dim=f.feature_dim, pose_config=pose_config)
+        fill_store(m.store, f)
+        m.frames_integrated = f.frames_integrated
+        m.last_stamp, m.last_pose = f.last_stamp, f.last_pose
+        return m

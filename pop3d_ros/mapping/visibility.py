@@ -4,7 +4,7 @@ A voxel is seen when a camera ray reaches it: the ray leaves the camera inside t
 (the frustum) and every voxel it crossed before is predicted free by this frame. The first
 voxel that the frame predicts occupied is seen (it is the surface) and stops the ray; what
 lies behind it is occluded and keeps its state in the map. This is the camera-visibility
-mask of the Occ3D-style evaluation (`training/occ3d.py`), cast through the frame's own
+mask of the Occ3D-style evaluation (`evaluation/occ3d.py`), cast through the frame's own
 prediction instead of a depth map, since the node has no depth.
 
 The grid and the cameras are fixed in base_link, so each ray's voxel sequence is fixed too:

@@ -1,4 +1,4 @@
-"""`pop3d eval-map`: build the map of synthetic drives and score it (mapping/eval_map.py).
+"""`pop3d eval-map`: build the map of synthetic drives and score it (evaluation/map_protocol.py).
 
     pop3d eval-map --checkpoint models/default/model.pt --data synthetic --seeds 100-103 \\
         --frames 40 --out map_eval.json
@@ -92,11 +92,11 @@ def evaluate(cfg: EvalMapConfig, args) -> dict:
     import numpy as np
     from tqdm import tqdm
 
+    from pop3d_ros.data.sources import parse_seeds
     from pop3d_ros.data.synthetic import SyntheticWorld, WorldConfig
+    from pop3d_ros.evaluation.map_protocol import DriveEvaluation, pool
+    from pop3d_ros.evaluation.retrieval import RetrievalMetrics, concept_queries
     from pop3d_ros.mapping.drive import drive_frames, load_pipeline
-    from pop3d_ros.mapping.eval_map import DriveEvaluation, pool
-    from pop3d_ros.training.retrieval import RetrievalMetrics, concept_queries
-    from pop3d_ros.training.sources import parse_seeds
 
     if cfg.data != "synthetic":
         raise ValueError(f"--data {cfg.data}: eval-map needs the synthetic world's ground truth")
@@ -161,9 +161,11 @@ def evaluate(cfg: EvalMapConfig, args) -> dict:
             name: {k: v for k, v in asdict(c).items() if getattr(config, k) != v}
             for name, c in variants.items()
         },  # fmt: skip
-        protocol="mapping/eval_map.py: world-aligned grid = the map lattice; scored voxels = "
-        "camera-visible (Occ3D-style mask) in some frame, inside its grid, not IGNORE, not a "
-        "moving agent at the last frame; truth = static primitives + ground",
+        protocol=(
+            "evaluation/map_protocol.py: the map's own lattice; scored = voxels some camera saw "
+            f"(Occ3D-style mask, reach {cfg.reach!r}), not IGNORE, not a moving agent at the "
+            "last frame; truth = static primitives + ground"
+        ),
         per_seed={str(k): v for k, v in per_seed.items()},
     )
     return report

@@ -18,7 +18,7 @@ Keys (design.md section 4, issue 28):
   `frame_iou_mean`: each frame's own prediction on the map lattice (free outside its grid),
   over that frame's visible voxels, the moving agents of that frame left out.
 - `map_retrieval_map` / `frame_retrieval_map_mean`: long-tail retrieval AP
-  (`training/retrieval.RetrievalMetrics`: occupied voxels ranked by similarity, relevant =
+  (`evaluation/retrieval.RetrievalMetrics`: occupied voxels ranked by similarity, relevant =
   the static truth's voxels of the concept that some camera saw); the map is ranked once per
   drive, each frame over its own visible voxels.
 - `map_grounding_recall` / `frame_grounding_recall_mean`: static instances of the concepts
@@ -158,7 +158,7 @@ class DriveEvaluation:
     def visible(self, frame) -> dict[str, np.ndarray]:
         """reach -> bool (V,): the Occ3D-style camera mask of the frame (rays through the true
         depth) on the drive grid: every voxel its cameras saw, and those inside its grid."""
-        from pop3d_ros.training.occ3d import camera_visibility
+        from pop3d_ros.evaluation.occ3d import camera_visibility
 
         vis = camera_visibility(frame.sample, self.grid, self.pixel_stride,
                                 ego_to_grid=frame.pose).reshape(-1)  # fmt: skip
