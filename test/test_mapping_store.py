@@ -94,3 +94,30 @@ def test_released_feature_rows_keep_the_pool_dense():
     np.testing.assert_allclose(s.feature_values(left[[1, 3]]), vecs[[1, 3]])
     np.testing.assert_array_equal(s.feature_owner[left[[1, 3]]], addr[[1, 3]])
     np.testing.assert_allclose(s.feature_centre[left[[1, 3]]], [[1.5, 0.5, 0.5], [1.5, 1.5, 0.5]])
+
+
+def test_a_long_drive_stays_within_the_bounds():
+    # 2,000 camera sets along a straight street (1 m voxels, 8 x 8 x 2 grid, language on)
+    grid = VoxelGrid((0, 8), (-4, 4), (0, 2), (8, 8, 2))
+    prob = np.full(grid.shape, 0.1, np.float32)
+    prob[:, :, 0] = 0.9  # the road
+    prob[:, 0, 1] = prob[:, -1, 1] = 0.9  # kerb walls
+    occ = np.flatnonzero(prob.reshape(-1) >= 0.5)
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((occ.size, 8)).astype(np.float32)
+    f = FramePrediction(grid, prob, (camera((0.5, 0.0, 1.5)),), occ, feats)
+    cfg = MapConfig(voxel_size=1.0, origin=0.0, block_size=4, max_voxels=20 * 64,
+                    max_features=600)  # fmt: skip
+    m = OnlineMap(cfg)
+    peak_voxels = peak_features = 0
+    for i in range(2000):
+        report = m.integrate(f, make_transform(None, [2.0 * i, 0.0, 0.0]), 0.5 * i)
+        assert report.accepted
+        peak_voxels = max(peak_voxels, m.store.num_voxels)
+        peak_features = max(peak_features, m.num_features)
+    assert peak_voxels <= 20 * 64 and peak_features <= 600
+    # what the last set saw is all there: 8 x 8 road voxels ahead of the ego at x = 3998
+    idx, _ = m.occupied_index()
+    road = idx[idx[:, 2] == 0]
+    assert ((road[:, 0] >= 3998) & (road[:, 0] < 4006)).sum() == 64
+    assert idx[:, 0].min() > 3998 - 40  # the far past is gone
