@@ -30,7 +30,7 @@ class MapConfig:
     # Offset of the voxel lattice in map_frame (m): voxel (i, j, k) covers
     # origin + [i, i + 1) * voxel_size. `for_grid` aligns it with the model grid's voxel
     # boundaries (the ground layer of a vehicle at z = 0 stays one layer, not split in two).
-    origin: tuple[float, float, float] = (0.0, 0.0, 0.4)
+    origin: tuple[float, float, float] = (0.0, 0.0, -2.0)
     block_size: int = 8  # voxels per block edge; storage is allocated per block (nvblox: 8)
     # Occupancy layer.
     occupied_log_odds: float = 0.0  # a voxel is occupied when its log-odds is above this
@@ -102,10 +102,14 @@ class MapConfig:
 
     @classmethod
     def for_grid(cls, grid, **overrides) -> MapConfig:
-        """The map of a model on `grid` (VoxelGrid): its voxel size and lattice offset."""
+        """The map of a model on `grid` (VoxelGrid): its voxel size, and a lattice whose voxel
+        faces are the grid's when base_link sits at the map origin; in z the lattice starts
+        at the grid's floor, so the grid's layers fill whole blocks (a vehicle stays near one
+        height; x and y move with it anyway)."""
         size = np.asarray(grid.voxel_size, np.float64)
         origin = np.mod(np.asarray(grid.lower, np.float64), size)
         origin = np.where(np.isclose(origin, size), 0.0, origin)
+        origin[2] = float(grid.lower[2])
         kw = {"voxel_size": tuple(size), "origin": tuple(origin)}
         kw.update(overrides)
         return cls(**kw)

@@ -35,6 +35,7 @@ from pop3d_ros.mapping.store import UPDATES_MAX, VoxelStore, bf16_tensor
 from pop3d_ros.mapping.visibility import VisibilityCache
 
 NO_LABEL = 65535  # cloud label of an occupied voxel without a language feature
+EVICT_TO = 0.95  # a map over a memory bound is cut to this fraction of it
 
 
 @dataclass(frozen=True)
@@ -269,24 +270,27 @@ class OnlineMap:
         )
 
     def _evict(self, ego: np.ndarray) -> int:
-        """Evict whole blocks, farthest (horizontally) from `ego` first, until the bounds hold."""
+        """Evict whole blocks, farthest (horizontally) from `ego` first, until the bounds hold.
+        Over a bound, it goes down to 95 % of it (`EVICT_TO`), so a map at its bound does the
+        full bookkeeping every few sets, not on every set."""
         c, s = self.config, self.store
-        slots = s.stored_slots()
-        if slots.size == 0:
+        over = s.num_voxels > c.max_voxels or s.num_features > c.max_features
+        if not (over or c.radius_m > 0) or s.num_blocks == 0:
             return 0
+        slots = s.stored_slots()
         dist = np.linalg.norm(s.block_centres(slots)[:, :2] - ego[:2], axis=1)
-        out = np.zeros(slots.size, bool)
-        if c.radius_m > 0:
-            out |= dist > c.radius_m
+        out = dist > c.radius_m if c.radius_m > 0 else np.zeros(slots.size, bool)
         vox = s.num_voxels - out.sum() * s.block_voxels
-        feats_per_block = (s.feature_row[slots] >= 0).sum(1)
-        feat = s.num_features - feats_per_block[out].sum()
-        if vox > c.max_voxels or feat > c.max_features:
+        if vox > c.max_voxels or s.num_features > c.max_features:
+            feats_per_block = (s.feature_row[slots] >= 0).sum(1)
+            feat = s.num_features - feats_per_block[out].sum()
+            max_vox = c.max_voxels - int((1 - EVICT_TO) * c.max_voxels)
+            max_feat = c.max_features - int((1 - EVICT_TO) * c.max_features)
             order = np.argsort(-dist, kind="stable")
             order = order[~out[order]]
             vox_after = vox - np.cumsum(np.full(order.size, s.block_voxels))
             feat_after = feat - np.cumsum(feats_per_block[order])
-            ok = (vox_after <= c.max_voxels) & (feat_after <= c.max_features)
+            ok = (vox_after <= max_vox) & (feat_after <= max_feat)
             n = int(np.argmax(ok)) + 1 if ok.any() else order.size
             out[order[:n]] = True
         s.evict(slots[out])
@@ -369,11 +373,12 @@ class OnlineMap:
         n = s.num_features
         pool = bf16_tensor(s.features[:n])
         dots = (pool @ torch.from_numpy(emb).to(torch.bfloat16)).float().numpy()
-        owners = s.feature_owner[:n]
-        occ = s.log_odds.reshape(-1)[owners] > self.config.occupied_log_odds
-        norms = np.maximum(s.feature_norm[:n], 1e-12)
-        scores = (dots / norms)[occ].astype(np.float32)
-        return scores, s.feature_centre[:n][occ]
+        scores = (dots / np.maximum(s.feature_norm[:n], 1e-12)).astype(np.float32)
+        c = self.config
+        if c.feature_release_log_odds >= c.occupied_log_odds:  # every feature's voxel is occupied
+            return scores, s.feature_centre[:n].copy()
+        occ = s.log_odds.reshape(-1)[s.feature_owner[:n]] > c.occupied_log_odds
+        return scores[occ], s.feature_centre[:n][occ]
 
     def costmap(self, config=None) -> Costmap:
         """The nav_msgs/OccupancyGrid projection of the map (costmap.py)."""
