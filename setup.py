@@ -30,6 +30,8 @@ setup(
         "onnxruntime",
         "opencv-python-headless",
         "pillow",
+        # the `pop3d` commands' options come from the config dataclasses (pop3d_ros/cli_config.py)
+        "tyro>=1.0",
     ],
     extras_require={
         "clip": ["open_clip_torch"],

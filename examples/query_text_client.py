@@ -3,12 +3,14 @@
 
 python examples/query_text_client.py "a parked bus" --top-k 5
 python examples/query_text_client.py "car" --min-score 0.8   # + connected groups >= 0.8
+python examples/query_text_client.py "car" --ros-args -r __ns:=/robot1   # the node in /robot1
 """
 
 import argparse
 import sys
 
 import rclpy
+import rclpy.utilities
 from rclpy.qos import QoSProfile
 
 from pop3d_ros.srv import QueryText
@@ -23,21 +25,21 @@ def main() -> int:
         help="also group the voxels scoring >= this (cosine, 0..1) into objects; 0: none",
     )  # fmt: skip
     parser.add_argument("--timeout", type=float, default=30.0)
-    args = parser.parse_args()
+    args = parser.parse_args(rclpy.utilities.remove_ros_args(args=sys.argv)[1:])
 
-    rclpy.init()
+    rclpy.init(args=sys.argv)
     node = rclpy.create_node("query_text_client")
     try:
         # A deep response history: every client of a service in one process sees every answer.
-        client = node.create_client(QueryText, "/query_text", qos_profile=QoSProfile(depth=100))
+        client = node.create_client(QueryText, "query_text", qos_profile=QoSProfile(depth=100))
         if not client.wait_for_service(timeout_sec=args.timeout):
-            print("/query_text is not available", file=sys.stderr)
+            print(f"{client.srv_name} is not available", file=sys.stderr)
             return 2
         request = QueryText.Request(text=args.text, top_k=args.top_k, min_score=args.min_score)
         future = client.call_async(request)
         rclpy.spin_until_future_complete(node, future, timeout_sec=args.timeout)
         if not future.done():
-            print("no answer from /query_text", file=sys.stderr)
+            print(f"no answer from {client.srv_name}", file=sys.stderr)
             return 2
         answer = future.result()
         print(f"success={answer.success} message={answer.message!r} "

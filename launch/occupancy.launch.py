@@ -2,6 +2,17 @@
 
     ros2 launch pop3d_ros occupancy.launch.py [params_file:=...] [backend:=auto|tensorrt|
         onnxruntime|torch] [model_dir:=...] [use_sim_time:=true|false] [rviz:=true|false]
+        [namespace:=/robot1] [lifecycle:=true|false] [autostart:=true|false]
+
+`namespace` moves every topic and the service (`/robot1/cam_front/image_raw`,
+`/robot1/pop3d/occupancy_cloud`, `/robot1/query_text`; `/diagnostics` stays). The shipped
+params file is keyed `/**/pop3d_occupancy`, so it applies in any namespace; launch_ros writes
+the argument overrides keyed by the node's fully qualified name.
+
+`lifecycle:=true` starts the managed node (`occupancy_node --lifecycle`, unconfigured);
+`autostart:=true` (the default) then drives it to active: configure, and activate once it
+is inactive. With `autostart:=false` a lifecycle manager (Nav2's, README) or `ros2 lifecycle
+set` drives it.
 
 Parameter precedence: the node's declared defaults < `params_file` < the launch arguments
 `backend`, `model_dir`, `use_sim_time` given explicitly on the command line. Those arguments
@@ -14,10 +25,13 @@ image streams").
 """
 
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
 from launch.logging import get_logger
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from lifecycle_msgs.msg import Transition
 
 from launch import LaunchDescription
 
@@ -33,16 +47,36 @@ def _node_and_rviz(context):
     params_file = LaunchConfiguration("params_file").perform(context) or (
         share + "/config/occupancy.yaml"
     )
+    namespace = LaunchConfiguration("namespace").perform(context)
+    lifecycle = LaunchConfiguration("lifecycle").perform(context).lower() == "true"
+    autostart = LaunchConfiguration("autostart").perform(context).lower() == "true"
     # launch_ros applies parameter entries in order, a later entry overriding an earlier one.
-    actions = [
-        Node(
-            package="pop3d_ros",
-            executable="occupancy_node",
-            name="pop3d_occupancy",
-            output="screen",
-            parameters=[params_file, overrides] if overrides else [params_file],
-        )
-    ]
+    node_kwargs = dict(
+        package="pop3d_ros",
+        executable="occupancy_node",
+        name="pop3d_occupancy",
+        namespace=namespace,
+        output="screen",
+        parameters=[params_file, overrides] if overrides else [params_file],
+    )
+    if not lifecycle:
+        actions = [Node(**node_kwargs)]
+    else:
+        node = LifecycleNode(arguments=["--lifecycle"], **node_kwargs)
+        actions = [node]
+        if autostart:
+            # configure now; activate when the node reports inactive (after configure).
+            actions += [
+                RegisterEventHandler(
+                    OnStateTransition(
+                        target_lifecycle_node=node,
+                        start_state="configuring",
+                        goal_state="inactive",
+                        entities=[_change_state(node, Transition.TRANSITION_ACTIVATE)],
+                    )
+                ),
+                _change_state(node, Transition.TRANSITION_CONFIGURE),
+            ]
     if LaunchConfiguration("rviz").perform(context).lower() == "true":
         try:
             get_package_share_directory("rviz2")
@@ -60,6 +94,14 @@ def _node_and_rviz(context):
                 )
             )
     return actions
+
+
+def _change_state(node, transition_id: int) -> EmitEvent:
+    return EmitEvent(
+        event=ChangeState(
+            lifecycle_node_matcher=lambda action: action is node, transition_id=transition_id
+        )
+    )
 
 
 def generate_launch_description():
@@ -86,6 +128,23 @@ def generate_launch_description():
             default_value="",
             choices=["", "true", "false"],
             description="use /clock; empty: the params file's (false)",
+        ),
+        DeclareLaunchArgument(
+            "namespace",
+            default_value="",
+            description="ROS namespace of the node, its topics and its service; empty: root",
+        ),
+        DeclareLaunchArgument(
+            "lifecycle",
+            default_value="false",
+            choices=["true", "false"],
+            description="start the managed (lifecycle) node instead of the plain one",
+        ),
+        DeclareLaunchArgument(
+            "autostart",
+            default_value="true",
+            choices=["true", "false"],
+            description="lifecycle:=true only: configure and activate the node at start",
         ),
         DeclareLaunchArgument(
             "rviz",

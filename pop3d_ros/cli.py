@@ -12,7 +12,8 @@ import sys
 
 from pop3d_ros import __version__
 
-# name -> (module, help). Each module has `add_arguments(parser)` and `run(args) -> int`.
+# name -> (module, help). Each module has `main(argv) -> int` (options generated from its
+# config dataclasses), or `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("pop3d_ros.data.cli_render", "render a synthetic surround-view drive to disk"),
     "show": ("pop3d_ros.viz.cli_show", "render a sample to PNG (camera mosaic, bird's-eye view)"),
@@ -21,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "teacher-cache": ("pop3d_ros.teachers.cli", "precompute 2D teacher features"),
     "vfm-labels": ("pop3d_ros.vfm.cli_labels", "cache LiDAR-free VFM pseudo labels"),
     "pretrain2d": ("pop3d_ros.training.cli_pretrain2d", "2D pretraining of the image backbone"),
-    "train": ("pop3d_ros.training.cli_train", "train a model (POP-3D recipe)"),
+    "train": ("pop3d_ros.training.cli_train", "train a model from a recipe (config/recipes/)"),
     "eval": ("pop3d_ros.evaluation.cli", "evaluate a checkpoint with the POP-3D protocol"),
     "map": ("pop3d_ros.mapping.cli_map", "build the online map of a drive offline (no ROS)"),
     "eval-map": ("pop3d_ros.evaluation.cli_map", "score the map of drives against the world"),
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, help_text = COMMANDS[argv[0]]
     module = importlib.import_module(module_name)
+    if hasattr(module, "main"):
+        return int(module.main(argv[1:]) or 0)
     sub_parser = argparse.ArgumentParser(prog=f"pop3d {argv[0]}", description=help_text)
     module.add_arguments(sub_parser)
     args = sub_parser.parse_args(argv[1:])

@@ -129,7 +129,8 @@ def bench_node_stages(runtime, text_encoder, repeat: int) -> tuple[dict, dict]:
     }
     query_text = "car"
     stages["query"] = timed(lambda: pipeline.query(query_text, 10), repeat * 5)
-    return stages, {"occupied_voxels": result.count, "pipeline": pipeline, "result": result}
+    extra = {"occupied_voxels": result.count, "pipeline": pipeline, "result": result}
+    return stages, {**extra, "images": images, "cameras": cams}
 
 
 def bench_query(pipeline, repeat: int) -> dict:
@@ -167,7 +168,7 @@ def encoder_feed(runtime) -> dict:
 def bench_query_open_clip(runtime, repeat: int) -> dict:
     """The same query path with an open_clip ViT-B-32 text tower (random weights: the cost of
     a real CLIP query, 8 prompt templates per text), cold vs cached."""
-    from pop3d_ros.pipeline.occupancy import OccupancyPipeline, OccupancyResult
+    from pop3d_ros.pipeline.occupancy import LazyFeatures, OccupancyPipeline, OccupancyResult
     from pop3d_ros.text.clip_text import OpenClipTextEncoder
 
     encoder = OpenClipTextEncoder("ViT-B-32", cache_size=1)  # the pipeline keeps its own cache
@@ -179,7 +180,8 @@ def bench_query_open_clip(runtime, repeat: int) -> dict:
         indices=np.zeros((n, 3), np.int64),
         centres=rng.standard_normal((n, 3)).astype(np.float32),
         probabilities=np.ones(n, np.float32),
-        language_features=rng.standard_normal((n, encoder.embed_dim)).astype(np.float32),
+        voxel_features=np.zeros((n, 0), np.float32),
+        language=LazyFeatures(value=rng.standard_normal((n, encoder.embed_dim)).astype(np.float32)),
         labels=None,
     )
     return bench_query(pipeline, repeat)
@@ -287,6 +289,17 @@ def print_table(results: dict) -> None:
         ("lazy conversion: conversion CPU saved at 900x1600",
          f"{100 * results['lazy_conversion_saving']:.0f} %"),
     ]  # fmt: skip
+    rows += [
+        ("encoder: heads' Softplus rewritten vs ONNX Softplus",
+         f"{results['softplus_rewrite_speedup']:.2f}x"),
+        ("frame: language head on demand vs every frame",
+         f"{results['language_on_demand_speedup']:.2f}x"),
+        ("query on an idle node, one inference included (ms)", f"{results['query_ms_idle']:.0f}"),
+        (f"shutdown, worst state ({results['details']['shutdown']['worst_state']}) (s)",
+         f"{results['shutdown_s']:.2f}"),
+        ("load average (1, 5, 15 min) at the end", ", ".join(
+            f"{v:.1f}" for v in results["details"]["load_average"])),
+    ]  # fmt: skip
     rows += [(f"node stage: {k} (ms)", f"{v:.2f}") for k, v in results["node_stage_ms"].items()]
     width = max(len(r[0]) for r in rows)
     print("\n| measure".ljust(width + 3) + " | value |")
@@ -311,6 +324,13 @@ def main(argv=None) -> int:
     from bench_deploy import bench_int8, bench_lazy_conversion
     from bench_map import bench_map
     from bench_node import node_rate
+    from bench_production import (
+        bench_language_on_demand,
+        bench_softplus,
+        ort_op_profile,
+        query_ms_idle,
+        shutdown_times,
+    )
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     from pop3d_ros.export.runtime import load_runtime
@@ -327,6 +347,12 @@ def main(argv=None) -> int:
         text_encoder = text_encoder_from_spec(runtime.text_space)
         print("[bench] node stages", flush=True)
         stages, extra = bench_node_stages(runtime, text_encoder, args.repeat)
+        print("[bench] production node: softplus, language head on demand", flush=True)
+        threads = torch.get_num_threads()
+        softplus = bench_softplus(checkpoint, encoder_feed(runtime), tmp, args.repeat, threads)
+        on_demand = bench_language_on_demand(
+            runtime, text_encoder, extra["images"], extra["cameras"], args.repeat
+        )
         print("[bench] query, markers, matmul, render", flush=True)
         query = bench_query(extra["pipeline"], args.repeat)
         query_clip = bench_query_open_clip(runtime, args.repeat)
@@ -338,14 +364,22 @@ def main(argv=None) -> int:
         mapping = bench_map(extra["pipeline"], args.repeat, args.map_long_frames)
         render = bench_render(args.render_frames)
         model_hw = tuple(runtime.config.image_size)
+        encoder_feed_cached = encoder_feed(runtime)
         runtime.close()
         int8 = bench_int8(checkpoint, tmp / "cache", tmp, args.repeat, torch.get_num_threads(),
                           args.eval_frames)  # fmt: skip
+        int8_graph = next((tmp / "cache").glob("*/encoder.int8.onnx"), None)
+        if int8_graph is not None:
+            int8["profile_int8"] = ort_op_profile(int8_graph, encoder_feed_cached, threads)
+            int8["profile_fp32"] = softplus["profile_rewritten"]
         node = {}
         for key, hw in (("model_res", model_hw), ("full_res", (900, 1600))):
             print(f"[bench] node rate at {hw[1]}x{hw[0]} ({args.node_seconds:.0f} s)", flush=True)
             node[key] = node_rate(checkpoint, tmp / "cache", hw, args.node_seconds)
         lazy = bench_lazy_conversion(node["full_res"]["hz"], args.repeat, model_hw=model_hw)
+        print("[bench] idle query and shutdown of the installed node", flush=True)
+        idle = query_ms_idle(checkpoint, tmp / "cache", model_hw)
+        shutdown = shutdown_times(checkpoint, model_hw)
 
     results = {
         "machine": machine_info(),
@@ -356,6 +390,10 @@ def main(argv=None) -> int:
         "ort_int8_vs_fp32_speedup": int8["ort_int8_vs_fp32_speedup"],
         "int8_iou_drop": int8["int8_iou_drop"],
         "lazy_conversion_saving": lazy["lazy_conversion_saving"],
+        "softplus_rewrite_speedup": softplus["softplus_rewrite_speedup"],
+        "language_on_demand_speedup": on_demand["language_on_demand_speedup"],
+        "query_ms_idle": idle["median_ms"],
+        "shutdown_s": shutdown["shutdown_s"],
         "markers_vectorized_speedup": markers["markers_vectorized_speedup"],
         "query_ms_cold": query["cold"]["median_ms"],
         "query_ms_cached": query["cached"]["median_ms"],
@@ -371,6 +409,11 @@ def main(argv=None) -> int:
             "node_rate": node,
             "int8": int8,
             "lazy_conversion": lazy,
+            "softplus": softplus,
+            "language_on_demand": on_demand,
+            "query_idle": idle,
+            "shutdown": shutdown,
+            "load_average": os.getloadavg(),
             "markers": markers,
             "query": query,
             "query_open_clip_vit_b_32": query_clip,

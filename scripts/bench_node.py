@@ -52,7 +52,7 @@ class _Counter:
         self.times: list[float] = []
         self.diag: dict[str, str] = {}
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.node.create_subscription(PointCloud2, "/pop3d/occupancy_cloud", self._cloud, qos)
+        self.node.create_subscription(PointCloud2, "pop3d/occupancy_cloud", self._cloud, qos)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._diag, 10)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -86,6 +86,7 @@ def node_rate(
     precision: str = "fp32",
     start_timeout: float = 180.0,
     say=print,
+    executable: Path | None = None,
 ) -> dict:
     """Occupancy messages per second over `seconds`, six `hw` rgb8 streams at `rate_hz`."""
     # All three processes (node, publisher, this counter) share a private domain. Full-size
@@ -104,7 +105,7 @@ def node_rate(
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cmd = [
-            str(_installed_node()), "--ros-args",
+            str(executable or _installed_node()), "--ros-args",
             "-p", "backend:=onnxruntime",
             "-p", f"model_dir:={checkpoint.parent.resolve()}",
             "-p", f"checkpoint:={checkpoint.name}",

@@ -17,8 +17,8 @@ from pop3d_ros.ros.conversions import cloud_to_array
 from pop3d_ros.ros.playback import CameraPlayback, PlaybackConfig
 from pop3d_ros.srv import QueryText
 
-CLOUD_TOPIC = "/pop3d/occupancy_cloud"
-SERVICE = "/query_text"
+CLOUD_TOPIC = "pop3d/occupancy_cloud"
+SERVICE = "query_text"
 
 
 def stamp_ns(header) -> int:

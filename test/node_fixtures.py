@@ -21,26 +21,33 @@ from pop3d_ros.ros.conversions import sec_to_stamp
 from pop3d_ros.srv import QueryText
 
 NODE = "pop3d_occupancy"
+PARAMS_KEY = "/**/pop3d_occupancy"  # as the shipped config: the node in any namespace
 IMAGE_HW = (180, 320)  # small camera images keep DDS traffic and CPU low on CI
 
 
 class CameraPublisher:
     """Publishes six cameras' Image + CameraInfo from a test node (reliable, like a driver)."""
 
-    def __init__(self, ros: RosTestNode, names=CAMERA_NAMES, hw=IMAGE_HW):
+    def __init__(self, ros: RosTestNode, names=CAMERA_NAMES, hw=IMAGE_HW, namespace: str = ""):
         self.ros = ros
         self.names = list(names)
         self.h, self.w = hw
+        self.prefix = namespace.rstrip("/")
         qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
-        self.image_pubs = {n: ros.publisher(Image, f"/{n}/image_raw", qos) for n in self.names}
-        self.info_pubs = {n: ros.publisher(CameraInfo, f"/{n}/camera_info", 10) for n in self.names}
+        self.image_pubs = {n: ros.publisher(Image, self.topic(n, "image_raw"), qos)
+                           for n in self.names}  # fmt: skip
+        self.info_pubs = {n: ros.publisher(CameraInfo, self.topic(n, "camera_info"), 10)
+                          for n in self.names}  # fmt: skip
         self.cams = {c.name: c for c in load_rig(names=self.names, width=self.w, height=self.h)}
         rng = np.random.default_rng(0)
         self.images = {n: rng.integers(0, 256, (self.h, self.w, 3), np.uint8) for n in self.names}
 
+    def topic(self, camera: str, kind: str) -> str:
+        return f"{self.prefix}/{camera}/{kind}"
+
     def wait_connected(self, timeout: float = 30.0) -> None:
         for n in self.names:
-            self.ros.wait_for_subscribers(f"/{n}/image_raw", 1, timeout)
+            self.ros.wait_for_subscribers(self.topic(n, "image_raw"), 1, timeout)
 
     def info(self, name: str, k=None) -> CameraInfo:
         msg = CameraInfo(width=self.w, height=self.h)
@@ -68,8 +75,9 @@ class CameraPublisher:
             self.image_pubs[n].publish(self.image(n, t, **((bad or {}).get(n, {}))))
 
 
-def start_node(start, tmp_path, **params) -> NodeProcess:
-    """The installed occupancy_node with a params file written from `params`."""
+def start_node(start, tmp_path, namespace: str = "", lifecycle: bool = False, **params):
+    """The installed occupancy_node (`--lifecycle`: the managed node) with a params file
+    written from `params`, in `namespace`."""
     defaults = {
         "backend": "torch",
         "diagnostics_period_s": 0.5,
@@ -78,17 +86,28 @@ def start_node(start, tmp_path, **params) -> NodeProcess:
         "max_camera_time_diff": 0.02,
     }
     defaults.update(params)
-    params_file = write_params_file(tmp_path / "params.yaml", NODE, defaults)
+    name = f"params{namespace.replace('/', '_')}.yaml"
+    params_file = write_params_file(tmp_path / name, PARAMS_KEY, defaults)
     exe = find_installed_executable("pop3d_ros", "occupancy_node")
-    return start(ros_node_command(exe, params_file))
+    extra = ["-r", f"__ns:={namespace}"] if namespace else []
+    cmd = ros_node_command(exe, params_file, extra_ros_args=extra)
+    if lifecycle:
+        cmd.insert(1, "--lifecycle")
+    return start(cmd)
 
 
 def query(
-    ros: RosTestNode, text: str, top_k: int = 0, timeout: float = 20.0, min_score: float = 0.0
+    ros: RosTestNode,
+    text: str,
+    top_k: int = 0,
+    timeout: float = 20.0,
+    min_score: float = 0.0,
+    service: str = "/query_text",
 ):
-    client = getattr(ros, "_query_client", None)
+    clients = ros.__dict__.setdefault("_query_clients", {})
+    client = clients.get(service)
     if client is None:
-        client = ros._query_client = ros.client(QueryText, "/query_text")
+        client = clients[service] = ros.client(QueryText, service)
         ros.wait_for_service(client, timeout=60.0)
     request = QueryText.Request(text=text, top_k=top_k, min_score=float(min_score))
     return ros.call(client, request, timeout=timeout)
@@ -124,3 +143,49 @@ def diagnostics_values(msg: DiagnosticArray) -> dict:
             {kv.key: kv.value for kv in st.values},
         )
     return out
+
+
+def lifecycle_call(ros: RosTestNode, node: str, transition: int | None = None, timeout=120.0):
+    """`transition` (lifecycle_msgs/Transition id) on `node` (fully qualified): the
+    ChangeState answer's success; without one, the current state's label (GetState)."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    clients = ros.__dict__.setdefault("_lifecycle_clients", {})
+    kind = "change_state" if transition is not None else "get_state"
+    key = (node, kind)
+    if key not in clients:
+        clients[key] = ros.client(ChangeState if transition is not None else GetState,
+                                  f"{node}/{kind}")  # fmt: skip
+        ros.wait_for_service(clients[key], timeout=60.0)
+    if transition is None:
+        return ros.call(clients[key], GetState.Request(), timeout=timeout).current_state.label
+    request = ChangeState.Request(transition=Transition(id=transition))
+    return ros.call(clients[key], request, timeout=timeout).success
+
+
+def set_parameters(ros: RosTestNode, node: str, timeout: float = 30.0, **values):
+    """`ros2 param set` over DDS: one SetParameters call; the list of SetParametersResult."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    clients = ros.__dict__.setdefault("_param_clients", {})
+    if node not in clients:
+        clients[node] = ros.client(SetParameters, f"{node}/set_parameters")
+        ros.wait_for_service(clients[node], timeout=60.0)
+    request = SetParameters.Request(
+        parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
+    )
+    return ros.call(clients[node], request, timeout=timeout).results
+
+
+def get_parameters(ros: RosTestNode, node: str, *names, timeout: float = 30.0) -> list:
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    clients = ros.__dict__.setdefault("_get_param_clients", {})
+    if node not in clients:
+        clients[node] = ros.client(GetParameters, f"{node}/get_parameters")
+        ros.wait_for_service(clients[node], timeout=60.0)
+    values = ros.call(clients[node], GetParameters.Request(names=list(names)), timeout).values
+    return [parameter_value_to_python(v) for v in values]

@@ -184,3 +184,25 @@ def test_tensorrt_backend_unavailable_is_one_line(ckpt, tmp_path):
         "TensorRT is not installed" in text or "no usable CUDA GPU" in text
     ) and "\n" not in text
     assert choose_backend("auto", QUIET) != "tensorrt"
+
+
+def test_runtime_re_exports_an_older_graph_revision(ckpt, tmp_path):
+    """A cached export made before the heads' Softplus was rewritten (no graph_revision) is
+    exported again, and the new one holds no Softplus node."""
+    import json
+
+    import onnx
+
+    cache = tmp_path / "cache"
+    with load_runtime(ckpt, "onnxruntime", cache_dir=cache, log=QUIET) as rt:
+        manifest_path = rt.export_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["graph_revision"] >= 2
+    del manifest["graph_revision"]
+    manifest_path.write_text(json.dumps(manifest))
+    logs = []
+    with load_runtime(ckpt, "onnxruntime", cache_dir=cache, log=logs.append) as rt:
+        assert json.loads(manifest_path.read_text())["graph_revision"] >= 2
+        ops = {n.op_type for n in onnx.load(str(rt.export_dir / "encoder.onnx")).graph.node}
+    assert any("older graph revision" in line for line in logs), logs
+    assert "Softplus" not in ops and "Log" in ops

@@ -8,7 +8,7 @@ import pytest
 from pop3d_ros.cli import main
 from pop3d_ros.data.dataset import SyntheticDataset, collate_samples, parse_seeds
 
-ARGS = ["--frames", "2", "--width", "64", "--height", "36"]
+ARGS = ["--num_frames", "2", "--image_width", "64", "--image_height", "36"]
 
 
 def test_parse_seeds():
@@ -30,7 +30,7 @@ def test_render_resume_and_dataset(tmp_path, capsys):
     assert main(["render", "--out", str(out), "--seeds", "0-1", *ARGS]) == 0
     assert first.stat().st_mtime_ns == mtime  # resumed: nothing re-rendered
     # other settings into the same directory are refused with a one-line error
-    assert main(["render", "--out", str(out), "--seeds", "0", "--frames", "2"]) == 2
+    assert main(["render", "--out", str(out), "--seeds", "0", "--num_frames", "2"]) == 2
     assert "other settings" in capsys.readouterr().err
 
     disk = SyntheticDataset([1], root=out)

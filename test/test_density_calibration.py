@@ -35,7 +35,8 @@ def test_ray_observations_free_before_the_end_occupied_at_it():
 class _FakeDensityModel:
     """sigma = 3 in voxels x in [10, 12), 0.5 before x = 10, 0 elsewhere."""
 
-    def __init__(self):
+    def __init__(self, free=0.5, surface=3.0):
+        self.free, self.surface = free, surface
         self.cfg = ModelConfig(
             image_size=(32, 32),
             grid=GridConfig((0.0, 20.0), (-2.0, 2.0), (-2.0, 2.0), (20, 4, 4)),
@@ -47,8 +48,8 @@ class _FakeDensityModel:
 
     def __call__(self, images, grid, mask):
         sigma = torch.zeros(GRID.shape)
-        sigma[:10] = 0.5
-        sigma[10:12] = 3.0
+        sigma[:10] = self.free
+        sigma[10:12] = self.surface
         return {"occupancy_logits": torch.stack([torch.zeros_like(sigma), sigma - 1.0], -1)[None]}
 
 
@@ -80,3 +81,18 @@ def test_density_report_per_layer_and_by_ray_observation(monkeypatch):
     # the ray ends in a sigma-3 voxel and crosses ten 0.5 voxels; of the 309 voxels no ray
     # reaches, 128 are 0 (x >= 12), 150 are 0.5 (x < 10) and 31 are 3: the median is 0.5
     assert r["median_sigma"] == {"ray_end": 3.0, "crossed": 0.5, "unseen": 0.5}
+
+
+def test_the_default_search_can_pick_renderoccs_published_cut(monkeypatch):
+    import pop3d_ros.model.inputs as inputs
+    from pop3d_ros.training.density_calibration import THRESHOLDS
+
+    monkeypatch.setattr(
+        inputs.SamplingCache, "__call__", lambda self, k, e: (torch.zeros(1), torch.zeros(1))
+    )
+    # RenderOcc: raw > 8.5, sigma = softplus(raw + log(1e-6 / (1 - 1e-6)))
+    cut = float(np.log1p(np.exp(8.5 + np.log(1e-6 / (1 - 1e-6)))))
+    # free space just below the cut, the surface just above: only the cut separates them
+    best, table = calibrate(_FakeDensityModel(free=0.00485, surface=0.00495), [_item()])
+    assert best == pytest.approx(cut, rel=1e-9) and table[best] == pytest.approx(1.0)
+    assert min(THRESHOLDS) < 0.001 * 1.01 and max(THRESHOLDS) == pytest.approx(20.0)

@@ -44,6 +44,14 @@ def test_visibility_stops_at_the_surface_voxel():
     assert not vis[:3, 0].any() and not vis[:3, 3].any()
 
 
+def test_visibility_reaches_into_a_surface_on_a_voxel_face():
+    # the wall at x = 10.0 m, the face between voxels 9 and 10: the surface voxel is 10 (the
+    # voxel behind the face), reached only through the quarter voxel past the depth
+    vis = camera_visibility(_wall_sample(9.5), GRID, pixel_stride=1)
+    along = vis[:, 1:3, 1:3].any((1, 2))
+    assert along[:11].all() and not along[11:].any()
+
+
 def test_sky_pixels_see_through_the_grid():
     s = _wall_sample(np.inf)
     vis = camera_visibility(s, GRID, pixel_stride=1)
@@ -60,10 +68,12 @@ def test_occ3d_metrics_match_hand_counts():
     # occupied: gt {0, 1, 2}, pred {0, 1, 2, 3} over the 6 scored voxels -> 3 / 4
     assert r["occ3d_iou"] == pytest.approx(0.75)
     # car: tp 1, fp 1 (voxel 3), fn 1 (voxel 1) -> 1/3; road: tp 1, fp 1 -> 1/2;
-    # free: tp 2, fn 1 -> 2/3; mIoU over present classes (car, road, free)
+    # free: tp 2, fn 1 -> 2/3. Occ3D's mIoU: classes 0-16 in either (car, road), free out;
+    # the former average: the classes present in the truth with free
     assert r["occ3d_per_class"]["car"] == pytest.approx(1 / 3, abs=1e-4)
     assert r["occ3d_per_class"]["free"] == pytest.approx(2 / 3, abs=1e-4)
-    assert r["occ3d_miou"] == pytest.approx((1 / 3 + 1 / 2 + 2 / 3) / 3, abs=1e-4)
+    assert r["occ3d_miou"] == pytest.approx((1 / 3 + 1 / 2) / 2, abs=1e-4)
+    assert r["occ3d_miou_with_free"] == pytest.approx((1 / 3 + 1 / 2 + 2 / 3) / 3, abs=1e-4)
     assert r["occ3d_prior_iou"] == pytest.approx(3 / 6)
     assert r["occ3d_visible_voxels"] == 6
 
@@ -86,6 +96,7 @@ def test_read_occ3d_labels_maps_classes_and_masks(tmp_path):
     lab = read_occ3d_labels(path)
     assert lab["semantics"][100, 100, 2] == CAR
     assert lab["semantics"][0, 0, 0] == IGNORE
+    assert lab["semantics_occ3d"][0, 0, 0] == 0 and lab["semantics_occ3d"][100, 100, 2] == 4
     assert lab["semantics"][5, 5, 1] == ROAD and lab["semantics"][5, 5, 9] == EMPTY
     assert lab["mask_camera"].dtype == bool and lab["mask_camera"].sum() == 40 * 40 * 16
     assert find_occ3d_labels(tmp_path, {"token": "tok1", "scene": "x"}) == path
@@ -157,6 +168,46 @@ def test_evaluator_reports_occ3d_keys_on_synthetic_frames():
     ev.add(sample)
     r = ev.result()
     assert {"occ3d_iou", "occ3d_miou", "occ3d_per_class", "occ3d_prior_iou"} <= set(r)
+    assert {"occ3d_miou_with_free", "ray_iou", "ray_iou_1m", "ray_iou_2m", "ray_iou_4m"} <= set(r)
+    assert set(r["ray_iou_per_class"]) == set(r["occ3d_per_class"]) - {"free"}
     vis = camera_visibility(sample, cfg.voxel_grid)
     assert r["occ3d_visible_voxels"] == int((vis & (sample["occupancy"] != IGNORE)).sum())
     assert 0 < r["occ3d_visible_voxels"] < cfg.voxel_grid.num_voxels
+
+
+def test_ray_iou_on_occ3d_labels(tmp_path):
+    from pop3d_ros.evaluation.occ3d import occ3d_to_ours
+
+    sem = np.full(OCC3D_GRID.shape, 17, np.uint8)
+    sem[:, :, 2:4] = 11  # road
+    sem[110:114, 98:102, 4:8] = 4  # a car 4 m ahead
+    sem[60:64, 150:160, 4:10] = 0  # "others": a class of its own in RayIoU
+    cam = np.ones(OCC3D_GRID.shape, np.uint8)
+    _write_occ3d(tmp_path, "scene-0001", "tok1", sem, cam)
+    sample = {
+        "token": "tok1",
+        "scene": "scene-0001",
+        "ego_to_world": np.eye(4),
+        "lidar_origin": np.array([0.9, 0.0, 1.8]),
+    }
+    pred = occ3d_to_ours(sem)
+    pred[pred == IGNORE] = EMPTY  # "others" (ours: ignored) is never predicted
+    exact = Occ3DEvaluation(OCC3D_GRID, labels_root=tmp_path)
+    exact.add(sample, pred.reshape(-1))
+    r = exact.result()
+    # a prediction equal to the truth everywhere except "others", which no model predicts
+    assert r["ray_iou_per_class"]["car"] == {"1m": 1.0, "2m": 1.0, "4m": 1.0}
+    # rays that meet "others" in the truth go on to the road in the prediction: a few more
+    # road rays predicted than true
+    assert 0.99 < r["ray_iou_per_class"]["driveable_surface"]["1m"] < 1.0
+    assert r["ray_iou_per_class"]["others"]["4m"] == 0.0  # counted, never predicted
+    assert r["ray_iou_per_class"]["bus"]["1m"] is None
+    assert r["ray_iou"] == pytest.approx(2 / 3, abs=0.01)  # car 1, road ~1, others 0
+    # the car predicted 2.4 m (6 voxels) further along x: some rays within 4 m, none within 2 m
+    moved = pred.copy()
+    moved[110:114, 98:102, 4:8] = EMPTY
+    moved[116:120, 98:102, 4:8] = CAR
+    far = Occ3DEvaluation(OCC3D_GRID, labels_root=tmp_path)
+    far.add(sample, moved.reshape(-1))
+    car = far.result()["ray_iou_per_class"]["car"]
+    assert car["1m"] == 0.0 and car["2m"] == 0.0 and car["4m"] > 0.3

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pop3d_ros.training.config import TrainConfig
+from pop3d_ros.training.config import LossConfig
 from pop3d_ros.training.feature_balance import (
     FeatureBalance,
     feature_balance_from,
@@ -68,7 +68,7 @@ def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="5-d"):
         _basis_balance(1.0).groups(torch.zeros(2, 5))
     with pytest.raises(ValueError, match="feature_balance"):
-        TrainConfig(feature_balance=-0.5).validate()
+        LossConfig(feature_balance=-0.5).validate()
 
 
 def test_vocabulary_holds_classes_and_long_tail_concepts():

@@ -73,6 +73,13 @@ def test_threshold_drops_voxels_and_can_split_a_group():
     assert len(objs) == 2
 
 
+def test_a_score_exactly_at_min_score_is_kept():
+    cells = [(0, 0, 0), (1, 0, 0), (5, 0, 0)]
+    objs = ground_objects(_centres(cells), [0.25, 0.5, 0.2499], 1.0, 0.25)  # ">=", not ">"
+    assert [o.voxel_indices.tolist() for o in objs] == [[0, 1]]
+    assert objs[0].num_voxels == 2 and objs[0].max_score == pytest.approx(0.5)
+
+
 def test_ties_broken_by_mean_then_count():
     cells = [(0, 0, 0), (0, 0, 1), (4, 0, 0), (8, 0, 0), (8, 0, 1), (8, 1, 1)]
     scores = [0.9, 0.5, 0.9, 0.9, 0.5, 0.5]  # peaks equal; means 0.7, 0.9, 0.633

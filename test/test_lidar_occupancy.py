@@ -6,7 +6,6 @@ along x at y = z = 2.0 runs through the centre line of the row (x, 2, 2).
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import numpy as np
@@ -15,7 +14,6 @@ import torch
 
 from pop3d_ros.data.classes import IGNORE
 from pop3d_ros.geometry.grid import VoxelGrid, occupancy_of_points
-from pop3d_ros.training.cli_occupancy_opts import add_occupancy_arguments, occupancy_config
 from pop3d_ros.training.lidar_occupancy import (
     UNOBSERVED,
     LidarOccupancyConfig,
@@ -123,19 +121,25 @@ def test_config_is_checked():
         lidar_occupancy_target(sweep([[1, 1, 1]]), GRID, LidarOccupancyConfig("rays", sweeps=(1,)))
 
 
-def test_cli_options():
-    p = argparse.ArgumentParser()
-    add_occupancy_arguments(p)
-    cfg = occupancy_config(p.parse_args(["--ring-free"]))
-    assert (cfg.free_space, cfg.core_z, cfg.sweeps) == ("rays", 0.5, (-2, -1, 1, 2))
-    assert cfg.remove_moving and cfg.moving_votes == 2
-    cfg = occupancy_config(p.parse_args(["--occ-free-space", "rays", "--occ-sweeps=-1,1"]))
-    assert cfg.sweeps == (-1, 1) and not cfg.remove_moving
-    assert occupancy_config(p.parse_args([])).free_space == "points"
+def test_options_reach_the_occupancy_config():
+    from pop3d_ros.training.cli_train import build_recipe
+    from pop3d_ros.training.stage import check_settings
+
+    ring_free = build_recipe(["--recipe", "default"])[0].stages[0].settings.occupancy
+    assert (ring_free.free_space, ring_free.core_z, ring_free.sweeps) == (
+        "rays",
+        0.5,
+        (-2, -1, 1, 2),
+    )
+    assert ring_free.remove_moving and ring_free.moving_votes == 2
+    flags = ["--occupancy.free_space", "rays", "--occupancy.sweeps", "-1", "1"]
+    s = build_recipe(flags)[0].stages[0].settings
+    assert s.occupancy.sweeps == (-1, 1) and not s.occupancy.remove_moving
+    assert build_recipe([])[0].stages[0].settings.occupancy.free_space == "points"
+    with pytest.raises(ValueError):  # adjacent sweeps need ray free space
+        check_settings(build_recipe(["--occupancy.sweeps", "-1", "1"])[0].stages[0].settings)
     with pytest.raises(ValueError):
-        occupancy_config(p.parse_args(["--occ-sweeps=-1,1"]))  # needs rays
-    with pytest.raises(ValueError):
-        occupancy_config(p.parse_args(["--unobserved-weight", "-1"]))
+        check_settings(build_recipe(["--unobserved_weight", "-1"])[0].stages[0].settings)
 
 
 def test_unobserved_voxels_are_a_weighted_empty_outside_lovasz():
@@ -173,7 +177,7 @@ def test_ring_free_targets_on_the_synthetic_drive_cover_more_true_surface():
     dense ground-truth surface than one sweep, while staying precise."""
     from pop3d_ros.data.sources import neighbour_lookup, synthetic_key_of_token, synthetic_source
     from pop3d_ros.model.config import get_preset
-    from pop3d_ros.training.cli_occupancy_opts import RING_FREE
+    from pop3d_ros.training.recipe import load_recipe
 
     grid = get_preset("cpu-small").voxel_grid
     keys, make = synthetic_source([7], 5, grid=grid, image_hw=(36, 64))
@@ -182,7 +186,8 @@ def test_ring_free_targets_on_the_synthetic_drive_cover_more_true_surface():
     single = target_quality(
         lidar_occupancy_target(sample, grid, LidarOccupancyConfig()), sample["occupancy"]
     )
-    ring_free = lidar_occupancy_target(sample, grid, RING_FREE, neighbour)
+    default = load_recipe("default").stages[0].settings.occupancy  # the default's targets
+    ring_free = lidar_occupancy_target(sample, grid, default, neighbour)
     assert set(np.unique(ring_free)) == {0, 1, UNOBSERVED}
     multi = target_quality(ring_free, sample["occupancy"])
     assert multi["occupied_recall"] > 1.3 * single["occupied_recall"]

@@ -4,7 +4,6 @@ the loss and its gradient, ONNX export (op check + parity) and the inference pip
 from __future__ import annotations
 
 import json
-from argparse import Namespace
 
 import numpy as np
 import pytest
@@ -215,14 +214,23 @@ def test_depth_loss_ignores_cells_without_points():
 
 
 def test_depth_bins_option_sets_the_model_and_the_cache_settings():
-    from pop3d_ros.training.cli_depth_opts import apply_depth_arguments
+    from types import SimpleNamespace
 
-    cfg = tiny_config()
-    assert apply_depth_arguments(Namespace(depth_bins=0), cfg, "pop3d") == {}
-    settings = apply_depth_arguments(Namespace(depth_bins=12), cfg, "pop3d_render")
-    assert cfg.lifting.depth_bins == 12 and settings["depth_target"]["bins"] == 12
+    from pop3d_ros.training.settings import ModelChoice, TrainSettings
+    from pop3d_ros.training.stage import frame_settings
+
+    def settings(model_cfg, strategy="pop3d"):
+        s = TrainSettings()
+        s.train.strategy = strategy
+        return frame_settings(s, model_cfg, SimpleNamespace(), {}, {}, None)
+
+    plain = ModelChoice(preset="cpu-small").build("pop3d")
+    assert plain.lifting.depth_bins == 0 and "depth_target" not in settings(plain)
+    binned = ModelChoice(preset="cpu-small", depth_bins=12).build("pop3d_render")
+    assert binned.lifting.depth_bins == 12
+    assert settings(binned)["depth_target"]["bins"] == 12
     with pytest.raises(ValueError, match="LiDAR"):
-        apply_depth_arguments(Namespace(depth_bins=12), tiny_config(), "vfm")
+        ModelChoice(preset="cpu-small", depth_bins=12).build("vfm")
 
 
 # -- export and pipeline ------------------------------------------------------------------------
@@ -283,25 +291,46 @@ def test_pipeline_runs_a_depth_model_end_to_end(depth_export, tmp_path):
 
     ckpt, root, _ = depth_export
     rt = load_runtime(ckpt, backend="onnxruntime", cache_dir=root / "cache", log=lambda _m: None)
-    pipe = OccupancyPipeline(rt, SyntheticTextSpace(dim=64), PipelineConfig(0.5))
     cams = rig_cameras(96, 64)
     images = random_images(6, 64, 96)
+    # The torch model's occupancy probabilities on the same inputs, independently of the
+    # pipeline (its own sampling code, the checkpoint's weights).
+    model, _ = load_model(ckpt)
+    from pop3d_ros.model.inputs import SamplingCache
+
+    calib = SamplingCache(model.cfg)(
+        torch.from_numpy(np.stack([c.K for c in cams]).astype(np.float32)),
+        torch.from_numpy(np.stack([c.cam_to_ego for c in cams]).astype(np.float32)),
+    )
+    with torch.no_grad():
+        x = torch.from_numpy(images_to_input(images))
+        logits = model(x, *(t[None] for t in calib))["occupancy_logits"][0].reshape(-1, 2)
+    prob = torch.softmax(logits, -1)[:, 1].numpy()
+    # A threshold inside the widest gap of the middle half of the probabilities, so that
+    # about half the voxels are occupied and ORT's rounding cannot move one across it.
+    p = np.sort(prob)
+    mid = slice(p.size // 4, 3 * p.size // 4)
+    gaps = np.diff(p)[mid]
+    k = int(np.argmax(gaps)) + p.size // 4
+    threshold = float((p[k] + p[k + 1]) / 2)
+    assert gaps.max() > 1e-4 and 0.0 < threshold < 1.0
+    occupied = np.flatnonzero(prob >= threshold)
+    n = rt.config.voxel_grid.num_voxels
+    assert 0 < occupied.size < n  # the comparison below can tell voxels apart
+
+    pipe = OccupancyPipeline(rt, SyntheticTextSpace(dim=64), PipelineConfig(threshold))
     res = pipe.infer(images, cams, stamp=1.0)
     feed = pipe.sampling.feed(cams)
-    assert feed["sampling_depth"].shape == (1, 6, rt.config.voxel_grid.num_voxels)
+    assert feed["sampling_depth"].shape == (1, 6, n)
     assert 0.0 <= feed["sampling_depth"].min() and feed["sampling_depth"].max() <= 7.0
+    np.testing.assert_allclose(feed["sampling_depth"][0], calib[2].numpy(), atol=1e-5)
     pipe.infer(images, cams, stamp=2.0)
     assert pipe.sampling.computations == 1  # calibration inputs computed once per rig
-    # The pipeline's occupancy is the torch model's on the same inputs.
-    model, _ = load_model(ckpt)
-    with torch.no_grad():
-        args = [torch.from_numpy(images_to_input(images))]
-        args += [torch.from_numpy(feed[n]) for n in model.cfg.encoder_input_names[1:]]
-        logits = model(*args)["occupancy_logits"][0].reshape(-1, 2)
-    prob = torch.softmax(logits, -1)[:, 1].numpy()
-    occupied = np.flatnonzero(prob >= 0.5)
-    assert res.count == occupied.size
-    assert res.count == 0 or pipe.query("car").success
+    # The pipeline's occupied voxels are the torch model's, voxel for voxel.
+    shape = rt.config.voxel_grid.shape
+    got = np.ravel_multi_index(tuple(np.asarray(res.indices).T), tuple(shape))
+    np.testing.assert_array_equal(np.sort(got), occupied)
+    assert pipe.query("car").success
 
 
 def test_int8_calibration_feed_and_flops_include_the_depth_input():
@@ -322,13 +351,24 @@ def test_int8_calibration_feed_and_flops_include_the_depth_input():
     assert list(feed) == list(cfg.encoder_input_names)
     n_vox = cfg.voxel_grid.num_voxels
     assert feed["sampling_depth"].shape == (1, 6, n_vox) and feed["sampling_depth"].max() <= 7
-    # The front camera (x forward, y left) sees the voxel centre straight ahead at ~its depth.
-    front = cams[0].resized(96, 64)
+    # The voxel centre nearest the front camera's optical axis: its depth along the axis, by
+    # hand, then the LID bin coordinate by hand (edges at d_min + u e (e + 1) / 2,
+    # u = 2 (d_max - d_min) / (D (D + 1)); bin k's centre at e = k + 1/2).
+    front = cams[0]
     centres = cfg.voxel_grid.centers().reshape(-1, 3)
-    _, depth, valid = front.project(centres)
-    i = int(np.flatnonzero(valid)[0])
-    expected = compute_sampling_depth([front], cfg.voxel_grid, cfg.lifting)[0, i]
-    assert feed["sampling_depth"][0, 0, i] == pytest.approx(expected, abs=1e-5)
+    axis, origin = front.cam_to_ego[:3, 2], front.cam_to_ego[:3, 3]
+    rel = centres - origin
+    along = rel @ axis
+    off_axis = np.linalg.norm(rel - along[:, None] * axis, axis=1)
+    ahead = along > cfg.lifting.depth_min
+    i = int(np.flatnonzero(ahead)[np.argmin(off_axis[ahead] / along[ahead])])
+    lift = cfg.lifting
+    assert lift.depth_spacing == "lid" and along[i] < lift.depth_max
+    unit = 2 * (lift.depth_max - lift.depth_min) / (lift.depth_bins * (lift.depth_bins + 1))
+    e = (-1 + np.sqrt(1 + 8 * (along[i] - lift.depth_min) / unit)) / 2
+    expected = min(max(e - 0.5, 0.0), lift.depth_bins - 1.0)
+    assert feed["sampling_depth"][0, 0, i] == pytest.approx(expected, abs=1e-4)
+    assert 0.0 < expected < lift.depth_bins - 1.0  # inside the range: the formula matters
     assert (
         estimate_gflops(cfg)["encoder_occupancy"]
         > estimate_gflops(tiny_config())["encoder_occupancy"]

@@ -30,6 +30,7 @@ TENSORRT_OPS = {
     "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice", "Softplus", "Split", "Squeeze",
     "Sub", "Transpose", "Unsqueeze", "Where",
     "Abs", "Softmax",  # the depth-bin lifting: softmax over bins, tent weights relu(1 - |k - b|)
+    "Log",  # the heads' softplus as relu(x) - log(sigmoid(|x|)) (heads.ExportSoftplus)
 }  # fmt: skip
 ATOL = 1e-4
 
@@ -103,3 +104,24 @@ def test_export_leaves_training_mode_alone(tmp_path, exported):
     export_language_head_onnx(model, tmp_path / "lh.onnx", cfg)
     assert model.training
     model.eval()
+
+
+def test_export_softplus_is_softplus_and_leaves_the_model_as_it_was(exported):
+    """The exported form of the heads' Softplus computes the same values (fp32, against
+    float64 softplus), the model's modules and state dict are untouched, and the graphs hold
+    no Softplus node."""
+    from pop3d_ros.model.heads import ExportSoftplus, export_activations
+
+    x = torch.cat([torch.linspace(-60, 60, 200001), torch.tensor([0.0, -0.0, 1e-30, -1e-30])])
+    want = torch.nn.functional.softplus(x.double(), threshold=1000.0)
+    assert torch.max(torch.abs(ExportSoftplus()(x).double() - want)).item() < 1e-6
+    assert torch.max(torch.abs(torch.nn.Softplus()(x).double() - want)).item() < 1e-6
+    cfg, model, enc, lang = exported
+    keys = {k: v.clone() for k, v in model.state_dict().items()}
+    with export_activations(model) as n:
+        assert n == 2 * cfg.heads.n_blocks  # two heads
+        assert not any(isinstance(m, torch.nn.Softplus) for m in model.modules())
+    assert sum(isinstance(m, torch.nn.Softplus) for m in model.modules()) == n
+    assert all(torch.equal(keys[k], v) for k, v in model.state_dict().items())
+    for path in (enc, lang):
+        assert "Softplus" not in _ops(path)[1]

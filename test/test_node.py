@@ -212,7 +212,7 @@ def test_many_concurrent_queries(env):
     [
         ({"data": b"\x00" * 100}, "short_data"),
         ({"height": 0, "width": 0, "step": 0, "data": b""}, "zero_size"),
-        ({"encoding": "yuv422"}, "unsupported_encoding"),
+        ({"encoding": "nv21"}, "unsupported_encoding"),
         ({"encoding": "16UC1"}, "unsupported_encoding"),
         ({"step": 10}, "bad_step"),
     ],
@@ -245,12 +245,14 @@ def test_bad_camera_info_is_rejected(env, k):
 
 def test_missing_camera_and_far_apart_stamps_give_no_set(env):
     env.expect_output()
-    before = env.cloud.last
+    before = int(env.diagnostics()["pipeline"][2]["sets_matched"])
     env.cams.publish_set(env.next_stamp(), skip=("cam_back_left",))
     env.cams.publish_set(env.next_stamp(), jitter=[0, 0, 0, 0.3, 0, 0])  # one camera 0.3 s off
-    time.sleep(2.0)
-    assert env.cloud.last is before  # neither formed a set within max_camera_time_diff
+    # A good set after them: once its output is out, the node has seen all three (one
+    # reliable publisher per camera delivers in order), so the count is final.
     env.expect_output()
+    after = int(env.diagnostics()["pipeline"][2]["sets_matched"])
+    assert after == before + 1, (before, after)  # neither formed a set
 
 
 def test_silent_camera_is_reported_then_recovers(env):

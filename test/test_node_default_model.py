@@ -34,7 +34,7 @@ SEED = 1001  # held out: the default model trains on seeds 0-39
 FRAMES = 3
 # Baselines on these frames (POP-3D protocol): a random-init cpu-small model predicts no
 # occupied voxel (IoU 0); "everything occupied" scores 0.12-0.13. The trained default model
-# must do clearly better (see models/README.md for its evaluation).
+# must do clearly better (see models/default/README.md for its evaluation).
 MIN_IOU = 0.25
 # Text-space classes the query test tries, in order; the first that is in view is used.
 QUERY_CLASSES = (("car", "car"), ("building", "manmade"), ("road", "driveable_surface"))

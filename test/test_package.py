@@ -4,6 +4,7 @@ and lint (ruff) as tests."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,6 +105,60 @@ def test_package_xml_is_well_formed_format3_with_dependencies():
     for el in root.iter():
         if el.tag.endswith("depend"):
             assert el.text and el.text.strip() and " " not in el.text.strip()
+
+
+def _package_keys(*tags) -> set[str]:
+    root = ET.parse(ROOT / "package.xml").getroot()
+    return {el.text.strip() for tag in tags for el in root.findall(tag)}
+
+
+def _requirement_names(path: Path) -> set[str]:
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.add(re.split(r"[<>=!~ ;\[]", line, maxsplit=1)[0].lower().replace("_", "-"))
+    return names
+
+
+def test_package_xml_rosdep_decisions():
+    """Checked by hand with rosdep 0.27 against ros/rosdistro (Ubuntu noble, jazzy and
+    kilted): every key resolves. These are the decisions behind that list, independent of it:
+    no key that rosdistro lacks (python3-onnxruntime has no rule), no apt build of torch
+    beside the pinned pip one, no pip keys (bloom cannot release them, noble's Python is
+    externally managed), and apt and pip never both install one package."""
+    run = _package_keys("depend", "exec_depend")
+    every = run | _package_keys("build_depend", "buildtool_depend", "test_depend")
+    assert "python3-onnxruntime" not in every  # no rosdep rule in rosdistro
+    assert not {k for k in every if k.startswith("python3-torch")}  # Ubuntu's CPU-only build
+    assert not {k for k in every if k.endswith("-pip")}
+    runtime = _requirement_names(ROOT / "requirements" / "runtime.txt")
+    # What package.xml takes from the distribution is not pip-installed again...
+    apt_python = {"python3-numpy": "numpy", "python3-opencv": "opencv", "python3-yaml": "pyyaml",
+                  "python3-tqdm": "tqdm", "python3-pil": "pillow"}  # fmt: skip
+    assert set(apt_python) <= run
+    for key, name in apt_python.items():
+        assert not {r for r in runtime if r.startswith(name)} - {"numpy"}, (key, runtime)
+    # ...and what it leaves to pip is pinned there at the versions tested here.
+    pins = {}
+    for line in (ROOT / "requirements" / "constraints.txt").read_text().splitlines():
+        if "==" in line:
+            name, version = line.split("#")[0].strip().split("==")
+            pins[name.lower().replace("_", "-")] = version
+    text = (ROOT / "requirements" / "runtime.txt").read_text()
+    for name in ("torch", "torchvision", "onnx", "onnxruntime", "open-clip-torch"):
+        assert name in runtime, name
+        assert re.search(rf"^{name.replace('-', '[-_]')}=={re.escape(pins[name])}\b", text, re.M), (
+            name
+        )
+    # ROS message/service packages the node's Python imports are dependencies.
+    imported = set()
+    for path in (ROOT / "pop3d_ros").rglob("*.py"):
+        imported |= set(
+            re.findall(r"^\s*from (\w+_(?:msgs|interfaces)|std_srvs)\.", path.read_text(), re.M)
+        )
+    imported.discard("pop3d_ros")
+    assert imported <= run | _package_keys("build_depend"), imported - run
 
 
 # -- the QueryText interface ------------------------------------------------------------------

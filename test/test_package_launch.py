@@ -43,6 +43,23 @@ def _launch_tree():
     return ast.parse(LAUNCH.read_text(), filename=str(LAUNCH))
 
 
+def _our_node(tree) -> ast.Call:
+    """The keyword arguments of our node: the `node_kwargs = dict(...)` that both the plain
+    `Node(**node_kwargs)` and the `LifecycleNode(arguments=["--lifecycle"], **node_kwargs)`
+    are made from."""
+    assign = next(
+        n for n in ast.walk(tree)
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "node_kwargs"
+    )  # fmt: skip
+    for kind in ("Node", "LifecycleNode"):
+        (call,) = [c for c in _calls(tree, kind) if _kw(c, "package") is None]
+        assert any(k.arg is None and getattr(k.value, "id", "") == "node_kwargs"
+                   for k in call.keywords), kind  # fmt: skip
+    (lifecycle,) = _calls(tree, "LifecycleNode")
+    assert ast.literal_eval(_kw(lifecycle, "arguments")) == ["--lifecycle"]
+    return assign.value
+
+
 def _declared_arguments(tree) -> dict[str, ast.Call]:
     return {ast.literal_eval(c.args[0]): c for c in _calls(tree, "DeclareLaunchArgument")}
 
@@ -55,12 +72,11 @@ def test_launch_file_names_existing_things_and_declared_parameters():
     args = _declared_arguments(tree)
     assert {"params_file", "backend", "model_dir", "use_sim_time", "rviz"} <= set(args)
 
-    nodes = _calls(tree, "Node")
-    ours = [n for n in nodes if ast.literal_eval(_kw(n, "package")) == "pop3d_ros"]
-    assert len(ours) == 1
-    node = ours[0]
+    node = _our_node(tree)
+    assert ast.literal_eval(_kw(node, "package")) == "pop3d_ros"
     assert ast.literal_eval(_kw(node, "executable")) == "occupancy_node"
     assert ast.literal_eval(_kw(node, "name")) == "pop3d_occupancy"
+    assert getattr(_kw(node, "namespace"), "id", None) == "namespace"
     find_installed_executable("pop3d_ros", "occupancy_node")  # exists and is executable
 
     # The launch arguments that reach the node are parameters the node declares, and every
@@ -71,7 +87,8 @@ def test_launch_file_names_existing_things_and_declared_parameters():
     )  # fmt: skip
     node_args = set(ast.literal_eval(assign.value))
     assert node_args <= set(declared_names()), node_args - set(declared_names())
-    assert set(args) - {"rviz", "params_file"} == node_args
+    launch_only = {"rviz", "params_file", "namespace", "lifecycle", "autostart"}
+    assert set(args) - launch_only == node_args
 
     # Files the launch file names under the share directory exist in the install space.
     share = _install_share()
@@ -91,10 +108,7 @@ def test_user_params_file_wins_over_launch_defaults():
     those arguments default to "" (= not given, so not passed), so that a user's YAML sets
     backend/model_dir/use_sim_time unless the command line names them."""
     tree = _launch_tree()
-    node = next(
-        n for n in _calls(tree, "Node") if ast.literal_eval(_kw(n, "package")) == "pop3d_ros"
-    )
-    params = _kw(node, "parameters")
+    params = _kw(_our_node(tree), "parameters")
     with_overrides = params.body if isinstance(params, ast.IfExp) else params
     assert [getattr(e, "id", None) for e in with_overrides.elts] == ["params_file", "overrides"]
     args = _declared_arguments(tree)
@@ -116,14 +130,16 @@ def test_launch_arguments_have_descriptions_and_choices():
     node_backends = set(ast.literal_eval(str(err.value).split("use one of ", 1)[1]))
     assert set(backend_choices) == node_backends | {""}
     assert set(ast.literal_eval(_kw(args["use_sim_time"], "choices"))) == {"", "true", "false"}
-    assert set(ast.literal_eval(_kw(args["rviz"], "choices"))) == {"true", "false"}
+    for name in ("rviz", "lifecycle", "autostart"):
+        assert set(ast.literal_eval(_kw(args[name], "choices"))) == {"true", "false"}, name
 
 
 def test_rviz_started_only_when_installed():
     """rviz:=true without rviz2 must not fail the launch (which would orphan the node): the
     rviz2 Node is created only after its package was found."""
     tree = _launch_tree()
-    rviz = [n for n in _calls(tree, "Node") if ast.literal_eval(_kw(n, "package")) == "rviz2"]
+    rviz = [n for n in _calls(tree, "Node") if _kw(n, "package") is not None]
+    assert ast.literal_eval(_kw(rviz[0], "package")) == "rviz2"
     assert len(rviz) == 1
     guarded = [
         t for t in ast.walk(tree)
@@ -136,7 +152,9 @@ def test_rviz_started_only_when_installed():
 
 def test_params_file_matches_the_node():
     doc = yaml.safe_load((ROOT / "config" / "occupancy.yaml").read_text())
-    params = doc["pop3d_occupancy"]["ros__parameters"]
+    # Keyed for the node's name in any namespace (a plain name matches only the root one).
+    assert list(doc) == ["/**/pop3d_occupancy"]
+    params = doc["/**/pop3d_occupancy"]["ros__parameters"]
     declared = {f.name: f for f in fields(NodeParams)}
     assert set(params) == set(declared), set(params) ^ set(declared)
     defaults = NodeParams()
@@ -177,3 +195,23 @@ def test_rviz_cloud_boxes_are_the_default_models_voxels():
     voxel = ModelConfig.from_dict(ckpt["config"]).voxel_grid.voxel_size
     assert cloud["Style"] == "Boxes"
     assert cloud["Size (m)"] == pytest.approx(float(min(voxel)))
+
+
+def test_lifecycle_autostart_configures_then_activates_when_inactive():
+    """autostart: a ChangeState(configure) event, and a handler that emits ChangeState
+    (activate) when the node reports the transition configuring -> inactive (launch_ros's
+    OnStateTransition; checked by hand with the real launch_ros 0.26: the node ends active)."""
+    tree = _launch_tree()
+    handlers = _calls(tree, "OnStateTransition")
+    assert len(handlers) == 1
+    (handler,) = handlers
+    assert ast.literal_eval(_kw(handler, "start_state")) == "configuring"
+    assert ast.literal_eval(_kw(handler, "goal_state")) == "inactive"
+    (activate,) = _kw(handler, "entities").elts
+    assert activate.args[1].attr == "TRANSITION_ACTIVATE"
+    transitions = {c.args[1].attr for c in _calls(tree, "_change_state") if len(c.args) == 2}
+    assert transitions == {"TRANSITION_CONFIGURE", "TRANSITION_ACTIVATE"}
+    from lifecycle_msgs.msg import Transition
+
+    for name in transitions:
+        assert isinstance(getattr(Transition, name), int)

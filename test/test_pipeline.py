@@ -53,13 +53,100 @@ def test_mono8_and_bgra8_to_rgb():
     assert out.shape == (2, 2, 3) and np.all(out[..., 2] == 200) and np.all(out[..., 0] == 0)
 
 
+# The colour of each pixel of a ROS Bayer pattern, by its name: the first row starts with the
+# name's first two letters, the second row with its last two (REP-104/sensor_msgs encodings).
+BAYER_CV_CODES = {
+    "bayer_rggb8": cv2.COLOR_BayerBG2RGB,
+    "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
+    "bayer_gbrg8": cv2.COLOR_BayerGR2RGB,
+    "bayer_grbg8": cv2.COLOR_BayerGB2RGB,
+}
+
+
+def _mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
+    """The Bayer mosaic a sensor with `pattern` (e.g. "rggb") records of an RGB image."""
+    index = {"r": 0, "g": 1, "b": 2}
+    out = np.empty(rgb.shape[:2], np.uint8)
+    for k, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        out[dy::2, dx::2] = rgb[dy::2, dx::2, index[pattern[k]]]
+    return out
+
+
+@pytest.mark.parametrize("encoding", list(BAYER_CV_CODES))
+def test_bayer_encodings_demosaic_as_cv_bridge(encoding):
+    """A flat colour recorded through the pattern comes back as that colour (independent of
+    OpenCV's naming), and every pixel equals cv_bridge's OpenCV conversion of the mosaic."""
+    colour = np.array([200, 100, 30], np.uint8)
+    flat = np.broadcast_to(colour, (16, 20, 3)).copy()
+    mosaic = _mosaic(flat, encoding.split("_")[1][:4])
+    rgb = to_rgb(raw_image_view(mosaic.tobytes(), 16, 20, 20, encoding), encoding)
+    assert rgb.shape == (16, 20, 3)
+    np.testing.assert_array_equal(rgb[2:-2, 2:-2], np.broadcast_to(colour, (12, 16, 3)))
+    rng = np.random.default_rng(3)
+    pattern = rng.integers(0, 256, (16, 20), dtype=np.uint8)
+    got = to_rgb(raw_image_view(pattern.tobytes(), 16, 20, 20, encoding), encoding)
+    np.testing.assert_array_equal(got, cv2.cvtColor(pattern, BAYER_CV_CODES[encoding]))
+    # Through the node's preprocessing (demosaic at full size, then resize).
+    small = resize_to_rgb(raw_image_view(mosaic.tobytes(), 16, 20, 20, encoding), encoding, (8, 10))
+    np.testing.assert_allclose(small[1:-1, 1:-1], np.broadcast_to(colour, (6, 8, 3)), atol=1)
+
+
+@pytest.mark.parametrize("encoding,order", [("yuv422", "UYVY"), ("yuv422_yuy2", "YUYV")])
+def test_yuv422_encodings_as_cv_bridge(encoding, order):
+    """Packed 4:2:2 built in the test from a known colour (BT.601 video range, the YUV of
+    camera drivers' 4:2:2) converts back to it; and equals OpenCV's UYVY / YUY2 conversion."""
+    colour = np.array([[[40, 160, 220]]], np.uint8)
+    r, g, b = colour[0, 0].astype(float)
+    y = round(16 + 0.257 * r + 0.504 * g + 0.098 * b)
+    u = round(128 - 0.148 * r - 0.291 * g + 0.439 * b)
+    v = round(128 + 0.439 * r - 0.368 * g - 0.071 * b)
+    pair = {"UYVY": [u, y, v, y], "YUYV": [y, u, y, v]}[order]
+    packed = np.tile(np.array(pair, np.uint8), (6, 5))  # 6 rows of 10 pixels, 2 bytes each
+    rgb = to_rgb(raw_image_view(packed.tobytes(), 6, 10, 20, encoding), encoding)
+    assert rgb.shape == (6, 10, 3)
+    assert np.abs(rgb.astype(int) - colour.astype(int)).max() <= 3
+    noise = np.random.default_rng(4).integers(0, 256, (6, 20), dtype=np.uint8)
+    code = {"UYVY": cv2.COLOR_YUV2RGB_UYVY, "YUYV": cv2.COLOR_YUV2RGB_YUY2}[order]
+    got = to_rgb(raw_image_view(noise.tobytes(), 6, 10, 20, encoding), encoding)
+    np.testing.assert_array_equal(got, cv2.cvtColor(noise.reshape(6, 10, 2), code))
+
+
+@pytest.mark.parametrize("bigendian", [False, True])
+@pytest.mark.parametrize(
+    "encoding,order", [("mono16", [0]), ("rgb16", [0, 1, 2]), ("bgr16", [2, 1, 0]),
+                       ("rgba16", [0, 1, 2, 3]), ("bgra16", [2, 1, 0, 3])],
+)  # fmt: skip
+def test_16bit_encodings_scale_to_8bit_as_cv_bridge(encoding, order, bigendian):
+    """16-bit values v become round(v * 255 / 65535) (cv_bridge's toCvCopy to rgb8), in RGB
+    order, from either byte order; padded rows are skipped."""
+    rng = np.random.default_rng(5)
+    rgb16 = rng.integers(0, 65536, (4, 6, 3), dtype=np.uint16)
+    rgb16[0, 0] = [0, 65535, 32896]  # 0, 255 and an exact 128
+    alpha = np.full((4, 6, 1), 7, np.uint16)
+    native = np.concatenate([rgb16, alpha], axis=2)[:, :, order]
+    step = 6 * native.shape[2] * 2 + 4
+    buf = np.zeros((4, step), np.uint8)
+    raw = native.astype(">u2" if bigendian else "<u2").tobytes()
+    buf[:, : 6 * native.shape[2] * 2] = np.frombuffer(raw, np.uint8).reshape(4, -1)
+    view = raw_image_view(buf.tobytes(), 4, 6, step, encoding, bigendian=bigendian)
+    got = to_rgb(view, encoding)
+    source = rgb16[:, :, :1].repeat(3, axis=2) if encoding == "mono16" else rgb16
+    want = np.floor(source.astype(np.float64) * 255.0 / 65535.0 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.uint8 and got.shape == (4, 6, 3)
+    assert (
+        got[0, 0].tolist()[: 1 if encoding == "mono16" else 3]
+        == [0, 255, 128][: 1 if encoding == "mono16" else 3]
+    )
+
+
 @pytest.mark.parametrize(
     "args,reason",
     [
         ((b"\0" * 10, 2, 2, 6, "rgb8"), "short_data"),
         ((b"", 0, 0, 0, "rgb8"), "zero_size"),
         ((b"\0" * 100, 2, 2, 4, "rgb8"), "bad_step"),
-        ((b"\0" * 100, 2, 2, 8, "yuv422"), "unsupported_encoding"),
+        ((b"\0" * 100, 2, 2, 8, "nv21"), "unsupported_encoding"),
         ((b"\0" * 100, 2, 2, 8, "16UC1"), "unsupported_encoding"),
     ],
 )
@@ -269,3 +356,54 @@ def test_prepare_query_text():
         prepare_query_text("\x00\x01", 77, 100)
     with pytest.raises(ValueError, match="occupancy_threshold"):
         PipelineConfig(occupancy_threshold=1.5)
+
+
+class _CountingHead:
+    """The runtime's language head with a count of its calls (the real backend runs)."""
+
+    def __init__(self, head):
+        self.head, self.calls = head, 0
+
+    def infer(self, feed):
+        self.calls += 1
+        return self.head.infer(feed)
+
+    def __getattr__(self, name):
+        return getattr(self.head, name)
+
+
+def test_language_head_runs_once_per_frame_on_demand(runtime):
+    """No vocabulary and no hook: infer leaves the language head alone (stage time 0), the
+    frame's first query runs it once, later queries reuse it; the next frame starts over.
+    A vocabulary or a hook that asks for the frame runs it during infer."""
+    text = SyntheticTextSpace(dim=64)
+    pipe = OccupancyPipeline(runtime, text)
+    counting = _CountingHead(runtime.language_head)
+    pipe.runtime = type("R", (), {"encoder": runtime.encoder, "language_head": counting,
+                                  "config": runtime.config})()  # fmt: skip
+    cams = rig_cameras(96, 64)
+    res = pipe.infer(random_images(6, 64, 96), cams, stamp=1.0)
+    assert res.count > 0 and counting.calls == 0 and not res.language.computed
+    assert res.timings_ms["language_head"] == 0.0 and not pipe.needs_language(res)
+    first = pipe.query("car")
+    assert first.success and counting.calls == 1 and first.language_head_ms > 0
+    assert pipe.query("tree").success and counting.calls == 1
+    assert pipe.query("tree").language_head_ms == 0.0
+    np.testing.assert_allclose(np.linalg.norm(res.language_features, axis=1), 1.0, atol=1e-5)
+    pipe.infer(random_images(6, 64, 96, seed=2), cams, stamp=2.0)
+    assert counting.calls == 1
+    assert pipe.query("car").success and counting.calls == 2
+
+    seen = []
+    pipe.language_hooks.append(lambda r: seen.append(r.stamp) or r.stamp >= 4.0)
+    pipe.infer(random_images(6, 64, 96), cams, stamp=3.0)  # the hook does not need this one
+    assert counting.calls == 2 and seen == [3.0]
+    res = pipe.infer(random_images(6, 64, 96), cams, stamp=4.0)
+    assert counting.calls == 3 and res.language.computed and res.timings_ms["language_head"] > 0
+    pipe.language_hooks.clear()
+    pipe.reconfigure(0.5, ["car", "road"])
+    res = pipe.infer(random_images(6, 64, 96), cams, stamp=5.0)
+    assert counting.calls == 4 and res.labels.shape == (res.count,)
+    with pytest.raises(ValueError, match="occupancy_threshold"):
+        pipe.reconfigure(1.5, ["car"])
+    assert pipe.config.occupancy_threshold == 0.5 and pipe.config.vocabulary == ("car", "road")

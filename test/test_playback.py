@@ -7,6 +7,7 @@ import pytest
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_harness import wait_until
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from pop3d_ros.data.synthetic import SyntheticWorld, WorldConfig
@@ -99,7 +100,18 @@ def test_compressed_best_effort_with_dropped_camera(ros_context, ros_node, sampl
     assert np.abs(rgb.astype(int) - samples[0]["images"][0]).mean() < 12  # JPEG loss
     t = front.header.stamp.sec * 10**6 + front.header.stamp.nanosec // 1000
     assert min(abs(t - s) for s in sent) <= 10_000  # the set's stamp, moved by the jitter
-    got["cam_front_left"].wait_for(1)
+    # The dropped camera's topic is live (its publisher matched our subscriber) and sets
+    # published after that reached the other cameras: only then is its silence a result.
+    back_pub = player._pubs["cam_back"][0]  # noqa: SLF001 - the playback's own publisher
+    assert wait_until(lambda: back_pub.get_subscription_count() >= 1, 30.0)
+    for cam in ("cam_front_left", "cam_back_left", "cam_back_right"):
+        seen = len(got[cam].messages)
+        for _ in range(50):
+            player.publish_sample(samples[1])
+            if len(got[cam].messages) > seen:
+                break
+            time.sleep(0.1)
+        assert len(got[cam].messages) > seen, cam
     assert got["cam_back"].messages == []
 
 

@@ -177,7 +177,7 @@ def test_train_cli_refuses_init_from_with_init_backbone(tmp_path, capsys):
     from pop3d_ros.cli import main
 
     rc = main(
-        ["train", "--seeds", "0", "--init-from", "a.pt", "--init-backbone", "b.pt"]
+        ["train", "--seeds", "0", "--init_from", "a.pt", "--init-backbone", "b.pt"]
         + ["--out", str(tmp_path / "run")]
     )
     assert rc == 2
@@ -203,7 +203,7 @@ def test_pretrain_cli_reads_cached_maskclip_features(tmp_path):
             "dim": 512, "text_space": {"kind": "open_clip", "model_name": "ViT-B-16"}}  # fmt: skip
     build_cache(keys, make, features, tmp_path / "cache", meta)
     rc = main(
-        ["pretrain2d", "--teacher", "maskclip", "--teacher-cache", str(tmp_path / "cache")]
+        ["pretrain2d", "--teacher.kind", "maskclip", "--teacher.cache", str(tmp_path / "cache")]
         + ["--seeds", "200", "--frames-per-seed", "1", "--steps", "1", "--batch-images", "2"]
         + ["--out", str(tmp_path / "run")]
     )

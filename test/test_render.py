@@ -71,6 +71,29 @@ def test_semi_transparent_medium_matches_beer_lambert():
     assert float((r["weights"][0] * inside).sum()) == pytest.approx(expect, rel=1e-3)
 
 
+# the same scene on 0.4 m voxels: sigma is per voxel length, so distances in metres divide
+# by 0.4 in the transmittance
+GRID4 = VoxelGrid((0.0, 8.0), (-0.8, 0.8), (-0.8, 0.8), (20, 4, 4))
+
+
+@pytest.mark.parametrize("sampling", ["trilinear", "nearest"])
+def test_beer_lambert_on_a_grid_of_0_4_m_voxels(sampling):
+    # constant sigma = 0.1 per voxel length: opacity after L metres = 1 - exp(-0.1 L / 0.4)
+    sigma = torch.full(GRID4.shape, 0.1)
+    o = torch.tensor([[0.2, 0.0, 0.0]])
+    d = torch.tensor([[1.0, 0.0, 0.0]])
+    r = render_rays(sigma, o, d, GRID4, density_sampling=sampling)
+    inside = (r["t"] < 7.6).float()  # samples up to x = 7.8 m, the last voxel centre
+    length = float((inside * 0.2).sum())  # metres: half-voxel steps of 0.2 m
+    expect = 1 - math.exp(-0.1 * length / 0.4)
+    assert float((r["weights"][0] * inside).sum()) == pytest.approx(expect, rel=1e-3)
+    # a slab of 4 voxels (1.6 m) of sigma 0.5: transmittance exp(-0.5 * 4) behind it
+    sigma = torch.zeros(GRID4.shape)
+    sigma[5:9] = 0.5  # x in [2.0, 3.6) m
+    r = render_rays(sigma, o, d, GRID4, density_sampling="nearest")
+    assert float(r["opacity"][0]) == pytest.approx(1 - math.exp(-2.0), rel=1e-4)
+
+
 def test_gradients_reach_the_density_and_feature_grids():
     sigma = torch.full(GRID.shape, 0.5, requires_grad=True)
     feats = torch.randn(*GRID.shape, 3, requires_grad=True)

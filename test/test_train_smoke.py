@@ -244,7 +244,7 @@ def test_train_cli_refuses_eval_seeds_that_were_trained_on(tmp_path, capsys):
     from pop3d_ros.cli import main
 
     rc = main(
-        ["train", "--seeds", "0-3", "--eval-every", "10", "--eval-seeds", "3-4"]
+        ["train", "--seeds", "0-3", "--eval_every", "10", "--eval.held_out_seeds", "3-4"]
         + ["--out", str(tmp_path / "run")]
     )
     assert rc == 2
@@ -278,48 +278,46 @@ def test_runs_sharing_a_cache_read_their_own_frames(tmp_path):
 
 @pytest.mark.parametrize("command", ["train", "vfm-labels", "pretrain2d"])
 def test_training_commands_default_to_the_realistic_teacher(command):
-    import argparse
+    import dataclasses
     import importlib
-    from types import SimpleNamespace
 
     from pop3d_ros.cli import COMMANDS
     from pop3d_ros.data.synthetic_teacher import TEACHER_PROFILES
-    from pop3d_ros.model.config import get_preset
-    from pop3d_ros.teachers.select import teacher_and_space
+    from pop3d_ros.teachers.select import TeacherConfig, teacher_and_space
 
-    parser = argparse.ArgumentParser()  # the subcommand's own parser, as `pop3d` builds it
-    importlib.import_module(COMMANDS[command][0]).add_arguments(parser)
-    args = parser.parse_args(["--out", "x"])
-    assert args.teacher_profile == "maskclip-like"
-    model_cfg = get_preset("cpu-small")
-    _, _, meta = teacher_and_space(args, model_cfg)
+    module = importlib.import_module(COMMANDS[command][0])
+    (cmd,) = [
+        v for v in vars(module).values()
+        if dataclasses.is_dataclass(v) and v.__name__.endswith("Command")
+    ]  # fmt: skip
+    teacher = cmd.__dataclass_fields__["teacher"].default_factory()
+    assert teacher.profile == "maskclip-like"
+    _, _, meta = teacher_and_space(teacher, "synthetic", 512)
     assert meta["profile"] == "maskclip-like"
     assert meta["confusion_prob"] == TEACHER_PROFILES["maskclip-like"].confusion_prob
-    near = SimpleNamespace(**{**vars(args), "teacher_profile": "near-gt"})  # still an option
-    near_meta = teacher_and_space(near, model_cfg)[2]
+    near_meta = teacher_and_space(TeacherConfig(profile="near-gt"), "synthetic", 512)[2]
     assert near_meta["profile"] == "near-gt" and near_meta["confusion"] != meta["confusion"]
 
 
 @pytest.mark.parametrize(
-    "flags",
+    ("flags", "key"),
     [
-        ["--aux-rays"],
-        ["--render-sparsity", "0.1"],
-        ["--render-sparsity-scope", "unseen"],
-        ["--render-distortion", "0.1"],
-        ["--render-density-sampling", "nearest"],
+        (["--render.aux_rays"], "aux_rays"),
+        (["--set", "render.sparsity_weight=0.1"], "sparsity_weight"),
+        (["--render.sparsity_scope", "unseen"], "sparsity_scope"),
+        (["--render.distortion_weight", "0.1"], "distortion_weight"),
+        (["--density_sampling", "nearest"], "density_sampling"),
     ],
 )
-def test_train_cli_refuses_render_options_for_other_strategies(tmp_path, capsys, flags):
+def test_train_cli_refuses_render_options_for_other_strategies(tmp_path, capsys, flags, key):
     from pop3d_ros.cli import main
 
     rc = main(
         ["train", "--seeds", "0", "--strategy", "pop3d", *flags, "--out", str(tmp_path / "r")]
     )
     assert rc == 2
-    assert f"{flags[0]}: rendering options; --strategy pop3d does not render" in (
-        capsys.readouterr().err
-    )
+    err = capsys.readouterr().err
+    assert f"render.{key}: rendering options; strategy pop3d does not render" in err
     assert not (tmp_path / "r").exists()  # refused before rendering anything
 
 
@@ -327,43 +325,36 @@ def test_train_cli_refuses_a_sparsity_scope_without_the_prior(tmp_path, capsys):
     from pop3d_ros.cli import main
 
     rc = main(
-        ["train", "--seeds", "0", "--strategy", "render", "--render-sparsity-scope", "unseen",
+        ["train", "--seeds", "0", "--strategy", "render", "--render.sparsity_scope", "unseen",
          "--out", str(tmp_path / "r")]
     )  # fmt: skip
     assert rc == 2
-    assert "--render-sparsity-scope needs --render-sparsity > 0" in capsys.readouterr().err
+    assert "sparsity_scope unseen needs render.sparsity_weight > 0" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 
 def test_render_options_reach_the_strategy():
-    import argparse
-    from types import SimpleNamespace
-
     from pop3d_ros.text.synthetic_text import SyntheticTextSpace
-    from pop3d_ros.training import cli_train
-    from pop3d_ros.training.cli_render_opts import render_strategy
+    from pop3d_ros.training.cli_train import build_recipe
+    from pop3d_ros.training.strategies.render_config import RenderConfig, build_render_strategy
 
-    parser = argparse.ArgumentParser()
-    cli_train.add_arguments(parser)
-    flags = ["--out", "x", "--strategy", "render", "--render-distortion", "0.3",
-             "--render-sparsity", "0.2", "--render-sparsity-scope", "unseen",
-             "--render-density-sampling", "nearest", "--num-rays", "99",
-             "--render-termination", "0.7"]  # fmt: skip
-    args = parser.parse_args(flags)
+    flags = ["--strategy", "render", "--render.distortion_weight", "0.3",
+             "--render.sparsity_weight", "0.2", "--render.sparsity_scope", "unseen",
+             "--render.density_sampling", "nearest", "--render.num_rays", "99",
+             "--render.termination_weight", "0.7"]  # fmt: skip
+    cfg = build_recipe(flags)[0].stages[0].settings.render
     model_cfg = tiny_model_config()
-    strategy = render_strategy(
-        args, SimpleNamespace(strategy="render"), model_cfg, SyntheticTeacher(),
-        SyntheticTextSpace, lambda key: None, {},
-    )  # fmt: skip
+    strategy = build_render_strategy(
+        cfg, "render", model_cfg, SyntheticTeacher(), SyntheticTextSpace, None, {}
+    )
     assert model_cfg.heads.occupancy_output == "density"
     assert (strategy.distortion_weight, strategy.sparsity_weight) == (0.3, 0.2)
     assert (strategy.sparsity_scope, strategy.density_sampling) == ("unseen", "nearest")
     assert strategy.num_rays == 99 and strategy.grid == model_cfg.voxel_grid
     assert strategy.termination_weight == 0.7
-    defaults = render_strategy(
-        parser.parse_args(["--out", "x", "--strategy", "render"]),
-        SimpleNamespace(strategy="render"), tiny_model_config(), SyntheticTeacher(),
-        SyntheticTextSpace, lambda key: None, {},
+    defaults = build_render_strategy(
+        RenderConfig(), "render", tiny_model_config(), SyntheticTeacher(), SyntheticTextSpace,
+        None, {},
     )  # fmt: skip
     assert defaults.distortion_weight == 0.01  # RenderOcc's weight_distortion
     assert defaults.termination_weight == 0.0  # not in RenderOcc

@@ -1,4 +1,4 @@
-"""`pop3d vfm-labels` (cached, resumable) and `pop3d train --strategy vfm` end to end."""
+"""`pop3d vfm-labels` (cached, resumable) and `pop3d train` with strategy vfm end to end."""
 
 import json
 
@@ -11,7 +11,7 @@ from pop3d_ros.cli import main
 @pytest.mark.slow
 def test_vfm_labels_then_train(tmp_path, capsys, monkeypatch):
     cache = tmp_path / "vfm"
-    common = ["--seeds", "951", "--frames-per-seed", "2", "--calib-iterations", "2"]
+    common = ["--seeds", "951", "--frames-per-seed", "2", "--vfm.calibration.iterations", "2"]
     assert main(["vfm-labels", *common, "--out", str(cache)]) == 0
     labels = sorted((cache / "labels").glob("*.pt"))
     assert len(labels) == 2 and len(list((cache / "depth").glob("*.npz"))) == 2
@@ -27,7 +27,7 @@ def test_vfm_labels_then_train(tmp_path, capsys, monkeypatch):
         "--strategy",
         "vfm",
         *common,
-        "--vfm-cache",
+        "--vfm.cache",
         str(cache),
         "--out",
         str(run),
@@ -72,4 +72,4 @@ def test_depth_anything_needs_weights(tmp_path, capsys):
         "depth_anything",
     ]
     assert main(argv) == 2
-    assert "--depth-weights" in capsys.readouterr().err
+    assert "needs vfm.depth_weights DIR" in capsys.readouterr().err

@@ -126,18 +126,17 @@ def test_rig_neighbours_follow_the_yaw_of_the_cameras():
     assert left["cam_back"] == "cam_back_right" and right["cam_back"] == "cam_back_left"
 
 
-def test_cli_options_choose_rig_views_or_the_paper():
-    import argparse
-
+def test_options_choose_rig_views_or_the_paper():
     import pytest
 
-    from pop3d_ros.vfm.options import add_vfm_arguments, calibration_config
+    from pop3d_ros.training.cli_train import build_recipe
 
-    p = argparse.ArgumentParser()
-    add_vfm_arguments(p)
-    assert calibration_config(p.parse_args([])).rig_shifts == (-1, 1)
-    assert calibration_config(p.parse_args(["--calib-rig-shifts", ""])).rig_shifts == ()
-    pooled = calibration_config(p.parse_args(["--calib-rig-shifts=1", "--calib-rig-weight=-1"]))
+    def calibration(*argv):
+        return build_recipe(list(argv))[0].stages[0].settings.vfm.calibration
+
+    assert calibration().rig_shifts == (-1, 1)
+    assert calibration("--vfm.calibration.rig_shifts").rig_shifts == ()  # the paper's views
+    pooled = calibration("--set", "rig_shifts=[1]", "--set", "rig_weight=null")
     assert pooled.rig_shifts == (1,) and pooled.rig_weight is None
-    with pytest.raises(ValueError, match="calib-rig-shifts"):
-        calibration_config(p.parse_args(["--calib-rig-shifts=left"]))
+    with pytest.raises(SystemExit):
+        calibration("--vfm.calibration.rig_shifts", "left")

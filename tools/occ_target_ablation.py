@@ -16,12 +16,12 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from pop3d_ros.training.cli_occupancy_opts import RING_FREE
 from pop3d_ros.training.lidar_occupancy import (
     LidarOccupancyConfig,
     lidar_occupancy_target,
     target_quality,
 )
+from pop3d_ros.training.recipe import load_recipe
 
 SWEEPS = (-2, -1, 1, 2)
 VARIANTS = {
@@ -34,7 +34,8 @@ VARIANTS = {
     "rays + core_z 0.5 + sweeps +-2 + moving (votes 1)": LidarOccupancyConfig(
         free_space="rays", core_z=0.5, sweeps=SWEEPS, remove_moving=True, moving_votes=1
     ),
-    "ring-free default (+ moving, votes 2)": RING_FREE,
+    # the shipped default's targets
+    "ring-free default (+ moving, votes 2)": load_recipe("default").stages[0].settings.occupancy,
     "rays + sweeps +-2 + moving (votes 2), no core_z": LidarOccupancyConfig(
         free_space="rays", sweeps=SWEEPS, remove_moving=True, moving_votes=2
     ),

@@ -6,26 +6,34 @@ refused (use a new --out or --force).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from pop3d_ros.atomic import write_text_atomic
+from pop3d_ros.cli_config import run_command
 from pop3d_ros.data.dataset import INDEX_FILE, parse_seeds, world_config_dict
 from pop3d_ros.data.sample import save_sample
 from pop3d_ros.data.synthetic import SyntheticWorld, WorldConfig
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--seeds", default="0", help="drive seeds, e.g. 0-3 or 1,5")
-    parser.add_argument("--frames", type=int, default=40, help="frames per drive")
-    parser.add_argument("--width", type=int, default=256, help="image width")
-    parser.add_argument("--height", type=int, default=144, help="image height")
-    parser.add_argument("--frame-interval", type=float, default=0.5, help="seconds per frame")
-    parser.add_argument("--force", action="store_true", help="re-render everything")
+@dataclass
+class RenderCommand:
+    """Render synthetic drives to disk (one .npz per frame + index.json), resumable. The
+    world options apply to every drive; world.seed is replaced by each of --seeds."""
+
+    out: str  # output directory
+    seeds: str = "0"  # drive seeds, e.g. 0-3 or 1,5
+    world: WorldConfig = field(default_factory=WorldConfig)
+    force: bool = False  # re-render everything
+
+
+def main(argv=None) -> int:
+    return run_command(RenderCommand, sys.argv[2:] if argv is None else argv, "pop3d render", _run)
 
 
 def _jsonable(d: dict) -> dict:
@@ -37,12 +45,16 @@ def frame_file(seed: int, frame: int) -> str:
 
 
 def render(out, seeds, frames, width=256, height=144, frame_interval=0.5, force=False,
-           progress=True) -> dict:  # fmt: skip
-    """Render (or complete) a dataset directory; returns the index written to index.json."""
+           progress=True, world: WorldConfig | None = None) -> dict:  # fmt: skip
+    """Render (or complete) a dataset directory; returns the index written to index.json.
+    `world` gives every other world setting (its seed, frame count, size and interval are
+    replaced by the arguments)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    configs = {s: WorldConfig(seed=s, num_frames=frames, image_width=width, image_height=height,
-                              frame_interval=frame_interval) for s in seeds}  # fmt: skip
+    base = world or WorldConfig()
+    configs = {s: dataclasses.replace(base, seed=s, num_frames=frames, image_width=width,
+                                      image_height=height, frame_interval=frame_interval)
+               for s in seeds}  # fmt: skip
     index_path = out / INDEX_FILE
     old = json.loads(index_path.read_text()) if index_path.is_file() else {"configs": {}}
     for s, cfg in configs.items():
@@ -74,15 +86,9 @@ def render(out, seeds, frames, width=256, height=144, frame_interval=0.5, force=
     return index
 
 
-def run(args) -> int:
-    try:
-        seeds = parse_seeds(args.seeds)
-        if args.frames < 1:
-            raise ValueError("--frames must be >= 1")
-        index = render(args.out, seeds, args.frames, args.width, args.height,
-                       args.frame_interval, args.force)  # fmt: skip
-    except ValueError as exc:
-        print(f"pop3d render: error: {exc}", file=sys.stderr)
-        return 2
+def _run(args) -> int:
+    w = args.world
+    index = render(args.out, parse_seeds(args.seeds), w.num_frames, w.image_width,
+                   w.image_height, w.frame_interval, args.force, world=w)  # fmt: skip
     print(f"{len(index['frames'])} frames in {args.out}")
     return 0

@@ -18,9 +18,12 @@ def optical_frame(camera: str) -> str:
     return f"{camera}_optical_frame"
 
 
-def topics_for(camera: str, compressed: bool = False) -> dict[str, str]:
-    image = f"/{camera}/image_raw" + ("/compressed" if compressed else "")
-    return {"image": image, "camera_info": f"/{camera}/camera_info"}
+def topics_for(camera: str, compressed: bool = False, relative: bool = False) -> dict[str, str]:
+    """The camera's image and camera_info topics: absolute (what a bag records), or relative
+    (what a publisher uses, so that its node's namespace moves them)."""
+    prefix = "" if relative else "/"
+    image = f"{prefix}{camera}/image_raw" + ("/compressed" if compressed else "")
+    return {"image": image, "camera_info": f"{prefix}{camera}/camera_info"}
 
 
 def stamp_fields(timestamp_us: int) -> dict:

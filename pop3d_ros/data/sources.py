@@ -6,17 +6,20 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 
-def add_source_arguments(p, seeds: str, frames_per_seed: int, split: str, seeds_help: str) -> None:
-    """The frame-source options shared by `pop3d train` and `pop3d eval` (their defaults differ)."""
-    p.add_argument("--data", choices=["synthetic", "nuscenes"], default="synthetic")
-    p.add_argument("--seeds", default=seeds, help=seeds_help)
-    p.add_argument("--frames-per-seed", type=int, default=frames_per_seed,
-                   help="synthetic frames per seed")  # fmt: skip
-    p.add_argument("--root", help="nuScenes root (with --data nuscenes)")
-    p.add_argument("--version", default="v1.0-mini", help="nuScenes table folder under --root")
-    p.add_argument("--split", default=split, help=f"nuScenes split (default: {split})")
+@dataclass
+class DataConfig:
+    """Which frames: the synthetic world by seeds, or a nuScenes root and split."""
+
+    data: Literal["synthetic", "nuscenes"] = "synthetic"  # frame source
+    seeds: str = "0-7"  # synthetic world seeds, e.g. 0-7 or 1,3,10-12
+    frames_per_seed: int = 25  # synthetic frames per seed (one drive per seed)
+    root: str = ""  # nuScenes root (with data: nuscenes)
+    version: str = "v1.0-mini"  # nuScenes table folder under root
+    split: str = "train"  # nuScenes split name, or a file with one scene name per line
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -77,15 +80,14 @@ def nuscenes_source(root: str, split: str, version: str = "v1.0-mini"):
     return list(tokens), reader.sample
 
 
-def frame_source(args, model_cfg, seeds_text=None, split=None):
-    """(keys, make_sample) of the frames `args` name (`--data`, `--seeds`/`--root`, ...)."""
-    if args.data == "synthetic":
-        return synthetic_source(
-            parse_seeds(seeds_text or args.seeds), args.frames_per_seed, grid=model_cfg.voxel_grid
-        )
-    if not args.root:
-        raise ValueError("--data nuscenes needs --root DIR")
-    return nuscenes_source(args.root, split or args.split, args.version)
+def frame_source(cfg: DataConfig, grid=None, seeds: str | None = None, split: str | None = None):
+    """(keys, make_sample) of the frames `cfg` names; `seeds`/`split` replace its own (the
+    held-out frames of a periodic evaluation); synthetic frames get GT occupancy on `grid`."""
+    if cfg.data == "synthetic":
+        return synthetic_source(parse_seeds(seeds or cfg.seeds), cfg.frames_per_seed, grid=grid)
+    if not cfg.root:
+        raise ValueError("data nuscenes needs a root directory (--data.root DIR)")
+    return nuscenes_source(cfg.root, split or cfg.split, cfg.version)
 
 
 def synthetic_key_of_token(token: str) -> str:

@@ -3,70 +3,58 @@ and prints a per-class table. Runs under torchrun too (frames sharded, metrics s
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pop3d_ros.data.sources import add_source_arguments
+import tyro
 
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="model checkpoint (.pt)")
-    add_source_arguments(p, "100-101", 10, "val", "held-out synthetic seeds")
-    p.add_argument("--out", required=True, help="JSON file to write")
-    p.add_argument("--teacher-cache", help="MaskCLIP feature cache for the teacher baseline")
-    p.add_argument("--threshold", type=float, default=0.5, help="occupancy probability threshold")
-    p.add_argument("--max-frames", type=int, default=0, help="evaluate at most N frames (0 = all)")
-    p.add_argument(
-        "--volume",
-        default="auto",
-        help="volume scored: model (the checkpoint's grid), pop3d-nuscenes (POP-3D's volume in "
-        "the LiDAR frame), auto = the checkpoint's meta.eval_volume, else pop3d-nuscenes on "
-        "nuScenes, else model",
-    )
-    p.add_argument(
-        "--convention",
-        action="append",
-        metavar="KEY=VALUE",
-        help="follow POP-3D's code instead of its paper where they differ (repeatable): "
-        "free_space=pop3d-code, out_of_range=clip, lidar_points=per-camera "
-        "(evaluation/conventions.py)",
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument(
-        "--backend",
-        choices=("torch", "onnxruntime", "tensorrt"),
-        default="torch",
-        help="score the checkpoint (torch) or its deployed graphs (export cache, --cache-dir)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=("fp32", "fp16", "int8"),
-        default="fp32",
-        help="deployed graphs' precision (int8 needs `pop3d export --precision int8` first)",
-    )
-    p.add_argument("--cache-dir", default=None, help="export cache (~/.cache/pop3d_ros)")
-    p.add_argument(
-        "--grounding-min-score",
-        type=float,
-        default=0.9,
-        help="cosine threshold of the long-tail grounding benchmark (default: %(default)s)",
-    )
-    p.add_argument(
-        "--occ3d-labels",
-        help="Occ3D-nuScenes gts/ folder (<scene>/<token>/labels.npz)"
-        " for the Occ3D-style keys on nuScenes (synthetic: from its own GT)",
-    )
-    p.add_argument("--no-occ3d", action="store_true", help="skip the Occ3D-style evaluation")
+from pop3d_ros.cli_config import run_command
+from pop3d_ros.data.sources import DataConfig
 
 
-def run(args) -> int:
-    try:
-        return _run(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"pop3d eval: error: {exc}", file=sys.stderr)
-        return 2
+def _held_out() -> DataConfig:
+    return DataConfig(seeds="100-101", frames_per_seed=10, split="val")
+
+
+@dataclass
+class EvalCommand:
+    """Evaluate a checkpoint: POP-3D's protocol, the Occ3D-style protocol and retrieval; writes
+    JSON (design.md section 4) and prints a per-class table. A field unique across the groups
+    may be given without its group (--seeds = --data.seeds)."""
+
+    checkpoint: str  # model checkpoint (.pt)
+    out: str  # JSON file to write
+    data: DataConfig = field(default_factory=_held_out)
+    teacher_cache: str = ""  # MaskCLIP feature cache for the teacher baseline
+    threshold: float = 0.5  # occupancy probability threshold
+    max_frames: int = 0  # evaluate at most N frames (0 = all)
+    # Volume scored: model (the checkpoint's grid), pop3d-nuscenes (POP-3D's volume in the
+    # LiDAR frame), auto = the checkpoint's meta.eval_volume, else pop3d-nuscenes on
+    # nuScenes, else model.
+    volume: str = "auto"
+    # KEY=VALUE, repeatable: follow POP-3D's code instead of its paper where they differ:
+    # free_space=pop3d-code, out_of_range=clip, lidar_points=per-camera
+    # (evaluation/conventions.py).
+    convention: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    device: str = "auto"  # auto, cpu or cuda
+    # Score the checkpoint (torch) or its deployed graphs (export cache, cache_dir).
+    backend: Literal["torch", "onnxruntime", "tensorrt"] = "torch"
+    # Deployed graphs' precision (int8 needs `pop3d export --precision int8` first).
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    cache_dir: str = ""  # export cache ("" = ~/.cache/pop3d_ros)
+    grounding_min_score: float = 0.9  # cosine threshold of the long-tail grounding benchmark
+    # Occ3D-nuScenes gts/ folder (<scene>/<token>/labels.npz) for the Occ3D-style keys on
+    # nuScenes (synthetic frames use their own ground truth).
+    occ3d_labels: str = ""
+    occ3d: bool = True  # the Occ3D-style evaluation (--no_occ3d skips it)
+    ray_iou: bool = True  # SparseOcc's RayIoU beside it, ~1 s per frame (--no_ray_iou skips it)
+
+
+def main(argv=None) -> int:
+    return run_command(EvalCommand, sys.argv[2:] if argv is None else argv, "pop3d eval", _run)
 
 
 def _teacher(args, ckpt: dict, encoder):
@@ -89,7 +77,7 @@ def _teacher(args, ckpt: dict, encoder):
 def _run(args) -> int:
     import numpy as np
 
-    from pop3d_ros.data.sources import nuscenes_source, parse_seeds, synthetic_source
+    from pop3d_ros.data.sources import frame_source
     from pop3d_ros.distributed import cleanup, init_distributed
     from pop3d_ros.evaluation.conventions import parse_conventions
     from pop3d_ros.evaluation.occ3d import Occ3DEvaluation
@@ -100,7 +88,7 @@ def _run(args) -> int:
     from pop3d_ros.model.checkpoint import load_model
     from pop3d_ros.text.factory import text_encoder_from_spec
 
-    conventions = parse_conventions(args.convention)
+    conventions = parse_conventions(list(args.convention))
     info = init_distributed(args.device)
     model, ckpt = load_model(args.checkpoint)
     cfg = model.cfg
@@ -109,24 +97,22 @@ def _run(args) -> int:
         from pop3d_ros.export.runtime import load_runtime
 
         runtime = load_runtime(
-            args.checkpoint, args.backend, args.cache_dir, precision=args.precision, threads=1
+            args.checkpoint,
+            args.backend,
+            args.cache_dir or None,
+            precision=args.precision,
+            threads=1,
         )
         model = RuntimeModel(runtime)
     encoder = text_encoder_from_spec(ckpt["text_space"])
     classifier = ZeroShotClassifier(class_phrase_embeddings(encoder))
-    if args.data == "synthetic":
-        keys, make = synthetic_source(
-            parse_seeds(args.seeds), args.frames_per_seed, grid=cfg.voxel_grid
-        )
-    else:
-        if not args.root:
-            raise ValueError("--data nuscenes needs --root DIR")
-        keys, make = nuscenes_source(args.root, args.split, args.version)
+    keys, make = frame_source(args.data, cfg.voxel_grid)
     if args.max_frames > 0:
         keys = keys[: args.max_frames]
     mine = keys[info.rank :: info.world_size]
     prior = ckpt.get("occupancy_prior")
-    queries = concept_queries(encoder) if args.data == "synthetic" else {}
+    synthetic = args.data.data == "synthetic"
+    queries = concept_queries(encoder) if synthetic else {}
     retrieval = RetrievalMetrics(queries, args.grounding_min_score) if queries else None
     ev = Evaluator(
         model,
@@ -138,11 +124,13 @@ def _run(args) -> int:
         occupancy_threshold=args.threshold,
         device=info.device,
         conventions=conventions,
-        volume=choose_volume(args.volume, cfg.voxel_grid, args.data, ckpt.get("meta", {})),
+        volume=choose_volume(args.volume, cfg.voxel_grid, args.data.data, ckpt.get("meta", {})),
         retrieval=retrieval,
-        occ3d=None
-        if args.no_occ3d
-        else Occ3DEvaluation(cfg.voxel_grid, labels_root=args.occ3d_labels),
+        occ3d=Occ3DEvaluation(
+            cfg.voxel_grid, labels_root=args.occ3d_labels or None, ray_iou=args.ray_iou
+        )
+        if args.occ3d
+        else None,
     )
     ev.run((make(k) for k in mine), total=len(mine), show=info.is_main)
     ev.all_reduce()
@@ -150,9 +138,9 @@ def _run(args) -> int:
     result["frames"] = len(keys)
     result.update(
         checkpoint=str(args.checkpoint),
-        data=args.data,
-        seeds=args.seeds if args.data == "synthetic" else None,
-        split=args.split if args.data == "nuscenes" else None,
+        data=args.data.data,
+        seeds=args.data.seeds if synthetic else None,
+        split=None if synthetic else args.data.split,
         text_space=ckpt["text_space"].get("space_id", ckpt["text_space"].get("kind")),
         backend=args.backend,
         precision=getattr(model, "runtime", None) and model.runtime.precision or "fp32",

@@ -302,7 +302,17 @@ def format_table(result: dict) -> str:
         "chance_miou",
         "lidar_miou",
         "teacher_lidar_miou",
+        "occ3d_iou",
+        "occ3d_prior_iou",
+        "occ3d_miou",
+        "occ3d_miou_with_free",
+        "ray_iou",
+        "ray_iou_1m",
+        "ray_iou_2m",
+        "ray_iou_4m",
     ):
+        if key.startswith(("occ3d", "ray")) and key not in result:
+            continue
         lines.append(f"{key:<22}{f(result.get(key)):>8}")
     if result.get("retrieval_per_concept"):
         lines += ["", f"{'concept (AP)':<22}{'student':>8}{'parent':>8}{'teacher':>8}{'chance':>8}"]

@@ -125,7 +125,11 @@ def export_model(
     The manifest is written last, so a directory without one is an unfinished export.
     """
     from pop3d_ros.export.op_check import check_onnx_ops, load_op_table, onnx_op_types
-    from pop3d_ros.model.onnx_io import export_encoder_onnx, export_language_head_onnx
+    from pop3d_ros.model.onnx_io import (
+        GRAPH_REVISION,
+        export_encoder_onnx,
+        export_language_head_onnx,
+    )
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -159,6 +163,7 @@ def export_model(
         }
     manifest = {
         "format": FORMAT,
+        "graph_revision": GRAPH_REVISION,
         "model_config": cfg.to_dict(),
         "text_space": dict(text_space),
         "checkpoint": {"sha256": checkpoint_sha256},

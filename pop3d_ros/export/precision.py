@@ -35,7 +35,7 @@ Log = Callable[[str], None]
 _FLOAT32_INPUTS = {"Resize": (1, 2)}  # roi, scales
 _QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]  # the weight-bearing ops; the rest stays float
 # The occupancy logits' last layer stays float: quantizing it flipped twice as many
-# occupied/free decisions on held-out frames (0.30 % vs 0.17 % of voxels; models/README.md).
+# occupied/free decisions on held-out frames (0.30 % vs 0.17 % of voxels; docs/experiments/int8.md).
 ENCODER_FLOAT_NODES = ("/model/occupancy_head/out/",)
 
 

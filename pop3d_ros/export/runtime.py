@@ -9,6 +9,7 @@ and reused while the manifest, file hashes and engine sidecars still match.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -140,19 +141,70 @@ def _torch_backends(model, cfg, source: str) -> tuple[Backend, Backend]:
 
 def ensure_export(checkpoint: Path, sha: str, cfg, cache_dir: Path, log: Log = print):
     """(export_dir, manifest): a verified export of this checkpoint, exporting if needed."""
+    export_dir = cache_dir / sha[:16]
+    cached = _cached_export(export_dir, sha, cfg, log)
+    if cached is not None:
+        return export_dir, cached
+    # One exporter per checkpoint and cache: nodes that start together (two rigs, two
+    # namespaces) wait for the first one's export instead of each exporting it again.
+    with export_lock(cache_dir, sha, log):
+        cached = _cached_export(export_dir, sha, cfg, lambda _m: None)
+        if cached is not None:
+            log(f"export cache hit after waiting: {export_dir}")
+            return export_dir, cached
+        return export_dir, _export_into(checkpoint, sha, cfg, cache_dir, export_dir, log)
+
+
+def _cached_export(export_dir: Path, sha: str, cfg, log: Log) -> dict | None:
+    from pop3d_ros.export.manifest import verify_export
+
+    if not export_dir.exists():
+        log(f"export cache miss: {export_dir}")
+        return None
+    try:
+        manifest = verify_export(export_dir, sha, cfg.to_dict())
+    except DeploymentError as e:
+        log(f"export cache invalid, re-exporting ({e})")
+        return None
+    from pop3d_ros.model.onnx_io import GRAPH_REVISION
+
+    if manifest.get("graph_revision", 1) < GRAPH_REVISION:
+        log(f"export cache of an older graph revision, re-exporting ({export_dir})")
+        return None
+    log(f"export cache hit: {export_dir}")
+    return manifest
+
+
+@contextlib.contextmanager
+def export_lock(cache_dir: Path, sha: str, log: Log = print):
+    """An exclusive advisory lock (flock) on `cache_dir/.export-<sha16>.lock` while held.
+
+    Blocks while another process exports the same checkpoint into the same cache; released
+    by the kernel if that process dies. Without fcntl (not POSIX) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f".export-{sha[:16]}.lock"
+    with open(path, "a+b") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another process exporting this checkpoint ({path})")
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _export_into(checkpoint: Path, sha: str, cfg, cache_dir: Path, export_dir: Path, log: Log):
     from pop3d_ros.export.manifest import verify_export
     from pop3d_ros.export.onnx_export import export_model
 
-    export_dir = cache_dir / sha[:16]
-    if export_dir.exists():
-        try:
-            manifest = verify_export(export_dir, sha, cfg.to_dict())
-            log(f"export cache hit: {export_dir}")
-            return export_dir, manifest
-        except DeploymentError as e:
-            log(f"export cache invalid, re-exporting ({e})")
-    else:
-        log(f"export cache miss: exporting {checkpoint.name} to {export_dir}")
+    log(f"exporting {checkpoint.name} to {export_dir}")
     from pop3d_ros.model.checkpoint import load_model
 
     model, ckpt = load_model(checkpoint)
@@ -168,7 +220,7 @@ def ensure_export(checkpoint: Path, sha: str, cfg, cache_dir: Path, log: Log = p
         os.replace(tmp, export_dir)  # atomic: other processes see old or new, never half
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return export_dir, verify_export(export_dir, sha, cfg.to_dict())
+    return verify_export(export_dir, sha, cfg.to_dict())
 
 
 def _check_io(backend: Backend, inputs, outputs) -> None:

@@ -7,11 +7,14 @@
 - language head: voxel_features (N, C_V), N dynamic -> language_features (N, D_clip).
 
 Uses the TorchScript-based exporter (`dynamo=False`): it needs no onnxscript and yields plain
-opset-17 ops (Conv, GridSample, Resize, Gemm/MatMul, Softplus, ...) that TensorRT parses.
+opset-17 ops (Conv, GridSample, Resize, Gemm/MatMul, ...) that TensorRT parses. The heads'
+Softplus is exported as relu(x) - log(sigmoid(|x|)) (`heads.ExportSoftplus`, the same values,
+faster in ONNX Runtime); `GRAPH_REVISION` says which form an export holds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -21,6 +24,9 @@ from torch import nn
 from pop3d_ros.model.config import ModelConfig
 
 OPSET = 17
+# 2: Softplus exported as relu(x) - log(sigmoid(|x|)). A cached export of an older revision
+# is re-exported by the runtime (`export.runtime.ensure_export`).
+GRAPH_REVISION = 2
 ENCODER_INPUTS = ("images", "sampling_grid", "sampling_mask")
 ENCODER_OUTPUTS = ("occupancy_logits", "voxel_features")
 LANGUAGE_INPUTS = ("voxel_features",)
@@ -62,11 +68,14 @@ class _LanguageGraph(nn.Module):
         return self.model.language_head(voxel_features)
 
 
-def _export(module, args, path, inputs, outputs, dynamic_axes=None) -> Path:
+def _export(module, args, path, inputs, outputs, dynamic_axes=None, rewrite_softplus=True):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module.eval()
-    with torch.no_grad(), warnings.catch_warnings():
+    from pop3d_ros.model.heads import export_activations
+
+    swap = export_activations(module) if rewrite_softplus else contextlib.nullcontext()
+    with torch.no_grad(), warnings.catch_warnings(), swap:
         # The legacy exporter's deprecation notice is expected; everything else still shows.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*dynamo.*")
@@ -84,8 +93,11 @@ def _export(module, args, path, inputs, outputs, dynamic_axes=None) -> Path:
     return path
 
 
-def export_encoder_onnx(model, path, cfg: ModelConfig | None = None) -> Path:
-    """Export encoder + occupancy head (batch 1, static shapes) to `path`."""
+def export_encoder_onnx(
+    model, path, cfg: ModelConfig | None = None, rewrite_softplus: bool = True
+) -> Path:
+    """Export encoder + occupancy head (batch 1, static shapes) to `path` (with
+    `rewrite_softplus=False` the heads keep ONNX's Softplus op: the benchmark's reference)."""
     cfg = cfg or model.cfg
     was_training = model.training
     try:
@@ -95,6 +107,7 @@ def export_encoder_onnx(model, path, cfg: ModelConfig | None = None) -> Path:
             path,
             cfg.encoder_input_names,
             ENCODER_OUTPUTS,
+            rewrite_softplus=rewrite_softplus,
         )
     finally:
         model.train(was_training)

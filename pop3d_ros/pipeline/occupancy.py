@@ -3,6 +3,12 @@
 `OccupancyPipeline` owns no threads: the ROS node calls `infer` from its worker and `query`
 from its service callbacks. The latest result is an immutable object swapped under a lock, so
 a query always sees one consistent occupancy while the next one is being computed.
+
+The language head runs on demand: `infer` keeps the occupied voxels' features and runs the
+head only when `needs_language(result)` says a consumer of every frame needs it (a colouring
+vocabulary, or a hook in `language_hooks`, e.g. a map that integrates language features every
+k-th frame). Otherwise the first query on that frame runs it once; the features stay cached
+with the result for the next queries.
 """
 
 from __future__ import annotations
@@ -11,8 +17,8 @@ import dataclasses
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -42,6 +48,24 @@ class PipelineConfig:
         self.vocabulary = tuple(str(v) for v in self.vocabulary if str(v).strip())
 
 
+class LazyFeatures:
+    """A value computed at most once, on first use, by whichever thread asks first."""
+
+    def __init__(self, compute: Callable[[], np.ndarray] | None = None, value=None):
+        self._compute, self._value = compute, value
+        self._lock = threading.Lock()
+
+    @property
+    def computed(self) -> bool:
+        return self._value is not None
+
+    def get(self) -> np.ndarray:
+        with self._lock:
+            if self._value is None:
+                self._value, self._compute = self._compute(), None
+            return self._value
+
+
 @dataclass(frozen=True)
 class OccupancyResult:
     """The occupied voxels of one camera set (ego frame)."""
@@ -50,15 +74,21 @@ class OccupancyResult:
     indices: np.ndarray  # (N, 3) int64 voxel indices
     centres: np.ndarray  # (N, 3) float32 metres in base_link
     probabilities: np.ndarray  # (N,) float32 P(occupied)
-    language_features: np.ndarray  # (N, D) float32, L2-normalised
+    voxel_features: np.ndarray  # (N, C_V) float32, the language head's input
+    language: LazyFeatures  # (N, D) float32 L2-normalised language features, on first use
     labels: np.ndarray | None  # (N,) int64 index into the vocabulary, or None
-    timings_ms: dict = field(default_factory=dict)
+    timings_ms: dict = field(default_factory=dict)  # language_head: 0 until the head ran
     # (X, Y, Z) float32 P(occupied) of every voxel: free space is information for a map
     probability_grid: np.ndarray | None = None
 
     @property
     def count(self) -> int:
         return int(self.indices.shape[0])
+
+    @property
+    def language_features(self) -> np.ndarray:
+        """(N, D) language features (runs the language head the first time)."""
+        return self.language.get()
 
 
 @dataclass(frozen=True)
@@ -72,6 +102,7 @@ class QueryResult:
     elapsed_ms: float = 0.0
     cached: bool = False  # the text embedding came from the cache
     objects: tuple[GroundedObject, ...] = ()  # groups scoring >= min_score, best first
+    language_head_ms: float = 0.0  # time this query spent running the language head
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -136,13 +167,42 @@ class OccupancyPipeline:
         self._lock = threading.Lock()
         self._text_cache: OrderedDict[str, tuple] = OrderedDict()
         self._text_lock = threading.Lock()
-        self._vocab = None
-        if self.config.vocabulary:
-            from pop3d_ros.text.query import encode_classes
+        self._vocab = self.encode_vocabulary(self.config.vocabulary)
+        # Consumers that need every frame's language features (e.g. a map): each gets the
+        # frame's result and says whether it needs them now.
+        self.language_hooks: list[Callable[[OccupancyResult], bool]] = []
 
-            self._vocab = encode_classes(
-                self.text_encoder, {v: [v] for v in self.config.vocabulary}
-            )
+    def encode_vocabulary(self, vocabulary: Sequence[str]) -> dict | None:
+        """Class embeddings of a colouring vocabulary (None when empty); TextEncodingError."""
+        from pop3d_ros.text.query import encode_classes
+
+        vocabulary = tuple(str(v) for v in vocabulary if str(v).strip())
+        if not vocabulary:
+            return None
+        return encode_classes(self.text_encoder, {v: [v] for v in vocabulary})
+
+    def reconfigure(self, occupancy_threshold: float, vocabulary: Sequence[str], encoded=None):
+        """New threshold and vocabulary from the next `infer` on (ValueError or
+        TextEncodingError, and nothing changes, when invalid). `encoded`: the vocabulary's
+        `encode_vocabulary` result when the caller has it already."""
+        config = replace(self.config, occupancy_threshold=occupancy_threshold,
+                         vocabulary=tuple(vocabulary))  # fmt: skip
+        vocab = encoded if encoded is not None else self.encode_vocabulary(config.vocabulary)
+        self.config, self._vocab = config, vocab
+
+    def needs_language(self, result: OccupancyResult) -> bool:
+        """Whether the frame's language features are needed now rather than on a query."""
+        return self._vocab is not None or any(hook(result) for hook in self.language_hooks)
+
+    def _language_head(self, feats: np.ndarray, timings: dict) -> np.ndarray:
+        t0 = time.perf_counter()
+        if feats.shape[0]:
+            lang = self.runtime.language_head.infer({"voxel_features": feats})
+            lang = _normalise(np.asarray(lang["language_features"], dtype=np.float32))
+        else:
+            lang = np.zeros((0, self.model_config.heads.clip_dim), dtype=np.float32)
+        timings["language_head"] = (time.perf_counter() - t0) * 1e3
+        return lang
 
     @property
     def latest(self) -> OccupancyResult | None:
@@ -170,38 +230,37 @@ class OccupancyPipeline:
         t1 = time.perf_counter()
         out = self.runtime.encoder.infer(feed)
         t2 = time.perf_counter()
+        config, vocab = self.config, self._vocab  # one consistent pair for this frame
         logits = np.asarray(out["occupancy_logits"], dtype=np.float32)[0].reshape(-1, 2)
         prob = 1.0 / (1.0 + np.exp(-(logits[:, 1] - logits[:, 0])))
-        flat = np.flatnonzero(prob >= self.config.occupancy_threshold)
+        flat = np.flatnonzero(prob >= config.occupancy_threshold)
         feats = np.asarray(out["voxel_features"], dtype=np.float32)[0]
-        feats = feats.reshape(-1, feats.shape[-1])[flat]
-        if flat.size:
-            lang = self.runtime.language_head.infer({"voxel_features": feats})
-            lang = _normalise(np.asarray(lang["language_features"], dtype=np.float32))
-        else:
-            lang = np.zeros((0, self.model_config.heads.clip_dim), dtype=np.float32)
-        t3 = time.perf_counter()
-        labels = None
-        if self._vocab is not None:
-            from pop3d_ros.text.query import classify
-
-            labels = classify(lang, self._vocab) if flat.size else np.zeros(0, dtype=np.int64)
+        feats = np.ascontiguousarray(feats.reshape(-1, feats.shape[-1])[flat])
         X, Y, Z = self.grid.shape
         indices = np.stack(np.unravel_index(flat, (X, Y, Z)), axis=-1).astype(np.int64)
         t["sampling"] = (t1 - t0) * 1e3
         t["inference"] = (t2 - t1) * 1e3
-        t["language_head"] = (t3 - t2) * 1e3
-        t["postprocess"] = (time.perf_counter() - t3) * 1e3
+        t["language_head"] = 0.0
         result = OccupancyResult(
             stamp=float(stamp),
             indices=indices,
             centres=self._centres[flat],
             probabilities=prob[flat].astype(np.float32),
-            language_features=lang,
-            labels=labels,
+            voxel_features=feats,
+            language=LazyFeatures(lambda: self._language_head(feats, t)),
+            labels=None,
             timings_ms=t,
             probability_grid=prob.reshape(X, Y, Z).astype(np.float32),
         )
+        t3 = time.perf_counter()
+        if vocab is not None or any(hook(result) for hook in self.language_hooks):
+            lang = result.language_features
+            if vocab is not None:
+                from pop3d_ros.text.query import classify
+
+                labels = classify(lang, vocab) if flat.size else np.zeros(0, dtype=np.int64)
+                result = replace(result, labels=labels)
+        t["postprocess"] = (time.perf_counter() - t3) * 1e3 - t["language_head"]
         with self._lock:
             self._latest = result
         return result
@@ -245,14 +304,16 @@ class OccupancyPipeline:
             emb, cached, enc_notes = self.embed_text(prepared)
         except TextEncodingError as exc:
             return QueryResult(False, f"cannot encode query: {exc}", stamp=latest.stamp)
-        if emb.shape[0] != latest.language_features.shape[1]:
+        on_demand = not latest.language.computed
+        lang = latest.language_features  # the frame's first query runs the language head
+        head_ms = latest.timings_ms.get("language_head", 0.0) if on_demand else 0.0
+        if emb.shape[0] != lang.shape[1]:
             return QueryResult(
                 False,
-                f"text space width {emb.shape[0]} != model width "
-                f"{latest.language_features.shape[1]}",
+                f"text space width {emb.shape[0]} != model width {lang.shape[1]}",
                 stamp=latest.stamp,
             )
-        scores = latest.language_features @ emb
+        scores = lang @ emb
         notes = ([note] if note else []) + list(enc_notes)
         if latest.count == 0:
             notes.append("the latest occupancy has no occupied voxels")
@@ -275,6 +336,7 @@ class OccupancyPipeline:
             elapsed_ms=(time.perf_counter() - t0) * 1e3,
             cached=cached,
             objects=objects,
+            language_head_ms=head_ms,
         )
 
     def query_map(self, online_map, text: str, top_k: int = 0, min_score: float = 0.0):

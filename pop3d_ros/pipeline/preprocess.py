@@ -16,6 +16,7 @@ import numpy as np
 
 from pop3d_ros.geometry.camera import PinholeCamera
 from pop3d_ros.pipeline.images import (
+    CONVERT_BEFORE_RESIZE,
     ImageDecodeError,
     check_compressed,
     decode_compressed,
@@ -32,6 +33,8 @@ def resize_to_rgb(image: np.ndarray, encoding: str, image_hw: tuple[int, int]) -
     """
     h, w = int(image_hw[0]), int(image_hw[1])
     src = image
+    if encoding.strip().lower() in CONVERT_BEFORE_RESIZE:
+        src, encoding = to_rgb(src, encoding), "rgb8"
     if src.ndim == 3 and src.shape[2] == 1:
         src = src[:, :, 0]
     if src.shape[:2] != (h, w):
@@ -72,8 +75,10 @@ class PendingImage:
     fmt: str = ""
 
     @classmethod
-    def raw(cls, data, height, width, step, encoding: str, frame_id: str = "") -> PendingImage:
-        view = raw_image_view(data, height, width, step, encoding)
+    def raw(
+        cls, data, height, width, step, encoding: str, frame_id: str = "", bigendian=False
+    ) -> PendingImage:
+        view = raw_image_view(data, height, width, step, encoding, bool(bigendian))
         return cls((encoding or "").strip().lower(), frame_id, view=view)
 
     @classmethod

@@ -70,7 +70,9 @@ class BagPlayer:
     def _publisher(self, topic: str, type_name: str):
         if topic not in self.publishers:
             cls = message_type(type_name)
-            self.publishers[topic] = (cls, self.node.create_publisher(cls, topic, self.qos))
+            # Relative: the recorded names land in the player's namespace (the root: as recorded).
+            pub = self.node.create_publisher(cls, topic.lstrip("/"), self.qos)
+            self.publishers[topic] = (cls, pub)
         return self.publishers[topic]
 
     def play(self, bag_dir) -> int:

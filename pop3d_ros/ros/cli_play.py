@@ -27,8 +27,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--jitter", type=float, default=0.0, help="per-camera stamp jitter, s")
     parser.add_argument("--drop", nargs="*", default=[], help="cameras never published")
     parser.add_argument("--drop-prob", type=float, default=0.0, help="chance to skip an image")
-    parser.add_argument("--odom-topic", default="/odom", help="nav_msgs/Odometry of the ego "
-                        "poses, before each camera set ('' = none)")  # fmt: skip
+    parser.add_argument("--odom-topic", default="odom", help="nav_msgs/Odometry of the ego "
+                        "poses, before each camera set (relative: --namespace moves it; '' = "
+                        "none)")  # fmt: skip
+    parser.add_argument("--namespace", default="", help="ROS namespace of the camera topics "
+                        "(e.g. /robot1: /robot1/cam_front/image_raw, ...)")  # fmt: skip
     parser.add_argument("--ack-timeout", type=float, default=0.1, help="reliable: after each "
                         "image wait up to this long (s) for every subscriber's ack; 0 = don't "
                         "(see PlaybackConfig.ack_timeout_s)")  # fmt: skip
@@ -70,16 +73,22 @@ def play_bag(args) -> int:
         lambda node: BagPlayer(node, rate=args.speed, restamp=not args.sample_stamps),
         play,
         lambda player: f"{player.published} messages",
+        args.namespace,
     )
 
 
-def _publish(make_player, play, progress) -> int:
+def _publish(make_player, play, progress, namespace: str = "") -> int:
     """`play(make_player(node))` on a fresh rclpy node: one-line errors (exit 2), Ctrl-C
     reports how far it got, the node and context are always shut down."""
     import rclpy
 
     rclpy.init()
-    node = rclpy.create_node("pop3d_play")
+    try:
+        node = rclpy.create_node("pop3d_play", namespace=namespace)
+    except Exception as exc:  # noqa: BLE001 - rclpy's invalid-namespace errors differ by release
+        print(f"pop3d play: error: --namespace {namespace!r}: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
     player = None
     try:
         player = make_player(node)
@@ -120,4 +129,5 @@ def run(args) -> int:
         lambda node: CameraPlayback(node, config),
         lambda player: player.play(itertools.cycle(samples) if args.loop else samples),
         lambda player: f"{player.frames_published} camera sets",
+        args.namespace,
     )

@@ -40,8 +40,10 @@ def make_header(stamp: float, frame_id: str) -> Header:
 
 
 def image_view(msg) -> np.ndarray:
-    """(H, W, C) uint8 view over a sensor_msgs/Image's buffer (ImageDecodeError if bad)."""
-    return raw_image_view(msg.data, msg.height, msg.width, msg.step, msg.encoding)
+    """(H, W, C) view over a sensor_msgs/Image's buffer (ImageDecodeError if bad)."""
+    return raw_image_view(
+        msg.data, msg.height, msg.width, msg.step, msg.encoding, bool(msg.is_bigendian)
+    )
 
 
 def compressed_rgb(msg) -> np.ndarray:

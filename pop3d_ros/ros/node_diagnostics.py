@@ -17,7 +17,9 @@ def build_diagnostics(node):
     statuses = []
 
     runtime = node.runtime
-    if node.pipeline is None:
+    if not node.active:
+        level, msg = OK, f"node {node.state}"
+    elif node.pipeline is None:
         level = WARN if node.model_loading and not node.model_error else ERROR
         msg = f"model not loaded: {node.model_status()}"
     else:
@@ -38,6 +40,7 @@ def build_diagnostics(node):
                 "checkpoint": str(p.checkpoint_path),
                 "error": node.model_error,
                 "loading": str(node.model_loading).lower(),
+                "state": node.state,
                 "retry_s": p.model_retry_s,
                 "extrinsics": node.extrinsics_note,
                 "output_frame": node.outputs.current.frame,
@@ -48,6 +51,7 @@ def build_diagnostics(node):
     )
 
     last, mean = node.stages.snapshot()
+    idle = node.active and node.pipeline is not None and not node.watched()
     values = {f"{k}_ms": v for k, v in sorted(mean.items())}
     values.update({f"{k}_last_ms": v for k, v in sorted(last.items())})
     stats = node.matcher.stats
@@ -55,6 +59,8 @@ def build_diagnostics(node):
         {
             "output_rate_hz": node.output_rate.rate(now),
             "sets_processed": node.sets_processed,
+            "sets_idle": node.sets_idle,
+            "idle": str(idle).lower(),
             "sets_matched": stats.sets_emitted,
             "sets_dropped": node.slot.dropped,
             "frames_dropped": stats.frames_dropped,
@@ -72,6 +78,10 @@ def build_diagnostics(node):
     if node.invalid:
         kinds = ", ".join(f"{k} x{v}" for k, v in sorted(node.invalid.items()))
         msg = f"{msg}; invalid input: {kinds}" if level else f"invalid input: {kinds}"
+    if idle:
+        note = "idle: no subscriber to markers or cloud, no consumer of every frame; keeping "
+        note += "the latest camera set for queries"
+        msg = note if msg == "ok" else f"{msg}; {note}"
     statuses.append(status(f"{node.get_name()}: pipeline", level, msg, values, hw))
 
     stale = node.matcher.staleness(now)

@@ -9,6 +9,7 @@ from pathlib import Path
 from rcl_interfaces.msg import ParameterDescriptor
 
 from pop3d_ros.geometry.rig import CAMERA_NAMES
+from pop3d_ros.resources import package_file
 
 
 @dataclass
@@ -71,6 +72,16 @@ class NodeParams:
             pose_to_matrix(self.target_transform)  # ValueError: one line
         if self.threads < 0:
             raise ValueError("parameter threads must be >= 0 (0 = all cores)")
+        if not 0.0 <= self.marker_alpha <= 1.0:
+            raise ValueError("parameter marker_alpha must be in [0, 1]")
+        for name in ("max_latency_warn_s", "camera_stale_s", "diagnostics_period_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"parameter {name} must be > 0")
+        if self.model_retry_s < 0:
+            raise ValueError("parameter model_retry_s must be >= 0 (0 = never)")
+        for name in ("base_frame", "target_frame"):
+            if not getattr(self, name).strip():
+                raise ValueError(f"parameter {name} must not be empty")
 
     @property
     def thread_plan(self) -> tuple[int, int]:
@@ -89,39 +100,60 @@ class NodeParams:
         return Path(self.model_dir or default_model_dir()) / self.checkpoint
 
 
-def _share_candidates(*parts: str) -> list[Path]:
-    out = []
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        if prefix:
-            out.append(Path(prefix, "share", "pop3d_ros", *parts))
-    # Source checkout (tests, pip -e): the repository next to this package.
-    out.append(Path(__file__).resolve().parents[2].joinpath(*parts))
-    return out
-
-
 def share_path(*parts: str) -> Path:
     """A file of the package's share directory (first that exists; else the source tree)."""
-    candidates = _share_candidates(*parts)
-    return next((p for p in candidates if p.exists()), candidates[-1])
+    return package_file(*parts)
 
 
 def default_model_dir() -> Path:
     return share_path("models", "default")
 
 
-def declare(node) -> NodeParams:
-    """Declare every parameter on `node` and read it (`declare_parameter(...).value`)."""
-    values = {}
+# Parameters that apply from the next camera set on when changed at run time (`ros2 param
+# set`); every other one is read when the node is configured (see `runtime_params`).
+RUNTIME_PARAMETERS = (
+    "occupancy_threshold",
+    "vocabulary",
+    "marker_alpha",
+    "target_frame",
+    "target_transform",
+    "max_latency_warn_s",
+    "camera_stale_s",
+    "diagnostics_period_s",
+    "model_retry_s",
+)
+
+
+def declare_all(node) -> None:
+    """Declare every parameter on `node` with its default (values from files/overrides)."""
     defaults = NodeParams()
     for f in fields(NodeParams):
-        default = getattr(defaults, f.name)
         desc = ParameterDescriptor(description=f.name)
-        value = node.declare_parameter(f.name, default, desc).value
-        values[f.name] = list(value) if isinstance(default, list) else value
+        node.declare_parameter(f.name, getattr(defaults, f.name), desc)
+
+
+def from_values(values: dict) -> NodeParams:
+    """Validated NodeParams of {name: value} (ValueError with the reason)."""
+    defaults = NodeParams()
+    values = {
+        name: list(v) if isinstance(getattr(defaults, name), list) else v
+        for name, v in values.items()
+    }
     params = NodeParams(**values)
-    params.vocabulary = [v for v in params.vocabulary if v.strip()]
+    params.vocabulary = [v for v in params.vocabulary if str(v).strip()]
     params.validate()
     return params
+
+
+def read(node) -> NodeParams:
+    """The node's current parameter values, validated (ValueError with the reason)."""
+    return from_values({f.name: node.get_parameter(f.name).value for f in fields(NodeParams)})
+
+
+def declare(node) -> NodeParams:
+    """Declare every parameter on `node` and read it (`declare_parameter(...).value`)."""
+    declare_all(node)
+    return read(node)
 
 
 def declared_names() -> list[str]:

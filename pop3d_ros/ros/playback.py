@@ -21,7 +21,6 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from pop3d_ros.data.messages import (
     ODOM_FRAME,
-    ODOM_TOPIC,
     camera_info_fields,
     compressed_image_fields,
     ego_twist,
@@ -56,8 +55,9 @@ class PlaybackConfig:
     # come only with the writer's periodic heartbeat: set 0 there.
     ack_timeout_s: float = 0.1
     # nav_msgs/Odometry of the samples' ego poses (frame `odom_frame` <- base_link), published
-    # just before each camera set with its stamp; "" = none. Reliable, keep last 10.
-    odom_topic: str = ODOM_TOPIC
+    # just before each camera set with its stamp; "" = none. Reliable, keep last 10. Relative,
+    # like the camera topics, so the player node's namespace moves it.
+    odom_topic: str = "odom"
     odom_frame: str = ODOM_FRAME
 
     def __post_init__(self):
@@ -101,7 +101,7 @@ class CameraPlayback:
         self._image_type = CompressedImage if c.compressed else Image
         self._pubs = {}
         for cam in self.camera_names:
-            topics = topics_for(cam, c.compressed)
+            topics = topics_for(cam, c.compressed, relative=True)
             self._pubs[cam] = (
                 node.create_publisher(self._image_type, topics["image"], qos),
                 node.create_publisher(CameraInfo, topics["camera_info"], qos),

@@ -2,47 +2,47 @@
 
 Prepares frames once (images at the model size + the teacher's patch maps; cached and
 resumable), trains backbone + neck + a 1x1 head to regress the teacher's dense map from
-single camera images, and writes `<out>/backbone.pt` for `pop3d train --init-backbone`.
+single camera images, and writes `<out>/backbone.pt` for `pop3d train --init_backbone`.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pop3d_ros.data.sources import add_source_arguments
-from pop3d_ros.teachers.select import add_teacher_arguments
+from pop3d_ros.cli_config import run_command
+from pop3d_ros.data.sources import DataConfig
+from pop3d_ros.teachers.select import TeacherConfig
 from pop3d_ros.training.pretrain2d import Pretrain2DConfig
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = Pretrain2DConfig()
-    p.add_argument("--preset", default="cpu-small", help="model preset (default: cpu-small)")
-    add_source_arguments(p, "200-239", 10, "train", "synthetic seeds (keep them disjoint from "
-                         "the held-out evaluation seeds), e.g. 200-239")  # fmt: skip
-    p.add_argument("--out", required=True, help="run directory (backbone.pt, frames/)")
-    p.add_argument("--prepared", help="prepared-frame cache (default: <out>/frames)")
-    p.add_argument("--prepare-only", action="store_true", help="only prepare the frames")
-    add_teacher_arguments(p)
-    for name in ("steps", "batch_images", "warmup_steps", "seed", "log_every"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    for name in ("lr", "weight_decay", "final_lr", "grad_clip"):
-        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
-    p.add_argument("--loss", choices=["mse", "cosine"], default=d.loss)
-    p.add_argument("--no-hflip", dest="hflip", action="store_false", help="no mirroring")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+def _pretrain_data() -> DataConfig:
+    # Seeds of their own: keep them disjoint from the held-out evaluation seeds (100-103).
+    return DataConfig(seeds="200-239", frames_per_seed=10)
 
 
-def run(args) -> int:
-    try:
-        return _run(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"pop3d pretrain2d: error: {exc}", file=sys.stderr)
-        return 2
+@dataclass
+class Pretrain2DCommand:
+    """2D pretraining of the image backbone: regress the teacher's dense map from single
+    camera images; writes OUT/backbone.pt for `pop3d train --init_backbone`."""
+
+    out: str  # run directory (backbone.pt, frames/)
+    preset: str = "cpu-small"  # model preset (its backbone and image size)
+    data: DataConfig = field(default_factory=_pretrain_data)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    pretrain: Pretrain2DConfig = field(default_factory=Pretrain2DConfig)
+    prepared: str = ""  # prepared-frame cache ("" = OUT/frames)
+    prepare_only: bool = False  # only prepare the frames
+    threads: int = 0  # torch threads (0 = torch's default)
 
 
-def _run(args) -> int:
+def main(argv=None) -> int:
+    argv = sys.argv[2:] if argv is None else argv
+    return run_command(Pretrain2DCommand, argv, "pop3d pretrain2d", lambda a: _run(a, argv))
+
+
+def _run(args, argv) -> int:
     import torch
     from tqdm import tqdm
 
@@ -50,7 +50,6 @@ def _run(args) -> int:
     from pop3d_ros.model.checkpoint import save_checkpoint
     from pop3d_ros.model.config import get_preset
     from pop3d_ros.teachers.select import teacher_and_space
-    from pop3d_ros.training.cli_train import _world_version
     from pop3d_ros.training.frames import PreparedFrames, prepare_frames
     from pop3d_ros.training.pretrain2d import (
         ImagePool,
@@ -59,17 +58,19 @@ def _run(args) -> int:
         prepare_item,
         pretrain,
     )
+    from pop3d_ros.training.stage import _world_version
 
-    fields = Pretrain2DConfig.__dataclass_fields__
-    cfg = Pretrain2DConfig(**{k: getattr(args, k) for k in fields if hasattr(args, k)})
+    cfg = args.pretrain
     cfg.validate()
     if args.threads:
         torch.set_num_threads(args.threads)
     model_cfg = get_preset(args.preset)
     out = Path(args.out)
-    teacher, text_space, teacher_meta = teacher_and_space(args, model_cfg)
-    keys, make_sample = frame_source(args, model_cfg)
-    synthetic = args.data == "synthetic"
+    teacher, text_space, teacher_meta = teacher_and_space(
+        args.teacher, args.data.data, model_cfg.heads.clip_dim
+    )
+    keys, make_sample = frame_source(args.data, model_cfg.voxel_grid)
+    synthetic = args.data.data == "synthetic"
     prepared = Path(args.prepared) if args.prepared else out / "frames"
     prepare_frames(
         keys,
@@ -82,8 +83,8 @@ def _run(args) -> int:
             "teacher": teacher_meta,
             "text_space": text_space,
             "image_size": list(model_cfg.image_size),
-            "data": args.data,
-            "frames_per_seed": args.frames_per_seed if synthetic else None,
+            "data": args.data.data,
+            "frames_per_seed": args.data.frames_per_seed if synthetic else None,
             "world_version": _world_version() if synthetic else None,
         },
     )
@@ -104,14 +105,14 @@ def _run(args) -> int:
     meta = {
         "stage": "pretrain2d",
         "strategy": "pretrain2d",
-        "command": "pop3d pretrain2d " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "",
+        "command": " ".join(["pop3d", "pretrain2d", *argv]),
         "step": summary["step"],
         "train_seconds": summary["seconds"],
         "teacher": teacher_meta,
-        "data": args.data,
-        "seeds": args.seeds if synthetic else None,
-        "frames_per_seed": args.frames_per_seed if synthetic else None,
-        "split": None if synthetic else args.split,
+        "data": args.data.data,
+        "seeds": args.data.seeds if synthetic else None,
+        "frames_per_seed": args.data.frames_per_seed if synthetic else None,
+        "split": None if synthetic else args.data.split,
         "frames": len(frames),
         "images": len(pool),
         "pretrain2d": config_dict(cfg),

@@ -1,8 +1,11 @@
 """Label-free choice of a density model's occupancy threshold (`heads.density_threshold`).
 
 A density field trained by rendering only has to make each camera ray opaque by the LiDAR
-return; early in training it does so with a spread of moderate densities, so a fixed cut
-(RenderOcc's 8.5 after 24 epochs) can mark nothing occupied. This picks the threshold on
+return; early in training it does so with a spread of moderate densities, so a fixed cut can
+mark nothing occupied. RenderOcc's published cut is raw > 8.5 on its density MLP's output,
+which is not a density: rendering reads sigma = softplus(raw - 13.8), so the cut is sigma >
+0.0049 per voxel length (`training.render.RENDEROCC_DENSITY_CUT`); the search below runs from
+0.001 so it can pick that point, and `--threshold renderocc` writes it. This picks the threshold on
 TRAINING frames, from their own rays (no labels): voxels holding a ray's end point are
 observed occupied, voxels a ray crosses before it are observed free, the rest unknown; the
 threshold with the best IoU over observed voxels wins. The network weights do not depend on
@@ -10,8 +13,9 @@ the threshold (occupancy_logits = [0, sigma - threshold]), so rewriting it in th
 checkpoint's config is exact.
 
 `python -m pop3d_ros.training.density_calibration --checkpoint RUN/model.pt --prepared
-FRAMES --out RUN/model_calibrated.pt [--frames 8]`; with `--report` instead of `--out` it
-prints where the field puts its density (`density_report`), for the model card.
+FRAMES --out RUN/model_calibrated.pt [--frames 8]` (`--threshold VALUE|renderocc` writes that
+threshold instead of searching); with `--report` instead of `--out` it prints where the field
+puts its density (`density_report`), for the model card.
 """
 
 from __future__ import annotations
@@ -23,8 +27,18 @@ import numpy as np
 import torch
 
 from pop3d_ros.training.rays import ray_observations
+from pop3d_ros.training.render import RENDEROCC_DENSITY_CUT, density_threshold_value
 
-THRESHOLDS = tuple(float(x) for x in np.geomspace(0.05, 20.0, 27))
+# The grid from 0.05 to 20 in 26 equal ratios (the search's range before RenderOcc's cut was
+# selectable), continued down with the same ratio to 0.001, and RenderOcc's published cut.
+_RATIO = (20.0 / 0.05) ** (1 / 26)
+THRESHOLDS = tuple(
+    sorted(
+        {float(x) for x in np.geomspace(0.05, 20.0, 27)}
+        | {0.05 / _RATIO**j for j in range(1, 18)}
+        | {RENDEROCC_DENSITY_CUT}
+    )
+)
 
 
 @torch.no_grad()
@@ -86,6 +100,36 @@ def density_report(model, frames) -> dict:
     }
 
 
+def calibrate_checkpoint(src, prepared, dst, frames: int = 8, fixed: float | None = None) -> dict:
+    """Writes `dst`: the density model `src` with the threshold chosen on `frames` training
+    frames of the prepared cache (spread over it), or `fixed` where given (the IoU table is
+    recorded either way); returns the choice."""
+    from pop3d_ros.atomic import atomic_path
+    from pop3d_ros.model.checkpoint import load_model
+    from pop3d_ros.training.frames import PreparedFrames
+
+    model, _ = load_model(src)
+    if model.cfg.heads.occupancy_output != "density":
+        raise ValueError(f"{src}: not a density model (nothing to calibrate)")
+    data = PreparedFrames(prepared)
+    pick = np.linspace(0, len(data) - 1, min(frames, len(data))).round().astype(int)
+    thresholds = THRESHOLDS if fixed is None else tuple(sorted(set(THRESHOLDS) | {fixed}))
+    best, table = calibrate(model, (data[int(i)] for i in pick), thresholds)
+    if fixed is not None:
+        best = float(fixed)
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    ckpt["config"]["heads"]["density_threshold"] = best
+    ckpt.setdefault("meta", {})["density_calibration"] = {
+        "threshold": best,
+        "chosen": "search" if fixed is None else "given",
+        "frames": [data.keys[int(i)] for i in pick],
+        "iou_by_threshold": table,
+    }
+    with atomic_path(dst) as tmp:
+        torch.save(ckpt, tmp)
+    return {"threshold": best, "train_ray_iou": round(table[best], 4)}
+
+
 def main(argv=None) -> int:
     from pop3d_ros.model.checkpoint import load_model
     from pop3d_ros.training.frames import PreparedFrames
@@ -99,25 +143,23 @@ def main(argv=None) -> int:
         "--report", action="store_true", help="print the density per layer instead (JSON)"
     )
     p.add_argument("--frames", type=int, default=8, help="training frames used (spread)")
+    p.add_argument(
+        "--threshold",
+        help="write this threshold instead of the best one (a number, or 'renderocc' for "
+        "RenderOcc's published cut); the IoU table is still recorded",
+    )
     args = p.parse_args(argv)
-    model, ckpt = load_model(args.checkpoint)
+    if not args.report:
+        fixed = None if args.threshold is None else density_threshold_value(args.threshold)
+        result = calibrate_checkpoint(args.checkpoint, args.prepared, args.out, args.frames, fixed)
+        print(json.dumps(result))
+        return 0
+    model, _ = load_model(args.checkpoint)
     if model.cfg.heads.occupancy_output != "density":
-        raise SystemExit(f"{args.checkpoint}: not a density model (nothing to calibrate)")
+        raise SystemExit(f"{args.checkpoint}: not a density model (nothing to report)")
     data = PreparedFrames(args.prepared)
     pick = np.linspace(0, len(data) - 1, min(args.frames, len(data))).round().astype(int)
-    if args.report:
-        print(json.dumps(density_report(model, (data[int(i)] for i in pick))))
-        return 0
-    best, table = calibrate(model, (data[int(i)] for i in pick))
-    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    ckpt["config"]["heads"]["density_threshold"] = best
-    ckpt.setdefault("meta", {})["density_calibration"] = {
-        "threshold": best,
-        "frames": [data.keys[int(i)] for i in pick],
-        "iou_by_threshold": table,
-    }
-    torch.save(ckpt, args.out)
-    print(json.dumps({"threshold": best, "train_ray_iou": round(table[best], 4)}))
+    print(json.dumps(density_report(model, (data[int(i)] for i in pick))))
     return 0
 
 

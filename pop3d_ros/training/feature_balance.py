@@ -1,8 +1,8 @@
-"""Label-free class balance of the feature distillation (`pop3d train --feature-balance P`).
+"""Label-free class balance of the feature distillation (`pop3d train --loss.feature_balance P`).
 
 The distillation loss is dominated by what the LiDAR hits most (road, buildings), so a
 student regresses their shared component and its zero-shot argmax falls to frequent
-classes (models/README.md, "Student vs teacher"); small and long-tail things (bollards,
+classes (docs/experiments/teacher-and-student.md); small and long-tail things (bollards,
 stairs, a hydrant) get a few voxels per frame. RenderOcc balances its rays by class
 frequency from 2D labels; here the groups come from the teacher itself: each target
 voxel's group is the text-space phrase nearest to its teacher feature (the 16 classes'
@@ -15,8 +15,6 @@ max_factor] so that one stray voxel cannot take over a step.
 """
 
 from __future__ import annotations
-
-import argparse
 
 import numpy as np
 import torch
@@ -88,17 +86,6 @@ class FeatureBalance:
         return weight * factor[group]
 
 
-def add_balance_arguments(p: argparse.ArgumentParser, default: float) -> None:
-    p.add_argument(
-        "--feature-balance",
-        type=float,
-        default=default,
-        help="label-free class balance of L_ft: weights x (mean group mass / group mass) ** P "
-        "per batch, groups = the teacher's nearest text-space phrase (training/"
-        "feature_balance.py; 0 = off, 1 = equal mass per group; default: %(default)s)",
-    )
-
-
 def feature_balance_from(power: float, text_encoder, strategy: str) -> FeatureBalance | None:
     """The balance for `pop3d train`, or None when off; `text_encoder()` returns the run's
     text encoder (called only when the balance is on). It weights the voxel
@@ -108,7 +95,7 @@ def feature_balance_from(power: float, text_encoder, strategy: str) -> FeatureBa
         return None
     if strategy == "render":
         raise ValueError(
-            "--feature-balance weights the voxel feature targets; --strategy render has none "
+            "train.feature_balance weights the voxel feature targets; strategy render has none "
             "(use pop3d_render, or leave it at 0)"
         )
     return FeatureBalance.from_encoder(text_encoder(), power)

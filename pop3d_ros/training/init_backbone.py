@@ -1,4 +1,4 @@
-"""`pop3d train --init-from` / `--init-backbone`: start from another checkpoint's weights, all
+"""`pop3d train --init_from` / `--init_backbone`: start from another checkpoint's weights, all
 of them or only the image backbone (+ neck) ones (a `pop3d pretrain2d` stage or a 3D run)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def init_backbone(model, model_cfg, path) -> list[dict]:
     if theirs != ours:
         diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
         raise ValueError(
-            f"--init-backbone {path}: its backbone config differs from the {model_cfg.name} "
+            f"init_backbone {path}: its backbone config differs from the {model_cfg.name} "
             f"preset's (in: {', '.join(diff)})"
         )
     state = {k[len(PREFIX) :]: v.float() for k, v in ckpt["model"].items() if k.startswith(PREFIX)}

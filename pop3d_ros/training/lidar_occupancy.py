@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class LidarOccupancyConfig:
 
     # "points": POP-3D (a voxel with a return is occupied, every other voxel empty).
     # "rays": free only where a ray crossed; the rest UNOBSERVED.
-    free_space: str = "points"
+    free_space: Literal["points", "rays"] = "points"
     # Fraction of a voxel's height (centred) in which a ray sample marks it free; 1.0 = anywhere.
     core_z: float = 1.0
     # Adjacent frames (offsets in the drive, e.g. (-2, -1, 1, 2)) whose sweeps are aggregated.

@@ -1,7 +1,7 @@
 """2D pretraining of the image backbone: regress the 2D teacher's dense map from single images.
 
 A stage of its own before the 3D stage (`pop3d pretrain2d`, then `pop3d train
---init-backbone`). Every camera of every frame is one training image, so this stage sees far
+--init_backbone`). Every camera of every frame is one training image, so this stage sees far
 more images than the 3D stage for the same compute. The student is the model's ResNet+FPN
 backbone plus a 1x1 conv projection head C -> clip_dim (MaskCLIP+/feature-distillation
 style); its target is the teacher's patch map resampled (bilinear, at each feature cell's
@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ class Pretrain2DConfig:
     # -> 0.011 in 20 steps from shrinking the output, while predicting zero scores 0.0012 and
     # the best constant vector 0.00097). "mse": mean squared error per feature cell, the 3D
     # stage's L_ft (minimiser: the teacher's mean).
-    loss: str = "cosine"
+    loss: Literal["cosine", "mse"] = "cosine"
     hflip: bool = True  # mirror image and target map together with probability 0.5
     grad_clip: float = 10.0  # max global gradient norm (0 disables)
     seed: int = 0  # initialisation and image order

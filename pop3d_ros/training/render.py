@@ -1,11 +1,20 @@
 """Volume rendering of a voxel density field along camera rays (RenderOcc, NeRF-style).
 
-Semantics follow RenderOcc's NerfHead: points every `step` (half a voxel) along each ray,
-trilinear sampling of the per-voxel density sigma and features at those points, alpha
-compositing alpha_k = 1 - exp(-sigma_k * delta) with delta the step in voxel lengths,
-transmittance T_k = prod_{j<k} (1 - alpha_j), weights w_k = T_k alpha_k. Rendered depth is
-sum_k w_k t_k plus the leftover transmittance at the far bound (so an empty grid renders
-"far" and transparent, opacity 0); rendered features are sum_k w_k f_k (no background).
+Points every `step` (half a voxel, as RenderOcc's NerfHead) along each ray, trilinear
+sampling of the per-voxel density sigma and features at those points, alpha compositing
+alpha_k = 1 - exp(-sigma_k * delta) with delta the step in voxel lengths, transmittance
+T_k = prod_{j<k} (1 - alpha_j), weights w_k = T_k alpha_k. Rendered depth is sum_k w_k t_k,
+t_k the distance in metres along the unit ray, plus the leftover transmittance at the far
+bound (so an empty grid renders "far" and transparent, opacity 0); rendered features are
+sum_k w_k f_k (no background).
+
+The depth differs from NerfHead's (`mmdet3d/models/nerf/nerf_head.py: render_depth`), which
+renders radius * sum_k w_k s_k with s_k = 1 - 1 / (1 + t_k) on distances t_k normalised by the
+scene radius (a contracted distance, not one along the ray), adds nothing for the leftover
+transmittance, and is compared by SILog with the LiDAR point's depth along the camera's
+optical axis (BEVDet's depth maps), not its distance along the ray. Here the rendered and the
+target depth are both the distance along the ray, so a field that stops the ray at its LiDAR
+return renders exactly that return's depth.
 
 `density_sampling="nearest"` reads sigma as constant inside each voxel (a box) instead;
 features stay trilinear. Trilinear density ramps up from the centre of the voxel above a
@@ -26,6 +35,24 @@ import torch
 import torch.nn.functional as F
 
 from pop3d_ros.geometry.grid import VoxelGrid
+
+# RenderOcc's test cut (`mmdet3d/models/detectors/render_occ.py`: test_threshold=8.5) is on
+# the raw output of its density MLP; rendering reads sigma = softplus(raw + act_shift) with
+# act_shift = log(alpha_init / (1 - alpha_init)), alpha_init = 1e-6 (`models/nerf/
+# nerf_head.py`), per voxel length (interval 0.5 at half-voxel steps). The same cut in sigma:
+RENDEROCC_RAW_THRESHOLD = 8.5
+RENDEROCC_ALPHA_INIT = 1e-6
+RENDEROCC_DENSITY_CUT = math.log1p(
+    math.exp(RENDEROCC_RAW_THRESHOLD + math.log(RENDEROCC_ALPHA_INIT / (1 - RENDEROCC_ALPHA_INIT)))
+)  # 0.0049
+
+
+def density_threshold_value(text) -> float:
+    """A density threshold given as text: a number, or "renderocc" for RenderOcc's published
+    cut (RENDEROCC_DENSITY_CUT)."""
+    if str(text).strip().lower() == "renderocc":
+        return RENDEROCC_DENSITY_CUT
+    return float(text)
 
 
 def ray_steps(grid: VoxelGrid, origins: torch.Tensor, step_voxels: float = 0.5):

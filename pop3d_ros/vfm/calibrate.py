@@ -10,11 +10,23 @@ lives (its "relative depth" is an affine-invariant disparity). With tau = 0, S i
 the image's nearest pixels, so the paper's candidate range 1..100 reads in metres.
 
 - Stage 1: s_scene = the candidate (log-spaced in [min_scale, max_scale]) with the smallest
-  photometric error (L1 + SSIM) of the target image reconstructed from its neighbouring frames
-  (same camera, known poses), with tau = sigma = 0. With `rig_shifts` (the default) the
-  target frame's adjacent cameras are source views too, their error added with `rig_weight`:
-  their baseline is the rig's extrinsics, metric for every camera, where the ego motion
-  leaves the side cameras' error without a clear minimum (`views.py`; the paper: ()).
+  photometric error of the target image reconstructed from its neighbouring frames (same
+  camera, known poses), with tau = sigma = 0. The error is the paper's reconstruction error
+  alone (`stage1_loss="l1"`: Alg. 1 and eq. 7; SSIM joins in stage 2, eq. 9) or
+  0.85 (1 - SSIM) / 2 + 0.15 L1 as in stage 2 (`"ssim_l1"`). It is averaged either over the
+  pixels that land inside a source view (`stage1_pixels="in_view"`: the set changes from
+  candidate to candidate, and a scale that pushes every pixel out of view scores 0) or over
+  one fixed set per image, its static pixels, with a pixel no source view sees scored at
+  the image's chance level (`"fixed"`: the error of the target against its sources shifted
+  by half the image, an unrelated match) or against the source's nearest border pixel
+  (`"border"`, monodepth2's padding), so leaving the image never wins; `"guarded"` keeps the
+  in-view average but drops the candidates under which the sources see less than half the
+  share of static pixels the best-seen candidate gets. In-view measures best
+  (docs/experiments/results/issue29). With
+  `rig_shifts` (the default) the target frame's adjacent cameras are source views too,
+  their error added with `rig_weight`: their baseline is the rig's extrinsics, metric for
+  every camera, where the ego motion leaves the side cameras' error without a clear minimum
+  (`views.py`; the paper: ()).
 - Stage 2: per-pixel sigma (init 0, i.e. S = s_scene) and a scene offset tau (init 0, or
   stage 1's offset when `offsets` names several) by AdamW
   on the same error. Log-scale and normalised-offset parameters make one learning rate fit any
@@ -29,6 +41,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -37,7 +50,7 @@ import torch.nn.functional as F
 from pop3d_ros.atomic import atomic_path
 from pop3d_ros.data.classes import IGNORE
 from pop3d_ros.geometry.camera import scale_intrinsics
-from pop3d_ros.vfm.photometric import reprojection_error
+from pop3d_ros.vfm.photometric import photometric_error, reprojection_error
 from pop3d_ros.vfm.semantics import movable_mask
 from pop3d_ros.vfm.views import source_views, view_transform
 
@@ -50,9 +63,8 @@ class CalibrationConfig:
     min_scale: float = 1.0  # stage 1 candidate range (paper: 1 .. 100)
     max_scale: float = 100.0
     num_scales: int = 64  # candidates, log-spaced
-    # Stage 1 offset candidates tau searched jointly with the scale. (0,) = the paper (scale
-    # only); images without sky or far content need tau > 0 (their normalised r = 0 is a
-    # facade 10-20 m away, not infinity), see models/README.md.
+    # Stage 1 offset candidates tau searched with the scale; (0,) = the paper (scale only;
+    # images without sky need tau > 0: docs/experiments/vfm.md).
     offsets: tuple[float, ...] = (0.0,)
     stage1: bool = True  # False: stage 2 starts from init_scale (the paper's ablation)
     init_scale: float = 1.0  # stage 2's start when stage 1 is off
@@ -62,12 +74,15 @@ class CalibrationConfig:
     lr: float = 1e-3  # stage 2 learning rate (paper: 1e-5 on its own parametrisation)
     weight_decay: float = 0.0  # AdamW weight decay on sigma and tau
     ssim_alpha: float = 0.85  # weight of (1 - SSIM) / 2 against L1 (monodepth2)
+    stage1_loss: Literal["l1", "ssim_l1"] = "ssim_l1"  # stage 1: l1 (the paper) or ssim_l1
+    # stage 1's pixel set (the module doc): in_view, fixed, border or guarded
+    stage1_pixels: Literal["in_view", "fixed", "border", "guarded"] = "in_view"
     min_depth: float = 1.0  # metres; calibrated depth is clamped to [min_depth, max_depth]
     max_depth: float = 150.0
     source_offsets: tuple[int, ...] = (-1, 1)  # neighbouring frames used as source views
     mask_movable: bool = True  # leave movable-class pixels out of the photometric error
     # Rig views: the target frame's cameras this many steps around the rig are source views
-    # too (their baseline comes from the extrinsics; models/README.md "LiDAR-free recipe").
+    # too (their baseline comes from the extrinsics; docs/experiments/vfm.md, rig views).
     # () = the paper (the same camera in other frames only).
     rig_shifts: tuple[int, ...] = (-1, 1)
     # With rig views: None = one minimum over all source views; a number = the temporal
@@ -86,6 +101,13 @@ class CalibrationConfig:
             raise ValueError("rig_weight must be >= 0 (or None: one minimum over all views)")
         if not self.source_offsets or 0 in self.source_offsets:
             raise ValueError("source_offsets must name other frames, e.g. (-1, 1)")
+        if self.stage1_loss not in ("l1", "ssim_l1"):
+            raise ValueError(f"stage1_loss must be l1 or ssim_l1, not {self.stage1_loss!r}")
+        if self.stage1_pixels not in ("in_view", "fixed", "border", "guarded"):
+            raise ValueError(
+                "stage1_pixels must be in_view, fixed, border or guarded, "
+                f"not {self.stage1_pixels!r}"
+            )
 
     def candidates(self) -> np.ndarray:
         return np.geomspace(self.min_scale, self.max_scale, self.num_scales)
@@ -109,6 +131,17 @@ def metric_depth(r, scale, offset, cfg: CalibrationConfig):
 def _mean_error(err, mask):
     m = mask.float()
     return (err * m).sum((1, 2)) / m.sum((1, 2)).clamp(min=1)
+
+
+def chance_error(target, sources, static, alpha: float) -> torch.Tensor:
+    """(B,) the error of an unrelated match: the target against each source rolled by half
+    its height and width, over the static pixels, mean over the sources."""
+    h, w = target.shape[-2:]
+    errs = [
+        _mean_error(photometric_error(target, src.roll((h // 2, w // 2), (2, 3)), alpha), static)
+        for src in sources
+    ]
+    return torch.stack(errs).mean(0)
 
 
 def calibrate_views(
@@ -136,23 +169,58 @@ def calibrate_views(
     masks = source_static or [None] * len(sources)
     groups = groups or [(list(range(len(sources))), 1.0)]
 
-    def error(depth):
-        total = 0.0
-        for idx, weight in groups:
+    def error(depth, alpha=cfg.ssim_alpha, chance=None, border=False, seen=None):
+        """The weighted group errors; `chance` (one (B,) per group): the fixed pixel set,
+        a pixel no source of the group sees scored at that level; `border`: out-of-view
+        pixels compared with the border (`reprojection_error`); `seen`: a list that gets
+        the (B,) share of static pixels some source sees, mean over the groups."""
+        total, share = 0.0, 0.0
+        n_static = static.float().sum((1, 2)).clamp(min=1)
+        for g, (idx, weight) in enumerate(groups):
             err, valid = reprojection_error(
                 depth, target, [sources[i] for i in idx], K_t, [K_s[i] for i in idx],
-                [transforms[i] for i in idx], cfg.ssim_alpha, [masks[i] for i in idx],
+                [transforms[i] for i in idx], alpha, [masks[i] for i in idx], border,
             )  # fmt: skip
-            total = total + weight * _mean_error(err, valid & static)
+            share = share + (valid & static).float().sum((1, 2)) / n_static / len(groups)
+            if chance is None:
+                total = total + weight * _mean_error(err, valid & static)
+            else:
+                err = torch.where(valid, err, chance[g].view(B, 1, 1))
+                total = total + weight * _mean_error(err, static)
+        if seen is not None:
+            seen.append(share)
         return total
 
     zero = torch.zeros(B, 1, 1)
     with torch.no_grad():
         if cfg.stage1:
+            alpha1 = cfg.ssim_alpha if cfg.stage1_loss == "ssim_l1" else 0.0
+            chance = None
+            if cfg.stage1_pixels == "fixed":
+                chance = [
+                    chance_error(target, [sources[i] for i in idx], static, alpha1)
+                    for idx, _ in groups
+                ]
             pairs = [(s, o) for o in cfg.offsets for s in cfg.candidates()]
+            seen: list[torch.Tensor] = []
             errs = torch.stack(
-                [error(metric_depth(r, s, torch.full((B, 1, 1), o), cfg)) for s, o in pairs], 1
+                [
+                    error(
+                        metric_depth(r, s, torch.full((B, 1, 1), o), cfg),
+                        alpha1,
+                        chance,
+                        cfg.stage1_pixels == "border",
+                        seen,
+                    )
+                    for s, o in pairs
+                ],
+                1,
             )
+            if cfg.stage1_pixels == "guarded":  # no candidate wins by leaving the image
+                share = torch.stack(seen, 1)
+                errs = torch.where(
+                    share >= 0.5 * share.max(1, keepdim=True).values, errs, torch.inf
+                )
             best = errs.argmin(1)
             scene = torch.tensor([pairs[i][0] for i in best], dtype=torch.float32)
             offset0 = torch.tensor([pairs[i][1] for i in best], dtype=torch.float32)

@@ -1,34 +1,40 @@
 """`pop3d vfm-labels`: cache the VFM pseudo labels (calibrated depth + voxel targets) of a set
-of drives, resumable, with progress. `pop3d train --strategy vfm --vfm-cache DIR` reuses them.
+of drives, resumable, with progress. `pop3d train --strategy vfm --vfm.cache DIR` reuses them.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pop3d_ros.atomic import write_text_atomic
-from pop3d_ros.data.sources import add_source_arguments
-from pop3d_ros.teachers.select import add_teacher_arguments
-from pop3d_ros.vfm.options import add_vfm_arguments
+from pop3d_ros.cli_config import run_command
+from pop3d_ros.data.sources import DataConfig
+from pop3d_ros.teachers.select import TeacherConfig
+from pop3d_ros.vfm.options import VFMConfig
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="cpu-small", help="model preset (its voxel grid)")
-    add_source_arguments(p, "0-7", 25, "train", "synthetic world seeds, e.g. 0-7")
-    p.add_argument("--out", required=True, help="cache directory (same as --vfm-cache)")
-    add_teacher_arguments(p)
-    add_vfm_arguments(p)
+@dataclass
+class VFMLabelsCommand:
+    """Cache the VFM pseudo labels (calibrated depth + voxel targets) of a set of drives,
+    resumable, with progress; `pop3d train` with train.strategy vfm and vfm.cache DIR reuses
+    them."""
+
+    out: str  # cache directory (the vfm.cache of the training run)
+    preset: str = "cpu-small"  # model preset (its voxel grid)
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    vfm: VFMConfig = field(default_factory=VFMConfig)
 
 
-def run(args) -> int:
-    try:
-        return _run(args)
-    except (ValueError, OSError) as exc:  # bad options, missing or unreadable weights/data
-        print(f"pop3d vfm-labels: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
+def main(argv=None) -> int:
+    # OSError: missing or unreadable weights or data.
+    return run_command(
+        VFMLabelsCommand, sys.argv[2:] if argv is None else argv, "pop3d vfm-labels", _run,
+        errors=(ValueError, OSError),
+    )  # fmt: skip
 
 
 def _run(args) -> int:
@@ -41,10 +47,12 @@ def _run(args) -> int:
 
     model_cfg = get_preset(args.preset)
     out = Path(args.out)
-    teacher, text_space, teacher_meta = teacher_and_space(args, model_cfg)
-    keys, make_sample = frame_source(args, model_cfg)
+    teacher, text_space, teacher_meta = teacher_and_space(
+        args.teacher, args.data.data, model_cfg.heads.clip_dim
+    )
+    keys, make_sample = frame_source(args.data, model_cfg.voxel_grid)
     labeler = build_labeler(
-        args, model_cfg.voxel_grid, teacher, text_space, make_sample, out, teacher_meta
+        args.vfm, model_cfg.voxel_grid, teacher, text_space, make_sample, out, teacher_meta
     )
     index_path = out / "index.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {}

@@ -71,7 +71,15 @@ def photometric_error(target, reconstructed, alpha: float = 0.85):
 
 
 def reprojection_error(
-    depth, target, sources, K_t, K_s, transforms, alpha: float = 0.85, source_masks=None
+    depth,
+    target,
+    sources,
+    K_t,
+    K_s,
+    transforms,
+    alpha: float = 0.85,
+    source_masks=None,
+    border: bool = False,
 ):
     """Per-pixel error of the target reconstructed from each source view, the minimum over
     sources (monodepth2's occlusion handling), and where at least one source saw the pixel.
@@ -79,13 +87,15 @@ def reprojection_error(
     depth (B, h, w); target (B, 3, h, w) in [0, 1]; sources: list of (B, 3, h, w);
     K_s, transforms: lists matching `sources`; source_masks: optional list of (B, h, w) bool,
     False where a source pixel must not be compared (a moving object there occludes or
-    reveals the static scene). Returns (error (B, h, w), valid (B, h, w))."""
+    reveals the static scene). `border`: a pixel landing outside a source image is compared
+    with the image's nearest border pixel (monodepth2's padding) instead of not at all.
+    Returns (error (B, h, w), valid (B, h, w))."""
     errs = []
     masks = source_masks or [None] * len(sources)
     for src, ks, T, sm in zip(sources, K_s, transforms, masks, strict=True):
         uv, front = warp_coordinates(depth, K_t, ks, T)
         rec, inside = sample_image(src, uv)
-        ok = front & inside
+        ok = front if border else front & inside
         if sm is not None:
             seen, _ = sample_image(sm[:, None].float(), uv)
             ok = ok & (seen[:, 0] > 0.999)

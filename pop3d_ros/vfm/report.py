@@ -35,7 +35,6 @@ from pop3d_ros.evaluation.metrics import ConfusionMatrix
 from pop3d_ros.evaluation.occ3d import Occ3DMetrics, camera_visibility
 from pop3d_ros.geometry.rig import CAMERA_NAMES
 from pop3d_ros.vfm.calibrate import CalibrationConfig, calibrate_frame, normalise_relative
-from pop3d_ros.vfm.options import rig_settings
 from pop3d_ros.vfm.pseudo_labels import pseudo_labels
 
 FAILED_ABS_REL = 0.3  # an image whose own AbsRel exceeds this counts as a failed calibration
@@ -72,6 +71,17 @@ class DepthMetrics:
             out["failed"] = round(float(np.mean(every > FAILED_ABS_REL)), 3)
             out["median_image_abs_rel"] = round(float(np.median(every)), 4)
         return out
+
+
+def rig_settings(shifts_text, weight, flag: str = "--rig-shifts"):
+    """(rig_shifts, rig_weight) of CalibrationConfig from this report's command-line forms:
+    shifts as comma-separated ints ('' = none, the paper), a negative weight = None (one
+    minimum over all views)."""
+    try:
+        shifts = tuple(int(x) for x in str(shifts_text).split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"bad {flag} {shifts_text!r}: use e.g. -1,1") from None
+    return shifts, None if weight is not None and weight < 0 else weight
 
 
 def upsample_depth(depth: np.ndarray, hw) -> np.ndarray:
@@ -117,9 +127,10 @@ class LabelMetrics:
         out = {"iou": round(float(self.occ.iou()[1]), 4), "miou": round(self.sem.miou(), 4),
                "per_class": {k: (None if v is None else round(v, 4))
                              for k, v in self.sem.per_class().items()}}  # fmt: skip
-        if self.occ3d.occ.matrix.sum() > 0:
+        if self.occ3d.std.matrix.sum() > 0:
             o = self.occ3d.result()
-            out.update({k: o[k] for k in ("occ3d_iou", "occ3d_miou", "occ3d_per_class")})
+            keys = ("occ3d_iou", "occ3d_miou", "occ3d_miou_with_free", "occ3d_per_class")
+            out.update({k: o[k] for k in keys})
         return out
 
 
@@ -150,6 +161,18 @@ def main(argv=None) -> int:
         help="weight of the rig views' error (negative: one minimum over all views)",
     )
     p.add_argument(
+        "--stage1-loss",
+        choices=["l1", "ssim_l1"],
+        default=CalibrationConfig().stage1_loss,
+        help="stage 1's error in every variant (l1 = the paper's; default: %(default)s)",
+    )
+    p.add_argument(
+        "--stage1-pixels",
+        choices=["in_view", "fixed", "border", "guarded"],
+        default=CalibrationConfig().stage1_pixels,
+        help="stage 1's pixel set in every variant (default: %(default)s)",
+    )
+    p.add_argument(
         "--offsets",
         help="also report stage 1 searching these offsets, e.g. 0,0.1,0.2,0.3 (comma-separated)",
     )
@@ -172,7 +195,12 @@ def main(argv=None) -> int:
     teacher = SyntheticTeacher(space, TEACHER_PROFILES[args.teacher_profile])
     semantics = pixel_semantics_from_encoder(space)
     vfm = SyntheticVFM()
-    cfg = CalibrationConfig(iterations=args.calib_iterations, rig_shifts=())  # the paper
+    cfg = CalibrationConfig(  # the paper's source views
+        iterations=args.calib_iterations,
+        rig_shifts=(),
+        stage1_loss=args.stage1_loss,
+        stage1_pixels=args.stage1_pixels,
+    )
     shifts, weight = rig_settings(args.rig_shifts, args.rig_weight, "--rig-shifts")
     chosen = [] if args.only_offsets else [v.strip() for v in args.variants.split(",")]
     # variant -> (calibration, suffix of its rows)

@@ -4,7 +4,8 @@ and, optionally, the rig's adjacent cameras at the target's own time.
 Two cameras of one rig at one instant see the same 3D point from a baseline the extrinsics
 give in metres; unlike the ego motion between frames, that baseline is there for every
 camera, also for the side cameras whose view along a parked row of vehicles and close
-facades gives the temporal error no clear minimum (models/README.md, "LiDAR-free recipe").
+facades gives the temporal error no clear minimum (docs/experiments/vfm.md, "Stage 1 with
+rig views").
 A view is (sample, camera shift k): for target camera c the source image is camera
 `neighbour(c, k)` of that sample; k = 0 is the same camera.
 """

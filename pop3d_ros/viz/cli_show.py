@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from pop3d_ros.cli_config import run_command
+from pop3d_ros.data.synthetic.config import WorldConfig
 from pop3d_ros.viz.bev import bev_image
 from pop3d_ros.viz.mosaic import camera_mosaic
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--out", required=True, help="output directory for the PNGs")
-    parser.add_argument("--data", default=None, help="rendered dir (pop3d render); default: "
-                        "render the synthetic frame on the fly")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0, help="synthetic drive seed")
-    parser.add_argument("--frame", type=int, default=0, help="frame index in the drive")
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--height", type=int, default=144)
+@dataclass
+class ShowCommand:
+    """A sample as PNGs: camera mosaic, class overlay, bird's-eye occupancy + LiDAR. Renders
+    frame --frame of the synthetic drive --world.seed, or reads it from a rendered dir."""
+
+    out: str  # output directory for the PNGs
+    data: str = ""  # rendered dir (pop3d render); "" = render the frame on the fly
+    frame: int = 0  # frame index in the drive
+    world: WorldConfig = field(default_factory=WorldConfig)
+
+
+def main(argv=None) -> int:
+    return run_command(
+        ShowCommand, sys.argv[2:] if argv is None else argv, "pop3d show", _run,
+        errors=(ValueError, FileNotFoundError, IndexError),
+    )  # fmt: skip
 
 
 def write_pictures(sample: dict, out) -> list[Path]:
@@ -44,23 +56,17 @@ def write_pictures(sample: dict, out) -> list[Path]:
     return paths
 
 
-def run(args) -> int:
-    try:
-        if args.data:
-            from pop3d_ros.data.dataset import SyntheticDataset
+def _run(args) -> int:
+    if args.data:
+        from pop3d_ros.data.dataset import SyntheticDataset
 
-            ds = SyntheticDataset([args.seed], root=args.data)
-            sample = ds[args.frame]
-        else:
-            from pop3d_ros.data.synthetic import SyntheticWorld, WorldConfig
+        sample = SyntheticDataset([args.world.seed], root=args.data)[args.frame]
+    else:
+        from pop3d_ros.data.synthetic import SyntheticWorld
 
-            cfg = WorldConfig(seed=args.seed, num_frames=args.frame + 1,
-                              image_width=args.width, image_height=args.height)  # fmt: skip
-            world = SyntheticWorld(cfg)
-            sample = world.sample(args.frame)
-    except (ValueError, FileNotFoundError, IndexError) as exc:
-        print(f"pop3d show: error: {exc}", file=sys.stderr)
-        return 2
+        # The drive is laid out for its frame count: at least up to the frame shown.
+        cfg = dataclasses.replace(args.world, num_frames=max(args.world.num_frames, args.frame + 1))
+        sample = SyntheticWorld(cfg).sample(args.frame)
     for p in write_pictures(sample, args.out):
         print(p)
     return 0

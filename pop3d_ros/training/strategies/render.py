@@ -25,8 +25,13 @@ rendered voxel feature goes through the language head once per ray, and the loss
 - a depth-bin lifting (`lifting.depth_bins`): its LiDAR depth-bin cross-entropy as
   `lift_depth` (x lift_depth_weight).
 
-Auxiliary rays from adjacent frames and weighted ray sampling are chosen per step in
-`collate` (`aux`, `weighted`), so one prepared cache serves every variant.
+Rays are chosen per step in `collate`. `ray_sampling="pool"`: each prepared frame holds a
+fixed pool of `ray_pool` rays of its own and of each adjacent frame (`aux_offsets`); `aux`
+and `weighted` (WRS, class balance over the pool) choose from it, so one prepared cache serves
+those variants. `ray_sampling="renderocc"`: RenderOcc as published (`training.ray_frames`):
+every LiDAR-pixel ray of the frame and of its neighbours (`aux_offsets`, +-3 as published)
+is a candidate at every step, drawn by WRS with the class balance over the whole training
+set's rays (`attach_frames` reads the prepared frames for both).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import torch.nn.functional as F
 from pop3d_ros.data.classes import IGNORE
 from pop3d_ros.model.inputs import model_inputs
 from pop3d_ros.model.pop3d import density_from_logits
+from pop3d_ros.training.ray_frames import RayFrames, draw_rays
 from pop3d_ros.training.rays import (
     RAY_KEYS,
     concat_rays,
@@ -85,14 +91,22 @@ class RenderStrategy(Strategy):
         step_voxels: float = 0.5,
         density_sampling: str = "trilinear",
         grid=None,
+        ray_sampling: str = "pool",
+        key_of_token=None,
         **kw,
     ):
         """`teacher(sample) -> {"features": (N_cam, D, h, w)}`; `classify(features (M, D)) ->
         (M,)` the teacher's zero-shot classes (for ray weights); `neighbour(sample, offset)
         -> sample or None` the frame `offset` steps away in the same drive (aux rays);
         `class_embeddings` (16, D) for the optional 2D semantic loss; `grid` the model's
-        VoxelGrid (needed by `sparsity_scope="unseen"`, which marks voxels per frame)."""
+        VoxelGrid (needed by `sparsity_scope="unseen"`, which marks voxels per frame);
+        `ray_sampling` "pool" or "renderocc" (module doc), the latter with `key_of_token`
+        (a prev/next token -> the prepared frame's key) and `attach_frames` before training."""
         super().__init__(**kw)
+        if ray_sampling not in ("pool", "renderocc"):
+            raise ValueError(f"ray_sampling must be pool or renderocc, not {ray_sampling!r}")
+        if ray_sampling == "renderocc" and grid is None:
+            raise ValueError('ray_sampling="renderocc" needs the model\'s grid')
         if sparsity_scope not in ("grid", "unseen"):
             raise ValueError(f"sparsity_scope must be grid or unseen, not {sparsity_scope!r}")
         if sparsity_scope == "unseen" and grid is None:
@@ -102,7 +116,14 @@ class RenderStrategy(Strategy):
         self.teacher = teacher
         self.classify = classify
         self.neighbour = neighbour
-        self.aux_offsets = tuple(int(o) for o in aux_offsets) if neighbour is not None else ()
+        self.ray_sampling = ray_sampling
+        self.key_of_token = key_of_token or (lambda token: token)
+        self.ray_frames: RayFrames | None = None
+        self.class_counts = None
+        renderocc = ray_sampling == "renderocc"
+        self.aux_offsets = (
+            tuple(int(o) for o in aux_offsets) if neighbour is not None or renderocc else ()
+        )
         self.aux = aux
         self.weighted = weighted
         self.num_rays = num_rays
@@ -153,6 +174,8 @@ class RenderStrategy(Strategy):
             features=targets["features"].half(),
             weight=targets["weight"],
         )
+        if self.ray_sampling == "renderocc":
+            return self._prepare_table(item, sample, tf, grid)
         parts = [frame_rays(sample, tf, self.classify, grid, max_rays=self.ray_pool)]
         for off in self.aux_offsets:
             other = self.neighbour(sample, off)
@@ -172,7 +195,36 @@ class RenderStrategy(Strategy):
         item.update(concat_rays(parts))
         return item
 
+    def _prepare_table(self, item: dict, sample: dict, tf, grid) -> dict:
+        """The frame's own rays, all of them, with camera and pixel instead of features, its
+        teacher map and pose, and its neighbours' keys (`training.ray_frames`)."""
+        rays = frame_rays(sample, tf, self.classify, grid, max_rays=0, with_features=False)
+
+        def key(token):
+            return self.key_of_token(token) if token else ""
+
+        item.update(rays)
+        item.update(
+            teacher_features=torch.as_tensor(tf).half(),
+            ego_to_world=torch.from_numpy(np.asarray(sample["ego_to_world"], np.float64)),
+            ray_image_hw=torch.tensor(sample["images"].shape[1:3], dtype=torch.int64),
+            frame_key=key(sample.get("token")),
+            frame_prev=key(sample.get("prev")),
+            frame_next=key(sample.get("next")),
+        )
+        return item
+
+    def attach_frames(self, root, keys) -> None:
+        """RenderOcc sampling reads the neighbours' rays from the prepared frames and counts
+        the training set's rays per class (RenderOcc's dataset-wide class balance)."""
+        if self.ray_sampling != "renderocc":
+            return
+        self.ray_frames = RayFrames(root, keys)
+        self.class_counts = self.ray_frames.class_counts()
+
     def collate(self, items: list[dict], num_voxels: int) -> dict:
+        if self.ray_sampling == "renderocc":
+            return self._collate_renderocc(items, num_voxels)
         batch = super().collate(items, num_voxels)
         if self.sparsity_weight > 0 and self.sparsity_scope == "unseen":
             # From the frame's whole candidate pool (the adjacent frames' too when they are
@@ -188,6 +240,25 @@ class RenderStrategy(Strategy):
             )
             part = {k: it[k][idx] for k in RAY_KEYS}
             part["ray_batch"] = torch.full((idx.numel(),), b, dtype=torch.int64)
+            chosen.append(part)
+        for k in (*RAY_KEYS, "ray_batch"):
+            batch[k] = torch.cat([c[k] for c in chosen])
+        return batch
+
+    def _collate_renderocc(self, items: list[dict], num_voxels: int) -> dict:
+        if self.ray_frames is None:
+            raise RuntimeError("RenderOcc ray sampling needs attach_frames(prepared, keys) first")
+        batch = super().collate(items, num_voxels)
+        grid, offsets = self.grid, self.aux_offsets
+        if self.sparsity_weight > 0 and self.sparsity_scope == "unseen":
+            batch["ray_unseen"] = torch.stack(
+                [self.ray_frames.unseen(it, offsets, grid) for it in items]
+            )
+        chosen = []
+        for b, it in enumerate(items):
+            cand, sources = self.ray_frames.candidates(it, offsets, grid)
+            part = draw_rays(cand, sources, self.num_rays, self.class_counts, self.adjacent_weight)
+            part["ray_batch"] = torch.full((part["ray_depth"].numel(),), b, dtype=torch.int64)
             chosen.append(part)
         for k in (*RAY_KEYS, "ray_batch"):
             batch[k] = torch.cat([c[k] for c in chosen])
