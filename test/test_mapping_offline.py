@@ -19,6 +19,7 @@ from pop3d_ros.data.synthetic.map_truth import (
 )
 from pop3d_ros.geometry.grid import VoxelGrid
 from pop3d_ros.mapping import OnlineMap
+from pop3d_ros.model.checkpoint import load_model
 
 ISSUE_KEYS = (
     "map_iou", "map_iou_naive", "frame_iou_mean", "map_retrieval_map",
@@ -82,7 +83,7 @@ def tiny_v2(tmp_path_factory):
 def test_pop3d_map_writes_a_loadable_map_and_ply(tmp_path, tiny_v2):
     out, ply = tmp_path / "map.npz", tmp_path / "map.ply"
     args = ["map", "--checkpoint", str(tiny_v2), "--seeds", "7", "--frames", "3",
-            "--out", str(out), "--ply", str(ply), "--language-every", "2"]  # fmt: skip
+            "--out", str(out), "--ply", str(ply), "--map.language_every", "2"]  # fmt: skip
     assert main(args) == 0
     m = OnlineMap.load(out)
     st = m.stats()
@@ -124,6 +125,23 @@ def test_offline_commands_refuse_bad_input(tmp_path, tiny_v2, capsys):
                  "--out", str(tmp_path / "r.json")]) == 2  # fmt: skip
     assert main(["map", "--checkpoint", str(tmp_path / "none.pt"), "--out",
                  str(tmp_path / "m.npz")]) == 2  # fmt: skip
-    assert main(["map", "--checkpoint", str(tiny_v2), "--visibility", "sometimes"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("pop3d ") for line in err)
+    assert len(err) == 2 and all(line.startswith("pop3d ") for line in err)
+    # a MapConfig value is checked while the options are parsed (tyro: exit 2, the reason)
+    with pytest.raises(SystemExit) as exc:
+        main(["map", "--checkpoint", str(tiny_v2), "--visibility", "sometimes"])
+    assert exc.value.code == 2 and "visibility must be one of" in capsys.readouterr().err
+
+
+def test_the_lattice_is_the_models_unless_given(tmp_path, tiny_v2):
+    out = tmp_path / "m.npz"
+    common = ["map", "--checkpoint", str(tiny_v2), "--seeds", "7", "--frames", "1"]
+    assert main([*common, "--out", str(out)]) == 0
+    grid = load_model(tiny_v2)[0].cfg.voxel_grid
+    m = OnlineMap.load(out)
+    np.testing.assert_allclose(m.config.voxel_size, grid.voxel_size)
+    assert m.config.origin[2] == pytest.approx(grid.lower[2])
+    assert main([*common, "--out", str(out), "--map.origin", "0.1", "0.2", "0.3"]) == 0
+    m = OnlineMap.load(out)
+    np.testing.assert_allclose(m.config.origin, [0.1, 0.2, 0.3])
+    np.testing.assert_allclose(m.config.voxel_size, grid.voxel_size)

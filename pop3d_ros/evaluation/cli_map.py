@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from pop3d_ros.mapping.cli_map import LATTICE, map_config
-from pop3d_ros.mapping.cli_options import add_dataclass_arguments, dataclass_from_args
+from pop3d_ros.cli_config import run_command
+from pop3d_ros.mapping.cli_map import given_lattice, map_config
 from pop3d_ros.mapping.config import MapConfig
 
 MAIN_KEYS = (
@@ -33,8 +34,11 @@ EXTRA_PREFIXES = (
 
 
 @dataclass
-class EvalMapConfig:
-    """`pop3d eval-map`."""
+class EvalMapCommand:
+    """Build the map of synthetic drives (one per seed) and score it against the static
+    world (evaluation/map_protocol.py), with its naive twin and the ablations in the same
+    pass; writes JSON. The map's settings are `--map.*` (MapConfig); a field unique across
+    the groups may be given without its group (--visibility = --map.visibility)."""
 
     checkpoint: str = "models/default/model.pt"  # model checkpoint (.pt)
     data: str = "synthetic"  # frame source: synthetic (ground truth comes from the world)
@@ -45,10 +49,11 @@ class EvalMapConfig:
     pixel_stride: int = 2  # camera mask of the protocol: one ray every N pixels
     # a frame's visible voxels: "cameras" = every voxel its cameras saw (on the drive's
     # grid), "grid" = those inside its own grid (Occ3D's mask of that frame)
-    reach: str = "cameras"
-    ablations: bool = True  # also score the ablation maps (ABLATIONS) in the same pass
-    backend: str = "torch"  # inference backend: torch or onnxruntime
+    reach: Literal["cameras", "grid"] = "cameras"
+    ablations: bool = True  # also score the ablation maps (ablation_configs) in the same pass
+    backend: Literal["torch", "onnxruntime"] = "torch"  # inference backend
     threads: int = 1  # inference threads
+    map: MapConfig = field(default_factory=MapConfig)  # the map (mapping/config.py)
 
 
 def ablation_configs(config: MapConfig) -> dict[str, MapConfig]:
@@ -65,18 +70,14 @@ def ablation_configs(config: MapConfig) -> dict[str, MapConfig]:
     }
 
 
-def add_arguments(parser) -> None:
-    add_dataclass_arguments(parser, EvalMapConfig)
-    add_dataclass_arguments(parser, MapConfig, skip=LATTICE)
+def main(argv=None) -> int:
+    argv = sys.argv[2:] if argv is None else list(argv)
+    keep = given_lattice(EvalMapCommand, argv)
+    return run_command(EvalMapCommand, argv, "pop3d eval-map", lambda cmd: _run(cmd, keep))
 
 
-def run(args) -> int:
-    try:
-        cfg = dataclass_from_args(EvalMapConfig, args)
-        report = evaluate(cfg, args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"pop3d eval-map: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
+def _run(cfg: EvalMapCommand, keep) -> int:
+    report = evaluate(cfg, keep)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
@@ -88,7 +89,7 @@ def run(args) -> int:
     return 0
 
 
-def evaluate(cfg: EvalMapConfig, args) -> dict:
+def evaluate(cfg: EvalMapCommand, keep=()) -> dict:
     import numpy as np
     from tqdm import tqdm
 
@@ -104,7 +105,7 @@ def evaluate(cfg: EvalMapConfig, args) -> dict:
         raise ValueError("--frames must be >= 2 (a map of one frame is the frame)")
     seeds = parse_seeds(cfg.seeds)
     pipeline, encoder = load_pipeline(cfg.checkpoint, cfg.backend, cfg.threads)
-    config = map_config(args, pipeline.grid)
+    config = map_config(cfg.map, pipeline.grid, keep)
     queries = concept_queries(encoder)
     embeddings = [q for q, _ in queries.values()]
 
