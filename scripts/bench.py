@@ -295,6 +295,8 @@ def print_table(results: dict) -> None:
         ("frame: language head on demand vs every frame",
          f"{results['language_on_demand_speedup']:.2f}x"),
         ("query on an idle node, one inference included (ms)", f"{results['query_ms_idle']:.0f}"),
+        ("node CPU idle vs watched (same camera stream)",
+         f"{results['idle_vs_watched_cpu']:.2f}x"),
         (f"shutdown, worst state ({results['details']['shutdown']['worst_state']}) (s)",
          f"{results['shutdown_s']:.2f}"),
         ("load average (1, 5, 15 min) at the end", ", ".join(
@@ -327,6 +329,7 @@ def main(argv=None) -> int:
     from bench_production import (
         bench_language_on_demand,
         bench_softplus,
+        idle_vs_watched_cpu,
         ort_op_profile,
         query_ms_idle,
         shutdown_times,
@@ -379,6 +382,7 @@ def main(argv=None) -> int:
         lazy = bench_lazy_conversion(node["full_res"]["hz"], args.repeat, model_hw=model_hw)
         print("[bench] idle query and shutdown of the installed node", flush=True)
         idle = query_ms_idle(checkpoint, tmp / "cache", model_hw)
+        idle_cpu = idle_vs_watched_cpu(checkpoint, tmp / "cache", model_hw)
         shutdown = shutdown_times(checkpoint, model_hw)
 
     results = {
@@ -393,6 +397,7 @@ def main(argv=None) -> int:
         "softplus_rewrite_speedup": softplus["softplus_rewrite_speedup"],
         "language_on_demand_speedup": on_demand["language_on_demand_speedup"],
         "query_ms_idle": idle["median_ms"],
+        "idle_vs_watched_cpu": idle_cpu["idle_vs_watched_cpu"],
         "shutdown_s": shutdown["shutdown_s"],
         "markers_vectorized_speedup": markers["markers_vectorized_speedup"],
         "query_ms_cold": query["cold"]["median_ms"],
@@ -412,6 +417,7 @@ def main(argv=None) -> int:
             "softplus": softplus,
             "language_on_demand": on_demand,
             "query_idle": idle,
+            "idle_cpu": idle_cpu,
             "shutdown": shutdown,
             "load_average": os.getloadavg(),
             "markers": markers,

@@ -7,6 +7,8 @@
 - where the encoder's time goes: ONNX Runtime's own profile, per op type, fp32 and int8;
 - `query_ms_idle`: a query to the installed node while nobody watches its outputs (it runs
   one inference on the latest camera set, then the language head, then answers);
+- `idle_vs_watched_cpu`: the installed node's CPU while nobody watches its outputs over its CPU
+  with a cloud subscriber, the same camera stream arriving;
 - `shutdown_s`: SIGINT to exit of the installed node in each state; the worst is the figure.
 """
 
@@ -254,6 +256,54 @@ def query_ms_idle(checkpoint: Path, cache_dir: Path, hw, queries: int = 7, say=p
                 _stop(p)
     return {"median_ms": statistics.median(samples), "min_ms": min(samples),
             "max_ms": max(samples), "queries": queries, "image_hw": list(hw)}  # fmt: skip
+
+
+def idle_vs_watched_cpu(
+    checkpoint: Path, cache_dir: Path, hw, seconds: float = 10.0, rate: float = 4.0, say=print
+) -> dict:
+    """CPU of the installed node (ONNX Runtime) while the same camera stream arrives, first
+    with nobody watching its outputs, then with a subscriber to its cloud: what idling saves.
+    Receiving the images over DDS stays in both figures."""
+    import psutil
+
+    def share(proc, clouds0=0):
+        cpu0, t0 = sum(proc.cpu_times()[:2]), time.monotonic()
+        time.sleep(seconds)
+        return (sum(proc.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0)
+
+    with _Private(), tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        node = _start([_installed_node(), "--ros-args", "-p", "backend:=onnxruntime",
+                       "-p", f"model_dir:={checkpoint.parent.resolve()}",
+                       "-p", f"checkpoint:={checkpoint.name}", "-p", f"cache_dir:={cache_dir}"],
+                      tmp / "node.log")  # fmt: skip
+        play = _play(hw, rate, tmp / "play.log")
+        client = _Client()
+        try:
+            _wait_log(tmp / "node.log", "model loaded", 300.0, node)
+            end = time.monotonic() + 120.0
+            while not client.query().success:  # camera sets arrive
+                if time.monotonic() > end:
+                    raise RuntimeError("the idle node never answered a query")
+                time.sleep(0.5)
+            proc = psutil.Process(node.pid)
+            idle = share(proc)
+            client.subscribe_cloud()
+            end = time.monotonic() + 120.0
+            while client.clouds < 3 and time.monotonic() < end:
+                time.sleep(0.1)
+            clouds0 = client.clouds
+            watched = share(proc)
+            clouds = client.clouds - clouds0
+        finally:
+            client.close()
+            for p in (play, node):
+                _stop(p)
+    say(f"[bench] node CPU: idle {100 * idle:.1f} % of a core, watched {100 * watched:.1f} %"
+        f" ({clouds} clouds in {seconds:.0f} s)")  # fmt: skip
+    return {"idle_vs_watched_cpu": idle / max(watched, 1e-9), "idle_cpu_share": idle,
+            "watched_cpu_share": watched, "watched_clouds": clouds, "seconds": seconds,
+            "camera_rate_hz": rate, "image_hw": list(hw)}  # fmt: skip
 
 
 def shutdown_times(checkpoint: Path, hw, say=print) -> dict:

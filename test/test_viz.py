@@ -10,7 +10,8 @@ from pop3d_ros.viz import bev_image, camera_mosaic, class_colors, heat_colors, h
 
 def test_show_writes_non_blank_pngs(tmp_path):
     out = tmp_path / "pics"
-    assert main(["show", "--out", str(out), "--seed", "1", "--width", "64", "--height", "36"]) == 0
+    args = ["--out", str(out), "--seed", "1", "--image_width", "64", "--image_height", "36"]
+    assert main(["show", *args]) == 0
     for name in ("mosaic.png", "semantic.png", "bev.png"):
         img = np.asarray(Image.open(out / name))
         assert img.ndim == 3 and img.std() > 10, name
