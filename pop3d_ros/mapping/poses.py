@@ -96,6 +96,11 @@ class PoseBuffer:
         with self._lock:
             self._poses.clear()
 
+    @property
+    def newest_stamp(self) -> float | None:
+        with self._lock:
+            return self._poses[-1][0] if self._poses else None
+
     def add(self, stamp: float, pose) -> str:
         """Keep a pose; returns "" or why it was refused (the buffer is unchanged then)."""
         problem = ""
