@@ -299,3 +299,19 @@ def test_query_map_answers_after_the_place_left_the_view(ros_node, node_process,
     now = query(ros_node, "car", top_k=3)
     assert now.success and now.header.frame_id == "base_link"
     proc.assert_alive()
+
+
+def test_tf_poses_without_tf2_ros_fail_configure_with_the_reason(ros_node, node_process, tmp_path):
+    try:
+        import tf2_ros  # noqa: F401
+    except ImportError:
+        pass
+    else:  # a machine with tf2_ros configures; this checks the message where it is missing
+        pytest.skip("tf2_ros is installed here")
+    write_tiny_checkpoint(tmp_path / "model.pt", occupancy_bias=2.0)
+    proc = start_node(node_process, tmp_path, lifecycle=True, model_dir=str(tmp_path),
+                      pose_source="tf", **MAP)  # fmt: skip
+    assert not lifecycle_call(ros_node, NODE, Transition.TRANSITION_CONFIGURE)
+    assert lifecycle_call(ros_node, NODE) == "unconfigured"
+    assert wait_until(lambda: "pose_source tf needs tf2_ros" in proc.output(), 10.0), proc.output()
+    proc.assert_alive()
