@@ -283,6 +283,8 @@ def print_table(results: dict) -> None:
     rows += [
         ("node rate, six 12 Hz streams at the model's input size (Hz)",
          f"{results['node_hz_model_res']:.2f}"),
+        ("node rate, the same with mapping:=true (Hz)",
+         f"{results['node_hz_model_res_mapping']:.2f}"),
         ("node rate, six 12 Hz streams at 900x1600 (Hz)", f"{results['node_hz_full_res']:.2f}"),
         ("ONNX Runtime int8 vs fp32 (encoder)", f"{results['ort_int8_vs_fp32_speedup']:.2f}x"),
         ("int8 IoU drop (points, held-out frames)", f"{results['int8_iou_drop']:.2f}"),
@@ -379,6 +381,11 @@ def main(argv=None) -> int:
         for key, hw in (("model_res", model_hw), ("full_res", (900, 1600))):
             print(f"[bench] node rate at {hw[1]}x{hw[0]} ({args.node_seconds:.0f} s)", flush=True)
             node[key] = node_rate(checkpoint, tmp / "cache", hw, args.node_seconds)
+            if key == "model_res":  # side by side: the same streams with the map on
+                print("[bench] node rate with mapping:=true", flush=True)
+                node["model_res_mapping"] = node_rate(
+                    checkpoint, tmp / "cache", hw, args.node_seconds, mapping=True
+                )
         lazy = bench_lazy_conversion(node["full_res"]["hz"], args.repeat, model_hw=model_hw)
         print("[bench] idle query and shutdown of the installed node", flush=True)
         idle = query_ms_idle(checkpoint, tmp / "cache", model_hw)
@@ -390,6 +397,7 @@ def main(argv=None) -> int:
         "model": model_desc,
         "ort_vs_torch_speedup": backends["ort_vs_torch_speedup"],
         "node_hz_model_res": node["model_res"]["hz"],
+        "node_hz_model_res_mapping": node["model_res_mapping"]["hz"],
         "node_hz_full_res": node["full_res"]["hz"],
         "ort_int8_vs_fp32_speedup": int8["ort_int8_vs_fp32_speedup"],
         "int8_iou_drop": int8["int8_iou_drop"],
