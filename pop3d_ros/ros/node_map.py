@@ -42,7 +42,7 @@ SAVE_MAP_SERVICE = "pop3d/save_map"
 CLEAR_MAP_SERVICE = "pop3d/clear_map"
 MAX_POSES = 2000  # odometry kept: 20 s at 100 Hz, far more than a set waits for the worker
 # A set newer than the newest pose waits this long (wall clock, on the worker) for odometry
-# to catch up: topics are not ordered across each other, so the odometry of a set's stamp
+# or TF to catch up: topics are not ordered across each other, so the pose of a set's stamp
 # may arrive just after its images (tf2's MessageFilter waits the same way).
 POSE_WAIT_S = 0.2
 
@@ -222,7 +222,7 @@ class NodeMap:
             if self._pose_for is not None and self._pose_for[0] == stamp:
                 return self._pose_for[1], self._pose_for[2]
         if self.tf is not None:
-            pose = self.tf.lookup_at(self.params.map_frame, self.params.base_frame, stamp)
+            pose = self._wait_for_tf(stamp)
             reason = "" if pose is not None else (
                 f"no transform {self.params.map_frame} <- {self.params.base_frame} at the "
                 "set's stamp")  # fmt: skip
@@ -231,6 +231,16 @@ class NodeMap:
         with self._lock:
             self._pose_for = (stamp, pose, reason)
         return pose, reason
+
+    def _wait_for_tf(self, stamp: float) -> np.ndarray | None:
+        """TF map_frame <- base_frame at `stamp`, polled for up to POSE_WAIT_S (/tf, like
+        odometry, may arrive after the images)."""
+        deadline = time.monotonic() + POSE_WAIT_S
+        while True:
+            pose = self.tf.lookup_at(self.params.map_frame, self.params.base_frame, stamp)
+            if pose is not None or time.monotonic() >= deadline:
+                return pose
+            time.sleep(0.02)
 
     def _wait_for_pose(self, stamp: float) -> tuple[np.ndarray | None, str]:
         """`poses.lookup(stamp)`, after waiting up to POSE_WAIT_S for odometry at or after
