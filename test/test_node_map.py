@@ -315,3 +315,21 @@ def test_tf_poses_without_tf2_ros_fail_configure_with_the_reason(ros_node, node_
     assert lifecycle_call(ros_node, NODE) == "unconfigured"
     assert wait_until(lambda: "pose_source tf needs tf2_ros" in proc.output(), 10.0), proc.output()
     proc.assert_alive()
+
+
+def test_mapping_off_creates_no_map_interfaces(ros_node, node_process, tmp_path):
+    from node_fixtures import wait_model_state
+
+    write_tiny_checkpoint(tmp_path / "model.pt", occupancy_bias=2.0)
+    proc = start_node(node_process, tmp_path, model_dir=str(tmp_path))  # mapping: false
+    wait_model_state(ros_node, proc, loaded=True)  # the node is up and serves /query_text
+    services = {name for name, _ in ros_node.node.get_service_names_and_types()}
+    assert "/query_text" in services
+    assert not {"/query_map", "/pop3d/save_map", "/pop3d/clear_map"} & services
+    assert ros_node.node.count_publishers("/pop3d/occupancy_cloud") == 1  # discovered
+    assert ros_node.node.count_publishers("/pop3d/map_cloud") == 0
+    assert ros_node.node.count_publishers("/pop3d/costmap") == 0
+    assert ros_node.node.count_subscribers("/odom") == 0
+    diag = ros_node.collect(DiagnosticArray, "/diagnostics")
+    statuses = diagnostics_values(diag.wait_for(1, 15.0)[-1])
+    assert "pipeline" in statuses and "map" not in statuses
