@@ -13,6 +13,10 @@ subscribes to the markers or the cloud, or a consumer needs every frame's langua
 (`pipeline.language_hooks`). Otherwise the node keeps the latest set, and a query runs one
 inference on it. Markers and cloud are built only for topics with subscribers.
 
+With `mapping: true`, `node_map.NodeMap` adds the online map (odometry or TF poses,
+`query_map`, map cloud, costmap, save / clear); its update runs here on the worker after
+each inference. Off, none of it exists.
+
 Names are relative (`<camera>/image_raw`, `pop3d/occupancy_cloud`, `query_text`), so a
 namespace moves them all; only `/diagnostics` is absolute, where aggregators listen.
 """
