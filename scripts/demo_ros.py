@@ -101,7 +101,7 @@ class DemoClient:
                 model_ok
                 and self.client.service_is_ready()
                 and all(p.get_subscription_count() > 0 for pair in pubs for p in pair)
-                and self.playback._odom.get_subscription_count() > 0  # noqa: SLF001
+                and self.playback.odom_publisher.get_subscription_count() > 0
             ):
                 return True
             time.sleep(0.2)

@@ -117,8 +117,14 @@ class CameraPlayback:
         self.frames_published = 0
 
     def topics(self) -> list[str]:
-        extra = [self._odom.topic_name] if self._odom is not None else []
-        return [p.topic_name for pair in self._pubs.values() for p in pair] + extra
+        """The camera topics (image and camera_info per camera): what the node subscribes
+        whatever its settings; /odom is `odom_publisher` (subscribed only by a mapping node)."""
+        return [p.topic_name for pair in self._pubs.values() for p in pair]
+
+    @property
+    def odom_publisher(self):
+        """The nav_msgs/Odometry publisher, or None (`odom_topic` "")."""
+        return self._odom
 
     def _publish_odometry(self, sample: dict, stamp_us: int) -> None:
         pose = sample.get("ego_to_world")
