@@ -3,6 +3,7 @@
     ros2 launch pop3d_ros occupancy.launch.py [params_file:=...] [backend:=auto|tensorrt|
         onnxruntime|torch] [model_dir:=...] [use_sim_time:=true|false] [rviz:=true|false]
         [namespace:=/robot1] [lifecycle:=true|false] [autostart:=true|false]
+        [mapping:=true|false] [map_frame:=...] [map_file:=...]
 
 `namespace` moves every topic and the service (`/robot1/cam_front/image_raw`,
 `/robot1/pop3d/occupancy_cloud`, `/robot1/query_text`; `/diagnostics` stays). The shipped
@@ -15,7 +16,8 @@ is inactive. With `autostart:=false` a lifecycle manager (Nav2's, README) or `ro
 set` drives it.
 
 Parameter precedence: the node's declared defaults < `params_file` < the launch arguments
-`backend`, `model_dir`, `use_sim_time` given explicitly on the command line. Those arguments
+`backend`, `model_dir`, `use_sim_time`, `mapping`, `map_frame`, `map_file` given explicitly on
+the command line. Those arguments
 default to "" (not given), so a user's params file is never overridden by a launch default.
 
 No DDS transport setting is made here: a node whose transports differ from a
@@ -35,15 +37,18 @@ from lifecycle_msgs.msg import Transition
 
 from launch import LaunchDescription
 
-NODE_ARGUMENTS = ("backend", "model_dir", "use_sim_time")  # override params_file when given
+# override params_file when given
+NODE_ARGUMENTS = ("backend", "model_dir", "use_sim_time", "mapping", "map_frame", "map_file")
+BOOL_ARGUMENTS = ("use_sim_time", "mapping")
 
 
 def _node_and_rviz(context):
     share = get_package_share_directory("pop3d_ros")
     value = {name: LaunchConfiguration(name).perform(context) for name in NODE_ARGUMENTS}
     overrides = {name: v for name, v in value.items() if v != ""}
-    if "use_sim_time" in overrides:
-        overrides["use_sim_time"] = overrides["use_sim_time"].lower() == "true"
+    for name in BOOL_ARGUMENTS:
+        if name in overrides:
+            overrides[name] = overrides[name].lower() == "true"
     params_file = LaunchConfiguration("params_file").perform(context) or (
         share + "/config/occupancy.yaml"
     )
@@ -128,6 +133,24 @@ def generate_launch_description():
             default_value="",
             choices=["", "true", "false"],
             description="use /clock; empty: the params file's (false)",
+        ),
+        DeclareLaunchArgument(
+            "mapping",
+            default_value="",
+            choices=["", "true", "false"],
+            description="online map (query_map, pop3d/map_cloud, pop3d/costmap); empty: the "
+            "params file's (false)",
+        ),
+        DeclareLaunchArgument(
+            "map_frame",
+            default_value="",
+            description="frame of the map; odometry must be in it; empty: the params file's (map)",
+        ),
+        DeclareLaunchArgument(
+            "map_file",
+            default_value="",
+            description="map (.npz) loaded at start where it exists, written by pop3d/save_map; "
+            "empty: the params file's",
         ),
         DeclareLaunchArgument(
             "namespace",

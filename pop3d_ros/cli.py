@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain2d": ("pop3d_ros.training.cli_pretrain2d", "2D pretraining of the image backbone"),
     "train": ("pop3d_ros.training.cli_train", "train a model from a recipe (config/recipes/)"),
     "eval": ("pop3d_ros.evaluation.cli", "evaluate a checkpoint with the POP-3D protocol"),
+    "map": ("pop3d_ros.mapping.cli_map", "build the online map of a drive offline (no ROS)"),
+    "eval-map": ("pop3d_ros.evaluation.cli_map", "score the map of drives against the world"),
     "export": ("pop3d_ros.export.cli_export", "export a checkpoint to ONNX + manifest"),
     "calib-frames": ("pop3d_ros.export.cli_calib", "write int8 calibration frames (.npz)"),
     "build-engine": ("pop3d_ros.export.cli_engine", "build a TensorRT engine from the ONNX"),

@@ -277,10 +277,14 @@ def print_table(results: dict) -> None:
          f"{results['query_ms_cold_open_clip']:.1f} / {results['query_ms_cached_open_clip']:.3f}"),
         ("model GFLOP/s / matmul GFLOP/s", f"{results['model_gflops_fraction_of_matmul']:.3f}"),
         ("synthetic render (s per frame)", f"{results['render_s_per_frame']:.2f}"),
+        ("map update per camera set, 64x64x8 grid (ms)", f"{results['map_update_ms']:.1f}"),
+        ("map query over 100k occupied voxels (ms)", f"{results['map_query_ms']:.1f}"),
     ]  # fmt: skip
     rows += [
         ("node rate, six 12 Hz streams at the model's input size (Hz)",
          f"{results['node_hz_model_res']:.2f}"),
+        ("node rate, the same with mapping:=true (Hz)",
+         f"{results['node_hz_model_res_mapping']:.2f}"),
         ("node rate, six 12 Hz streams at 900x1600 (Hz)", f"{results['node_hz_full_res']:.2f}"),
         ("ONNX Runtime int8 vs fp32 (encoder)", f"{results['ort_int8_vs_fp32_speedup']:.2f}x"),
         ("int8 IoU drop (points, held-out frames)", f"{results['int8_iou_drop']:.2f}"),
@@ -315,10 +319,14 @@ def main(argv=None) -> int:
     parser.add_argument("--render-frames", type=int, default=3)
     parser.add_argument("--node-seconds", type=float, default=30.0, help="node rate window")
     parser.add_argument("--eval-frames", type=int, default=8, help="held-out frames, int8 IoU")
+    parser.add_argument(
+        "--map-long-frames", type=int, default=2000, help="camera sets of the map's long drive"
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
     from bench_deploy import bench_int8, bench_lazy_conversion
+    from bench_map import bench_map
     from bench_node import node_rate
     from bench_production import (
         bench_language_on_demand,
@@ -357,6 +365,8 @@ def main(argv=None) -> int:
         markers = bench_markers(result.centres, result.probabilities,
                                 runtime.config.voxel_grid.z_range, args.repeat)  # fmt: skip
         matmul = bench_matmul_fraction(runtime, backends["torch"]["encoder"]["median_ms"])
+        print("[bench] map: update, query over 100k voxels, long drive", flush=True)
+        mapping = bench_map(extra["pipeline"], args.repeat, args.map_long_frames)
         render = bench_render(args.render_frames)
         model_hw = tuple(runtime.config.image_size)
         encoder_feed_cached = encoder_feed(runtime)
@@ -371,6 +381,11 @@ def main(argv=None) -> int:
         for key, hw in (("model_res", model_hw), ("full_res", (900, 1600))):
             print(f"[bench] node rate at {hw[1]}x{hw[0]} ({args.node_seconds:.0f} s)", flush=True)
             node[key] = node_rate(checkpoint, tmp / "cache", hw, args.node_seconds)
+            if key == "model_res":  # side by side: the same streams with the map on
+                print("[bench] node rate with mapping:=true", flush=True)
+                node["model_res_mapping"] = node_rate(
+                    checkpoint, tmp / "cache", hw, args.node_seconds, mapping=True
+                )
         lazy = bench_lazy_conversion(node["full_res"]["hz"], args.repeat, model_hw=model_hw)
         print("[bench] idle query and shutdown of the installed node", flush=True)
         idle = query_ms_idle(checkpoint, tmp / "cache", model_hw)
@@ -382,6 +397,7 @@ def main(argv=None) -> int:
         "model": model_desc,
         "ort_vs_torch_speedup": backends["ort_vs_torch_speedup"],
         "node_hz_model_res": node["model_res"]["hz"],
+        "node_hz_model_res_mapping": node["model_res_mapping"]["hz"],
         "node_hz_full_res": node["full_res"]["hz"],
         "ort_int8_vs_fp32_speedup": int8["ort_int8_vs_fp32_speedup"],
         "int8_iou_drop": int8["int8_iou_drop"],
@@ -398,6 +414,8 @@ def main(argv=None) -> int:
         "query_ms_cached_open_clip": query_clip["cached"]["median_ms"],
         "model_gflops_fraction_of_matmul": matmul["model_gflops_fraction_of_matmul"],
         "render_s_per_frame": render["total_s"],
+        "map_update_ms": mapping["map_update_ms"],
+        "map_query_ms": mapping["map_query_ms"],
         "node_stage_ms": {k: v["median_ms"] for k, v in stages.items()},
         "details": {
             "backends": backends,
@@ -415,6 +433,7 @@ def main(argv=None) -> int:
             "query_open_clip_vit_b_32": query_clip,
             "matmul": matmul,
             "render": render,
+            "map": mapping["details"],
             "node_stages": stages,
             "occupied_voxels": extra["occupied_voxels"],
             "tensorrt": "not measured: no GPU / TensorRT on this machine",

@@ -87,8 +87,11 @@ def node_rate(
     start_timeout: float = 180.0,
     say=print,
     executable: Path | None = None,
+    mapping: bool = False,
 ) -> dict:
-    """Occupancy messages per second over `seconds`, six `hw` rgb8 streams at `rate_hz`."""
+    """Occupancy messages per second over `seconds`, six `hw` rgb8 streams at `rate_hz`.
+    `mapping`: the node maps every set (`mapping:=true`, poses from the player's /odom, so
+    map_frame odom) and the language head runs on each; the map's counters are returned."""
     # All three processes (node, publisher, this counter) share a private domain. Full-size
     # images (`large_images`) get, unless the user chose one, the setting the README
     # recommends for a whole system with six 4 MB streams: the default transports cannot
@@ -113,6 +116,8 @@ def node_rate(
             "-p", f"threads:={threads}",
             "-p", f"precision:={precision}",
         ]  # fmt: skip
+        if mapping:
+            cmd += ["-p", "mapping:=true", "-p", "map_frame:=odom"]
         play = [
             sys.executable, "-m", "pop3d_ros.cli", "play", "--seed", "1000", "--num_frames", "3",
             "--image_width", str(hw[1]), "--image_height", str(hw[0]), "--rate_hz", str(rate_hz),
@@ -154,6 +159,8 @@ def node_rate(
                 else:
                     os.environ[k] = v
     keys = ("_ms", "rate_hz", "dropped", "threads", "precision", "engine")
+    if mapping:  # how many sets the map took, and why it refused others
+        keys += ("frames_integrated", "refused", "occupied_voxels", "feature_voxels")
     profile = {k: v for k, v in diag.items() if any(s in k for s in keys) and "last" not in k}
     return {
         "hz": (n1 - n0) / (t1 - t0),
@@ -161,5 +168,6 @@ def node_rate(
         "seconds": t1 - t0,
         "image_hw": list(hw),
         "input_rate_hz_per_camera": rate_hz,
+        "mapping": mapping,
         "node_diagnostics": profile,
     }

@@ -3,10 +3,13 @@
 1. renders a short drive of the synthetic world on a held-out seed;
 2. starts the installed `occupancy_node` with the launch file's params file and the default
    model (a separate process, talking over DDS);
-3. publishes the six camera topics frame by frame and collects the node's occupancy cloud;
-4. calls `/query_text` for a few queries (classes, long-tail concepts, a paraphrase);
-5. writes pictures and `summary.json` to the output folder. Exits non-zero if the node
-   failed (died, never published, or all queries failed).
+3. publishes the six camera topics and /odom frame by frame and collects the node's
+   occupancy cloud; the node maps the drive (`mapping:=true`, map_frame odom);
+4. calls `/query_text` for a few queries (classes, long-tail concepts, a paraphrase), and
+   `/query_map` for "stairs" and an object that has left the view by the last frame;
+5. writes pictures (`map_bev.png`, `map_query_<q>.png` among them) and `summary.json` to the
+   output folder. Exits non-zero if the node failed (died, never published, or all queries
+   failed).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def start_node(args, out: Path, vocabulary) -> subprocess.Popen:
         "-p", f"model_dir:={Path(args.model_dir).resolve()}",
         "-p", f"backend:={args.backend}",
         "-p", f"vocabulary:={vocab}",
+        "-p", "mapping:=true", "-p", "map_frame:=odom",  # the player's /odom is in odom
     ]  # fmt: skip
     say(f"starting {exe.name} (params {params}, backend {args.backend})")
     log = open(out / "node.log", "w")  # noqa: SIM115 - lives as long as the process
@@ -77,7 +81,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model-dir", default=str(ROOT / "models" / "default"))
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--seed", type=int, default=1000, help="held out: training uses 0-39")
-    parser.add_argument("--frames", type=int, default=6)
+    # 20 sets (80 m): objects of the first sets are behind the grid by the last one
+    parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--frame-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -99,7 +104,12 @@ def main(argv=None) -> int:
     samples = [world.sample(i, grid=grid) for i in range(args.frames)]
     render_s = time.perf_counter() - t0
 
+    from demo_map import STAIRS, drive_truth, out_of_view_query
     from demo_ros import DemoClient  # scripts/demo_ros.py: the ROS side of the demo
+
+    truth = drive_truth(world, args.frames, grid)
+    gone = out_of_view_query(truth)
+    map_targets = [STAIRS] + ([gone] if gone else [])
 
     node_proc = start_node(args, out, VOCABULARY)
     summary: dict = {"seed": args.seed, "render_s": render_s, "backend_requested": args.backend}
@@ -115,18 +125,22 @@ def main(argv=None) -> int:
             if last is None:
                 raise RuntimeError("the node published no occupancy for the last frame")
             queries = [client.query(q) for q in QUERIES]
+            map_cloud = client.wait_map(frames[-1]["stamp_us"])
+            map_answers = [(c, client.query(t, on_map=True)) for c, t in map_targets]
             stage_ms, diag = client.diagnostics()
     except Exception as exc:  # noqa: BLE001 - reported, then the node is stopped
         say(f"FAILED: {exc}")
         failed, frames, queries, stage_ms, diag = True, [], [], {}, {}
+        map_cloud, map_answers = None, []
     finally:
         rc = stop_node(node_proc)
     summary["node_exit_code"] = rc
 
-    from demo_report import write_report  # scripts/demo_report.py: pictures + summary
+    from demo_report import write_map_report, write_report  # pictures + summary
 
     summary.update(write_report(out, samples, frames, queries, grid, VOCABULARY))
     summary.update({"stage_ms": stage_ms, "diagnostics": diag})
+    summary["map"] = write_map_report(out, map_cloud, map_answers, truth, diag)
     processed = summary.get("frames_processed", 0)
     ok_queries = sum(q["success"] for q in summary.get("queries", []))
     failed = failed or processed == 0 or ok_queries == 0
@@ -140,6 +154,15 @@ def main(argv=None) -> int:
             f"top10_precision={q.get('top10_precision')} objects={g.get('objects_total')} "
             f"found {g.get('gt_instances_found')}/{g.get('gt_instances_in_view')} "
             f"{q['message']}")  # fmt: skip
+    m = summary["map"]
+    say(f"map: {m.get('frames_integrated')} sets integrated, {m.get('occupied_voxels')} "
+        "occupied voxels")  # fmt: skip
+    for q in m.get("queries", []):
+        say(f"query_map {q['text']!r}: success={q['success']} objects={q.get('objects_total')} "
+            f"found {q.get('gt_instances_found')}/{q['gt_instances_seen']} "
+            f"(out of view at the end: {q.get('gt_out_of_view_found')}/"
+            f"{q['gt_instances_out_of_view_at_end']}) top point "
+            f"{q.get('top_point_nearest_instance_m')} m from one {q['message']}")  # fmt: skip
     say(f"wrote {out}/summary.json and pictures; {'FAILED' if failed else 'OK'}")
     return 1 if failed else 0
 

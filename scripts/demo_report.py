@@ -166,3 +166,40 @@ def write_report(out: Path, samples, frames, queries, grid, vocabulary) -> dict:
     result["vocabulary"] = list(vocabulary)
     result["pictures"] = pictures
     return result
+
+
+def write_map_report(out: Path, map_cloud, map_answers, truth: dict, diag: dict) -> dict:
+    """`map_bev.png`, `map_query_<q>.png` and the summary's `map` entry: the node's map
+    (`/pop3d/map_cloud`, world frame = odom) and its `/query_map` answers against the
+    static world's instances (demo_map.py)."""
+    from demo_map import map_query_report
+
+    from pop3d_ros.viz.demo_views import map_bev, map_query_view
+
+    grid = truth["grid"]
+    result = {k.split("/", 1)[1]: diag[k] for k in diag if k.startswith("map/")}
+    for key in ("frames_integrated", "occupied_voxels", "feature_voxels", "sets_refused"):
+        if key in result:
+            result[key] = int(result[key])
+    pictures = []
+    if map_cloud is not None and len(map_cloud):
+        centres = np.stack([map_cloud["x"], map_cloud["y"], map_cloud["z"]], axis=-1)
+        labels = map_cloud["label"] if "label" in map_cloud.dtype.names else None
+        title = f"map, {len(centres)} voxels"  # by zero-shot class, ego path in black
+        save_png(map_bev(grid, centres, labels, truth["trajectory"], title), out / "map_bev.png")
+        pictures.append("map_bev.png")
+    queries = []
+    for concept, answer in map_answers:
+        entry = map_query_report(answer, truth, concept)
+        heat = answer.get("heatmap")
+        if answer["success"] and heat is not None and len(heat):
+            mine = truth["concepts"] == CONCEPT_ID[concept]
+            marks = {"instances": truth["centres"][mine], "ego": truth["trajectory"][-1:]}
+            centres = np.stack([heat["x"], heat["y"], heat["z"]], axis=-1)
+            name = f"map_query_{slug(answer['text'])}.png"
+            title = f"query_map: {answer['text']}"  # red: its instances; white: the ego at the end
+            save_png(map_query_view(grid, centres, heat["score"], marks, title), out / name)
+            pictures.append(name)
+        queries.append(entry)
+    result.update({"queries": queries, "pictures": pictures})
+    return result

@@ -10,7 +10,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
 
 from pop3d_ros.ros.conversions import cloud_to_array
@@ -19,6 +19,8 @@ from pop3d_ros.srv import QueryText
 
 CLOUD_TOPIC = "pop3d/occupancy_cloud"
 SERVICE = "query_text"
+MAP_CLOUD_TOPIC = "pop3d/map_cloud"
+MAP_SERVICE = "query_map"
 
 
 def stamp_ns(header) -> int:
@@ -43,6 +45,11 @@ class DemoClient:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.playback = CameraPlayback(self.node, PlaybackConfig(restamp=False, depth=2))
         self.client = self.node.create_client(QueryText, SERVICE)
+        self.map_client = self.node.create_client(QueryText, MAP_SERVICE)
+        self.map_cloud: np.ndarray | None = None  # the node's latest map (transient local)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)  # fmt: skip
+        self.node.create_subscription(PointCloud2, MAP_CLOUD_TOPIC, self._on_map, latched)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
         return self
@@ -57,6 +64,20 @@ class DemoClient:
         with self._cond:
             self.clouds[stamp_ns(msg.header)] = cloud_to_array(msg).copy()
             self._cond.notify_all()
+
+    def _on_map(self, msg: PointCloud2) -> None:
+        with self._cond:
+            self.map_cloud = cloud_to_array(msg).copy()
+            self.map_stamp = stamp_ns(msg.header)
+            self._cond.notify_all()
+
+    def wait_map(self, stamp_us: int, timeout: float = 15.0) -> np.ndarray | None:
+        """The map cloud once it includes the set `stamp_us` (the map's stamp is its newest
+        set's), or the latest one after `timeout`."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.map_cloud is not None
+                                and self.map_stamp >= stamp_us * 1000, timeout)  # fmt: skip
+            return self.map_cloud
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -80,6 +101,7 @@ class DemoClient:
                 model_ok
                 and self.client.service_is_ready()
                 and all(p.get_subscription_count() > 0 for pair in pubs for p in pair)
+                and self.playback.odom_publisher.get_subscription_count() > 0
             ):
                 return True
             time.sleep(0.2)
@@ -106,9 +128,11 @@ class DemoClient:
             frames.append({"stamp_us": stamp_us, "cloud": cloud, "latency_s": latency})
         return frames
 
-    def query(self, text: str, top_k: int = 10, timeout: float = 30.0) -> dict:
+    def query(self, text: str, top_k: int = 10, timeout: float = 30.0, on_map=False) -> dict:
+        """/query_text (or /query_map with `on_map`) and its answer as plain values."""
         t0 = time.monotonic()
-        future = self.client.call_async(QueryText.Request(text=text, top_k=top_k))
+        client = self.map_client if on_map else self.client
+        future = client.call_async(QueryText.Request(text=text, top_k=top_k))
         deadline = t0 + timeout
         while not future.done() and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -28,8 +28,11 @@ def tiny_config(image_hw=(64, 96), grid_shape=(16, 16, 4)):
     return cfg
 
 
-def write_tiny_checkpoint(path: Path, seed: int = 0, occupancy_bias: float = 0.0, **kw) -> Path:
-    """A random-init checkpoint in the synthetic text space (dim 64).
+def write_tiny_checkpoint(
+    path: Path, seed: int = 0, occupancy_bias: float = 0.0, text_version: int = 1, **kw
+) -> Path:
+    """A random-init checkpoint in the synthetic text space (dim 64; `text_version` 2 has the
+    long-tail concepts).
 
     `occupancy_bias` is added to the occupied logit's bias so a test can make about half the
     voxels occupied (random init alone gives an arbitrary fraction).
@@ -46,7 +49,8 @@ def write_tiny_checkpoint(path: Path, seed: int = 0, occupancy_bias: float = 0.0
         last = [m for m in model.occupancy_head.modules() if isinstance(m, torch.nn.Linear)][-1]
         with torch.no_grad():
             last.bias[1] += occupancy_bias
-    text_space = {"kind": "synthetic", "seed": 0, "dim": cfg.heads.clip_dim, "version": 1}
+    text_space = {"kind": "synthetic", "seed": 0, "dim": cfg.heads.clip_dim,
+                  "version": text_version}  # fmt: skip
     return save_checkpoint(path, model, cfg, text_space, {"test": True})
 
 

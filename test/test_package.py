@@ -86,6 +86,8 @@ def test_package_xml_is_well_formed_format3_with_dependencies():
         "geometry_msgs",
         "std_msgs",
         "diagnostic_msgs",
+        "nav_msgs",  # /odom for the map (pop3d play publishes it)
+        "std_srvs",  # the map's save / clear services
         "builtin_interfaces",
         "rosidl_default_runtime",
         "python3-numpy",

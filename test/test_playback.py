@@ -4,6 +4,7 @@ import time
 
 import numpy as np
 import pytest
+from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_harness import wait_until
@@ -11,6 +12,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from pop3d_ros.data.synthetic import SyntheticWorld, WorldConfig
 from pop3d_ros.geometry.rig import CAMERA_NAMES
+from pop3d_ros.geometry.transforms import quaternion_to_matrix
 from pop3d_ros.ros.conversions import compressed_rgb
 from pop3d_ros.ros.playback import CameraPlayback, PlaybackConfig
 
@@ -37,10 +39,36 @@ def _player(ros_context, ros_node, config, compressed=False):
     return node, player, got, infos
 
 
+def _stamp_us(stamp) -> int:
+    return stamp.sec * 10**6 + stamp.nanosec // 1000
+
+
+def _check_odometry(msg, sample):
+    """/odom holds the sample's ego pose (odom <- base_link)."""
+    assert (msg.header.frame_id, msg.child_frame_id) == ("odom", "base_link")
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    np.testing.assert_allclose([p.x, p.y, p.z], sample["ego_to_world"][:3, 3], atol=1e-5)
+    rot = quaternion_to_matrix([q.w, q.x, q.y, q.z])
+    np.testing.assert_allclose(rot, sample["ego_to_world"][:3, :3], atol=1e-6)
+
+
 def test_raw_playback(ros_context, ros_node, samples):
     cfg = PlaybackConfig(rate_hz=20.0, restamp=False)
+    odom = ros_node.collect(Odometry, "/odom")
     node, player, got, infos = _player(ros_context, ros_node, cfg)
+    ros_node.wait_for_subscribers("/odom")
     assert player.play(samples) == 2
+    poses = odom.wait_for(2)
+    for msg, sample in zip(poses, samples, strict=True):
+        _check_odometry(msg, sample)
+        assert _stamp_us(msg.header.stamp) == sample["timestamp"]  # the set's stamp
+    # the twist: the ego's motion between the two samples, in base_link (8 m/s forward)
+    a, b = samples[0]["ego_to_world"], samples[1]["ego_to_world"]
+    v = b[:3, :3].T @ (b[:3, 3] - a[:3, 3]) / ((samples[1]["timestamp"] - samples[0]["timestamp"])
+                                               * 1e-6)  # fmt: skip
+    lin = poses[1].twist.twist.linear
+    np.testing.assert_allclose([lin.x, lin.y, lin.z], v, atol=1e-3)
+    assert poses[0].twist.twist.linear.x == 0.0
     for c, cam in enumerate(CAMERA_NAMES):
         msgs = got[cam].wait_for(2)
         info = infos[cam].wait_for(2)[0]
@@ -100,6 +128,7 @@ def test_pop3d_play_command_publishes_the_six_cameras(ros_node, node_process):
 
     got = {c: ros_node.collect(Image, f"/{c}/image_raw") for c in CAMERA_NAMES}
     info = ros_node.collect(CameraInfo, "/cam_front/camera_info")
+    odom = ros_node.collect(Odometry, "/odom")
     cmd = [shutil.which("pop3d"), "play", "--num_frames", "2", "--image_width", "64",
            "--image_height", "36", "--rate_hz", "5", "--loop"]  # fmt: skip
     proc = node_process(cmd)
@@ -107,6 +136,16 @@ def test_pop3d_play_command_publishes_the_six_cameras(ros_node, node_process):
         msgs = got[cam].wait_for(2, timeout=60.0)
         assert (msgs[0].width, msgs[0].height, msgs[0].encoding) == (64, 36, "rgb8")
     assert info.wait_for(1, timeout=10.0)[0].k[0] > 0
+    # the drive of seed 0 (the command's default): each /odom is one of its two ego poses,
+    # stamped like the camera set that follows it
+    world = SyntheticWorld(WorldConfig(seed=0, num_frames=2, image_width=64, image_height=36))
+    poses = [world.ego_to_world(i) for i in range(2)]
+    msgs = odom.wait_for(3, timeout=30.0)
+    for msg in msgs:
+        p = msg.pose.pose.position
+        assert min(np.abs(np.array([p.x, p.y, p.z]) - q[:3, 3]).max() for q in poses) < 1e-4
+    stamps = {_stamp_us(m.header.stamp) for m in got["cam_front"].messages}
+    assert {_stamp_us(m.header.stamp) for m in msgs[:2]} <= stamps
     proc.assert_alive()
 
 
@@ -122,11 +161,19 @@ def test_pop3d_play_bag_publishes_an_exported_bag(ros_node, node_process, tmp_pa
                  "--image_height", "36", "--seed", "4"]) == 0  # fmt: skip
     got = {c: ros_node.collect(Image, f"/{c}/image_raw") for c in CAMERA_NAMES}
     info = ros_node.collect(CameraInfo, "/cam_back/camera_info")
+    odom = ros_node.collect(Odometry, "/odom")
     proc = node_process([shutil.which("pop3d"), "play", "--bag", str(bag), "--speed", "4",
                          "--loop"])  # fmt: skip
     for cam in CAMERA_NAMES:
         msgs = got[cam].wait_for(2, timeout=60.0)
         assert (msgs[0].width, msgs[0].height, msgs[0].encoding) == (64, 36, "rgb8")
+    world = SyntheticWorld(WorldConfig(seed=4, num_frames=2, image_width=64, image_height=36))
+    recorded = odom.wait_for(2, timeout=30.0)
+    p = recorded[0].pose.pose.position
+    assert min(np.abs([p.x - world.ego_to_world(i)[0, 3]]).max() for i in range(2)) < 1e-4
+    # restamped like its camera set
+    assert _stamp_us(recorded[1].header.stamp) in {_stamp_us(m.header.stamp)
+                                                   for m in got["cam_front"].messages}  # fmt: skip
     stamps = {c: got[c].messages[0].header.stamp for c in CAMERA_NAMES}
     assert info.wait_for(1, timeout=10.0)[0].k[0] > 0
     assert len({(s.sec, s.nanosec) for s in stamps.values()}) <= 2  # one or two sets

@@ -1,4 +1,5 @@
-"""`pop3d export-bag`: write a sequence as a rosbag2 (MCAP storage) of the six camera topics.
+"""`pop3d export-bag`: write a sequence as a rosbag2 (MCAP storage) of the six camera topics
+and `/odom` (nav_msgs/Odometry, the ego pose in `odom`, before each camera set).
 
 Writes `<out>/<name>_0.mcap` plus the `metadata.yaml` that rosbag2 writes next to it, so
 `ros2 bag play <out>`, `ros2 bag info <out>` and readers such as `rosbags` accept the
@@ -23,7 +24,7 @@ from mcap_ros2._dynamic import serialize_dynamic
 from tqdm import tqdm
 
 from pop3d_ros.cli_config import run_command
-from pop3d_ros.data.messages import sample_messages
+from pop3d_ros.data.messages import ego_twist, sample_messages
 from pop3d_ros.data.sources import drive_samples
 from pop3d_ros.data.synthetic.config import WorldConfig
 
@@ -53,7 +54,32 @@ MSG_DEFS = {
     + "MSG: sensor_msgs/RegionOfInterest\nuint32 x_offset\nuint32 y_offset\nuint32 height\n"
     "uint32 width\nbool do_rectify\n",
 }
-# RIHS01 hashes of the type descriptions (the `type_hashes` of share/sensor_msgs/msg/*.json in
+_VEC3 = "float64 x\nfloat64 y\nfloat64 z\n"
+MSG_DEFS["nav_msgs/msg/Odometry"] = (
+    "std_msgs/Header header\nstring child_frame_id\ngeometry_msgs/PoseWithCovariance pose\n"
+    "geometry_msgs/TwistWithCovariance twist\n"
+    + _SEP
+    + _HEADER
+    + _SEP
+    + _TIME
+    + _SEP
+    + "MSG: geometry_msgs/PoseWithCovariance\ngeometry_msgs/Pose pose\nfloat64[36] covariance\n"
+    + _SEP
+    + "MSG: geometry_msgs/Pose\ngeometry_msgs/Point position\n"
+    "geometry_msgs/Quaternion orientation\n"
+    + _SEP
+    + "MSG: geometry_msgs/Point\n"
+    + _VEC3
+    + _SEP
+    + "MSG: geometry_msgs/Quaternion\nfloat64 x 0\nfloat64 y 0\nfloat64 z 0\n"
+    "float64 w 1\n" + _SEP + "MSG: geometry_msgs/TwistWithCovariance\ngeometry_msgs/Twist twist\n"
+    "float64[36] covariance\n" + _SEP + "MSG: geometry_msgs/Twist\n"
+    "geometry_msgs/Vector3 linear\ngeometry_msgs/Vector3 angular\n"
+    + _SEP
+    + "MSG: geometry_msgs/Vector3\n"
+    + _VEC3
+)
+# RIHS01 hashes of the type descriptions (the `type_hashes` of share/<pkg>/msg/*.json in
 # Jazzy and Kilted); rosbag2 stores them per topic.
 TYPE_HASHES = {
     "sensor_msgs/msg/Image": (
@@ -64,6 +90,9 @@ TYPE_HASHES = {
     ),
     "sensor_msgs/msg/CameraInfo": (
         "RIHS01_b3dfd68ff46c9d56c80fd3bd4ed22c7a4ddce8c8348f2f59c299e73118e7e275"
+    ),
+    "nav_msgs/msg/Odometry": (
+        "RIHS01_3cc97dc7fb7502f8714462c526d369e35b603cfc34d946e3f2eda2766dfec6e0"
     ),
 }
 # rosbag2 records the publisher QoS per topic (metadata version 8 encoding, as Jazzy writes
@@ -113,8 +142,14 @@ def write_bag(out, samples, compressed: bool = False, progress: bool = True) -> 
         schemas: dict[str, int] = {}
         encoders = {}
         channels: dict[str, int] = {}
+        prev = None  # (pose, stamp) of the previous frame: the ego's twist on /odom
         for sample in tqdm(samples, desc="export-bag", unit="frame", disable=not progress):
-            for topic, type_name, fields in sample_messages(sample, compressed=compressed):
+            twist = None
+            if sample.get("ego_to_world") is not None:
+                twist = ego_twist(*(prev or (None, 0)), sample["ego_to_world"],
+                                  sample["timestamp"])  # fmt: skip
+                prev = (sample["ego_to_world"], sample["timestamp"])
+            for topic, type_name, fields in sample_messages(sample, compressed, twist=twist):
                 if type_name not in schemas:
                     schemas[type_name] = writer.register_schema(
                         type_name, SchemaEncoding.ROS2, MSG_DEFS[type_name].encode()

@@ -78,10 +78,65 @@ def camera_info_fields(K, width: int, height: int, timestamp_us: int, frame_id: 
     }
 
 
+ODOM_TOPIC = "/odom"
+ODOM_FRAME = "odom"  # REP-105: the continuous odometry frame (the map's default map_frame)
+BASE_FRAME = "base_link"
+
+
+def ego_twist(prev_pose, prev_us: int, pose, timestamp_us: int) -> dict:
+    """geometry_msgs/Twist fields in base_link: the motion from prev_pose to pose (4x4
+    ego -> world) over their stamps; zero without a previous pose."""
+    zero = {"linear": {"x": 0.0, "y": 0.0, "z": 0.0}, "angular": {"x": 0.0, "y": 0.0, "z": 0.0}}
+    dt = (int(timestamp_us) - int(prev_us)) * 1e-6 if prev_pose is not None else 0.0
+    if dt <= 0:
+        return zero
+    a, b = np.asarray(prev_pose, np.float64), np.asarray(pose, np.float64)
+    v = b[:3, :3].T @ (b[:3, 3] - a[:3, 3]) / dt
+    rel = a[:3, :3].T @ b[:3, :3]
+    rate = np.array([rel[2, 1] - rel[1, 2], rel[0, 2] - rel[2, 0], rel[1, 0] - rel[0, 1]])
+    angle = np.arccos(np.clip((np.trace(rel) - 1) / 2, -1.0, 1.0))
+    norm = np.linalg.norm(rate)
+    w = rate / norm * angle / dt if norm > 1e-12 else np.zeros(3)
+    return {"linear": dict(zip("xyz", map(float, v), strict=True)),
+            "angular": dict(zip("xyz", map(float, w), strict=True))}  # fmt: skip
+
+
+def odometry_fields(
+    ego_to_world,
+    timestamp_us: int,
+    twist: dict | None = None,
+    frame_id: str = ODOM_FRAME,
+    child_frame_id: str = BASE_FRAME,
+) -> dict:
+    """nav_msgs/Odometry fields of an ego pose (4x4 base_link -> odom); covariances zero."""
+    from pop3d_ros.geometry.transforms import matrix_to_quaternion
+
+    t = np.asarray(ego_to_world, np.float64)
+    w, x, y, z = matrix_to_quaternion(t[:3, :3])
+    twist = twist or ego_twist(None, 0, t, timestamp_us)
+    return {
+        "header": header_fields(timestamp_us, frame_id),
+        "child_frame_id": child_frame_id,
+        "pose": {
+            "pose": {
+                "position": {"x": float(t[0, 3]), "y": float(t[1, 3]), "z": float(t[2, 3])},
+                "orientation": {"x": float(x), "y": float(y), "z": float(z), "w": float(w)},
+            },
+            "covariance": [0.0] * 36,
+        },
+        "twist": {"twist": twist, "covariance": [0.0] * 36},
+    }
+
+
 def sample_messages(sample: dict, compressed: bool = False, stamp_us: int | None = None,
-                    drop=(), jpeg_quality: int = 90):  # fmt: skip
-    """(topic, type name, fields) for each camera of a sample: image then camera_info."""
+                    drop=(), jpeg_quality: int = 90, twist: dict | None = None):  # fmt: skip
+    """(topic, type name, fields) of a sample: /odom first (the ego pose, where the sample
+    has one, so a node has the set's pose when its images complete), then per camera image
+    and camera_info. `twist`: the ego's motion (`ego_twist`), zero when not given."""
     stamp = int(sample["timestamp"] if stamp_us is None else stamp_us)
+    if sample.get("ego_to_world") is not None and ODOM_TOPIC not in drop:
+        yield ODOM_TOPIC, "nav_msgs/msg/Odometry", odometry_fields(sample["ego_to_world"], stamp,
+                                                                   twist)  # fmt: skip
     _, H, W, _ = sample["images"].shape
     names = sample.get("camera_names", CAMERA_NAMES)
     for c, cam in enumerate(names):

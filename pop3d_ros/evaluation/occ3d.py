@@ -107,13 +107,20 @@ def resample_to_grid(values: np.ndarray, source: VoxelGrid, target: VoxelGrid, f
 
 
 def camera_visibility(
-    sample: dict, grid: VoxelGrid, pixel_stride: int = 2, step_voxels: float = 0.5
+    sample: dict,
+    grid: VoxelGrid,
+    pixel_stride: int = 2,
+    step_voxels: float = 0.5,
+    ego_to_grid=None,
+    max_range: float | None = None,
 ) -> np.ndarray:
     """bool (X, Y, Z): voxels a camera ray crosses up to (and into) the surface it hits.
 
     One ray per `pixel_stride`-th pixel of each camera, marched every `step_voxels` of the
     smallest voxel edge from the camera to the pixel's depth (`sample["depth"]`, along the
     optical axis; inf = sky: to the grid's far side), plus a quarter voxel into the surface.
+    `ego_to_grid` (4x4): the grid lies in another frame (a map's world-aligned grid);
+    `max_range`: rays stop this many metres from the camera.
     """
     if sample.get("depth") is None:
         raise ValueError("camera visibility needs per-pixel depth (synthetic samples have it)")
@@ -131,11 +138,21 @@ def camera_visibility(
         # optical-frame direction with z = 1: a point at axis depth z is z * d
         d = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)
         norm = np.linalg.norm(d, axis=-1)
+        if ego_to_grid is not None:
+            T = np.asarray(ego_to_grid, np.float64) @ T
         origin = T[:3, 3]
         far = float(np.linalg.norm(corners.reshape(-1, 3) - origin, axis=-1).max())
+        if max_range is not None:
+            far = min(far, float(max_range))
         z = depth_maps[c, v.astype(int), u.astype(int)]
         length = np.where(np.isfinite(z), z * norm + 0.25 * vox, far)  # metres along the ray
         dirs = (d / norm[:, None]) @ T[:3, :3].T
+        # no ray marches past where it leaves the grid's box (it could mark nothing there)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_lo = (grid.lower - origin) / dirs
+            t_hi = (grid.upper - origin) / dirs
+        exit_t = np.nan_to_num(np.maximum(t_lo, t_hi), nan=np.inf).min(axis=1)
+        length = np.minimum(np.minimum(length, far), exit_t + step)
         n_steps = int(np.ceil(min(length.max(), far) / step)) + 1
         for t0 in range(0, n_steps, 32):  # chunks of 32 steps keep memory small
             t = (np.arange(t0, min(t0 + 32, n_steps)) + 0.5) * step

@@ -50,6 +50,11 @@ class VoxelGrid:
         ]
         return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).astype(np.float32)
 
+    def corners(self) -> np.ndarray:
+        """(8, 3) corners of the grid's box (metres)."""
+        axes = [(self.lower[d], self.upper[d]) for d in range(3)]
+        return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+
     def index_to_center(self, index) -> np.ndarray:
         """Metric centres of integer voxel indices (..., 3)."""
         return (self.lower + (np.asarray(index) + 0.5) * self.voxel_size).astype(np.float32)

@@ -154,3 +154,30 @@ def ground_objects(
             )
         )
     return out
+
+
+def rank_and_ground(
+    centres: np.ndarray,
+    scores: np.ndarray,
+    voxel_size,
+    top_k: int,
+    min_score: float,
+    max_objects: int,
+) -> tuple[np.ndarray, tuple[GroundedObject, ...], list[str]]:
+    """A query's answer over scored voxels: (indices of the `top_k` best scores, best first;
+    the objects scoring >= `min_score` (none when it is 0), best first, at most
+    `max_objects`; notes). Shared by the per-frame query and the map's query."""
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    k = min(int(top_k), scores.size)
+    if k > 0:
+        part = np.argpartition(-scores, k - 1)[:k]
+        top = part[np.argsort(-scores[part], kind="stable")]
+    else:
+        top = np.zeros(0, dtype=np.int64)
+    notes, objects = [], ()
+    if float(min_score) > 0:
+        found = ground_objects(centres, scores, voxel_size, min_score)
+        objects = tuple(found[: int(max_objects)])
+        if len(found) > len(objects):
+            notes.append(f"{len(found)} objects above min_score, the best {len(objects)} kept")
+    return top, objects, notes

@@ -13,6 +13,7 @@ with the result for the next queries.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import OrderedDict
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from pop3d_ros.geometry.camera import PinholeCamera
-from pop3d_ros.pipeline.grounding import GroundedObject, ground_objects
+from pop3d_ros.pipeline.grounding import GroundedObject, rank_and_ground
 from pop3d_ros.pipeline.sampling_cache import SamplingCache
 from pop3d_ros.text.base import TextEncodingError
 
@@ -77,6 +78,8 @@ class OccupancyResult:
     language: LazyFeatures  # (N, D) float32 L2-normalised language features, on first use
     labels: np.ndarray | None  # (N,) int64 index into the vocabulary, or None
     timings_ms: dict = field(default_factory=dict)  # language_head: 0 until the head ran
+    # (X, Y, Z) float32 P(occupied) of every voxel: free space is information for a map
+    probability_grid: np.ndarray | None = None
 
     @property
     def count(self) -> int:
@@ -247,6 +250,7 @@ class OccupancyPipeline:
             language=LazyFeatures(lambda: self._language_head(feats, t)),
             labels=None,
             timings_ms=t,
+            probability_grid=prob.reshape(X, Y, Z).astype(np.float32),
         )
         t3 = time.perf_counter()
         if vocab is not None or any(hook(result) for hook in self.language_hooks):
@@ -310,22 +314,18 @@ class OccupancyPipeline:
                 stamp=latest.stamp,
             )
         scores = lang @ emb
-        k = int(top_k) or self.config.default_top_k
-        k = min(k, self.config.max_top_k, scores.size)
-        if k > 0:
-            part = np.argpartition(-scores, k - 1)[:k]
-            top = part[np.argsort(-scores[part], kind="stable")]
-        else:
-            top = np.zeros(0, dtype=np.int64)
         notes = ([note] if note else []) + list(enc_notes)
         if latest.count == 0:
             notes.append("the latest occupancy has no occupied voxels")
-        objects = ()
-        if float(min_score) > 0:
-            found = ground_objects(latest.centres, scores, self.grid.voxel_size, min_score)
-            objects = tuple(found[: self.config.max_objects])
-            if len(found) > len(objects):
-                notes.append(f"{len(found)} objects above min_score, the best {len(objects)} kept")
+        top, objects, found_notes = rank_and_ground(
+            latest.centres,
+            scores,
+            self.grid.voxel_size,
+            min(int(top_k) or self.config.default_top_k, self.config.max_top_k),
+            min_score,
+            self.config.max_objects,
+        )
+        notes += found_notes
         return QueryResult(
             True,
             "; ".join(notes),
@@ -337,4 +337,34 @@ class OccupancyPipeline:
             cached=cached,
             objects=objects,
             language_head_ms=head_ms,
+        )
+
+    def query_map(self, online_map, text: str, top_k: int = 0, min_score: float = 0.0):
+        """`query` over an online map (`mapping.OnlineMap`) instead of the latest frame: the
+        same text handling, heatmap, top-k and objects, over the map's occupied voxels that
+        hold a language feature, in the map's frame."""
+        t0 = time.perf_counter()
+        bad = check_min_score(min_score)
+        if bad:
+            return QueryResult(False, bad)
+        stamp = online_map.last_stamp or 0.0
+        try:
+            prepared, note = prepare_query_text(
+                text, self.text_encoder.context_length, self.config.max_query_chars
+            )
+            emb, cached, enc_notes = self.embed_text(prepared)
+        except TextEncodingError as exc:
+            return QueryResult(False, f"cannot encode query: {exc}", stamp=stamp)
+        answer = online_map.query(
+            emb,
+            top_k=min(int(top_k) or self.config.default_top_k, self.config.max_top_k),
+            min_score=min_score,
+            max_objects=self.config.max_objects,
+        )
+        notes = [n for n in ([note] if note else []) + list(enc_notes) + [answer.message] if n]
+        return dataclasses.replace(
+            answer,
+            message="; ".join(notes),
+            elapsed_ms=(time.perf_counter() - t0) * 1e3,
+            cached=cached,
         )

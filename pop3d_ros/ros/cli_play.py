@@ -1,7 +1,7 @@
 """`pop3d play`: publish a rendered or on-the-fly synthetic drive, or a recorded rosbag2 MCAP
-directory (`--bag`, e.g. from `pop3d export-bag`), as six camera topics. Options come from
-`PlayCommand`: `--world.*` (WorldConfig) and `--playback.*` (PlaybackConfig), each field also
-by its bare name where unique (`--num_frames 2 --rate_hz 5 --no_restamp`)."""
+directory (`--bag`, e.g. from `pop3d export-bag`), as six camera topics and /odom. Options come
+from `PlayCommand`: `--world.*` (WorldConfig) and `--playback.*` (PlaybackConfig), each field
+also by its bare name where unique (`--num_frames 2 --rate_hz 5 --no_restamp`)."""
 
 from __future__ import annotations
 

@@ -13,6 +13,10 @@ subscribes to the markers or the cloud, or a consumer needs every frame's langua
 (`pipeline.language_hooks`). Otherwise the node keeps the latest set, and a query runs one
 inference on it. Markers and cloud are built only for topics with subscribers.
 
+With `mapping: true`, `node_map.NodeMap` adds the online map (odometry or TF poses,
+`query_map`, map cloud, costmap, save / clear); its update runs here on the worker after
+each inference. Off, none of it exists.
+
 Names are relative (`<camera>/image_raw`, `pop3d/occupancy_cloud`, `query_text`), so a
 namespace moves them all; only `/diagnostics` is absolute, where aggregators listen.
 """
@@ -80,6 +84,7 @@ class OccupancyCore:
         self.intrinsics: dict[str, tuple] = {}
         self.reliability: dict[str, str] = {}
         self.tf = self.outputs = None
+        self.mapper = None  # node_map.NodeMap while configured with `mapping: true`
         self.extrinsics_note = ""
         self._warned: dict[str, float] = {}
         self._latest_set = None  # newest complete camera set (kept while idle)
@@ -120,6 +125,10 @@ class OccupancyCore:
             except ImportError as exc:
                 self.extrinsics_note = f"tf requested but tf2_ros is not installed ({exc}); rig"
                 self.log.warning(self.extrinsics_note)
+        if p.mapping:
+            from pop3d_ros.ros.node_map import NodeMap
+
+            self.mapper = NodeMap(self, p)  # ValueError: e.g. pose_source tf without tf2_ros
         self.outputs = OutputFrames(self, p, self.tf, lambda k, text: self._warn(k, text, 30.0))
         self.matcher = CameraSetMatcher(p.camera_names, p.max_camera_time_diff)
         self.slot = LatestSlot()
@@ -180,6 +189,8 @@ class OccupancyCore:
                 )
             )
         self._pending = list(self.params.camera_names)
+        if self.mapper is not None:
+            self.mapper.activate()
         self.state = "active"
         self._subscribe_images()
         if self._pending:
@@ -196,6 +207,8 @@ class OccupancyCore:
         for sub in self._camera_subs:
             self.destroy_subscription(sub)
         self._camera_subs, self._pending = [], []
+        if self.mapper is not None:
+            self.mapper.deactivate()
         self.reliability.clear()
         with self._infer_lock:  # waits for an inference under way; none starts after
             self.slot = LatestSlot()
@@ -216,6 +229,9 @@ class OccupancyCore:
             else:
                 self.destroy_publisher(entity)
         self._entities = []
+        if self.mapper is not None:
+            self.mapper.destroy(self.pipeline)
+            self.mapper = None
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
@@ -398,6 +414,8 @@ class OccupancyCore:
                 occupancy_threshold=p.occupancy_threshold, vocabulary=tuple(p.vocabulary)
             )
             pipeline = OccupancyPipeline(runtime, text, config)
+            if self.mapper is not None:
+                self.mapper.attach(pipeline)  # MapFileError: map_file cannot be loaded
         except Exception as exc:  # noqa: BLE001 - any failure: report, keep running, retry
             if runtime is not None:
                 runtime.close()
@@ -484,6 +502,8 @@ class OccupancyCore:
                 return  # shutting down: the publishers may already be gone
             for stage, ms in list(result.timings_ms.items()):
                 self.stages.record(stage, ms)
+            if self.mapper is not None:
+                self.mapper.integrate(result, converted[1], pipe.grid)
             self._publish_outputs(result, pipe)
             now = time.monotonic()
             self.last_latency_s = now - max(f.received for f in camera_set.frames)

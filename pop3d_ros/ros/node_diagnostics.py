@@ -98,6 +98,8 @@ def build_diagnostics(node):
     else:
         level, msg = OK, "all cameras publishing"
     statuses.append(status(f"{node.get_name()}: cameras", level, msg, cam_values, hw))
+    if node.mapper is not None:
+        statuses.append(node.mapper.diagnostics(hw))
     header = conv.make_header(time.time(), p.target_frame)
     header.stamp = node.get_clock().now().to_msg()
     return array(header, statuses)

@@ -45,6 +45,23 @@ class NodeParams:
     diagnostics_period_s: float = 1.0  # how often /diagnostics is published
     model_retry_s: float = 5.0  # retry loading a failed model this often; 0 = never
     marker_alpha: float = 0.9  # opacity of the occupancy cubes
+    # The online map (README, "Mapping"). Off: no map topics, services or odometry
+    # subscription exist and the node does what it does without it.
+    mapping: bool = False  # fuse camera sets into a map in map_frame (query_map, costmap)
+    pose_source: str = "odom"  # odom (nav_msgs/Odometry on odom_topic) | tf (needs tf2_ros)
+    odom_topic: str = "odom"  # base_frame -> map_frame poses (relative: namespaces move it)
+    map_frame: str = "map"  # the map's frame: odometry must be in it (header.frame_id)
+    max_pose_age_s: float = 0.25  # a set needs a pose this close to its stamp, else skipped
+    map_max_voxels: int = 4_000_000  # stored voxels at most; the farthest blocks go first
+    map_radius_m: float = 0.0  # > 0: voxels farther than this from the ego are dropped
+    map_language_every: int = 1  # fuse language features on every k-th integrated set
+    map_publish_period_s: float = 1.0  # map_cloud and costmap (when changed, and watched)
+    # Map file: loaded at configure when it exists (a corrupt one fails it), written by
+    # pop3d/save_map; "" = start empty and save to ~/.ros/pop3d_map.npz.
+    map_file: str = ""
+    costmap_ground_z: float = 0.0  # ground height in map_frame (m)
+    costmap_min_height: float = 0.2  # occupied voxels between these heights above the ground
+    costmap_max_height: float = 2.0  # are lethal in pop3d/costmap (m)
 
     def validate(self) -> None:
         choices = {
@@ -53,6 +70,7 @@ class NodeParams:
             "image_reliability": ("auto", "reliable", "best_effort"),
             "backend": ("auto", "tensorrt", "onnxruntime", "torch"),
             "precision": ("fp32", "fp16", "int8"),
+            "pose_source": ("odom", "tf"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -79,9 +97,12 @@ class NodeParams:
                 raise ValueError(f"parameter {name} must be > 0")
         if self.model_retry_s < 0:
             raise ValueError("parameter model_retry_s must be >= 0 (0 = never)")
-        for name in ("base_frame", "target_frame"):
+        for name in ("base_frame", "target_frame", "map_frame", "odom_topic"):
             if not getattr(self, name).strip():
                 raise ValueError(f"parameter {name} must not be empty")
+        from pop3d_ros.ros.map_settings import map_settings
+
+        map_settings(self)  # ValueError: one line
 
     @property
     def thread_plan(self) -> tuple[int, int]:

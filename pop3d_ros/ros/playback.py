@@ -1,4 +1,5 @@
-"""Publish samples as the six camera topics (image_raw or image_raw/compressed + camera_info).
+"""Publish samples as the six camera topics (image_raw or image_raw/compressed + camera_info)
+and /odom (nav_msgs/Odometry, the ego pose, just before each set).
 
 `CameraPlayback(node, PlaybackConfig(...))` is a library class: `pop3d play`, the demo and the
 node tests use it. Message fields come from the ROS-free `pop3d_ros.data.messages`.
@@ -14,14 +15,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from nav_msgs.msg import Odometry
 from rclpy.duration import Duration
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from pop3d_ros.data.messages import (
+    ODOM_FRAME,
     camera_info_fields,
     compressed_image_fields,
+    ego_twist,
     image_fields,
+    odometry_fields,
     optical_frame,
     topics_for,
 )
@@ -50,6 +55,11 @@ class PlaybackConfig:
     # With large socket buffers (FASTDDS_BUILTIN_TRANSPORTS=DEFAULT?sockets_size=8MB) acks
     # come only with the writer's periodic heartbeat: set 0 there.
     ack_timeout_s: float = 0.1
+    # nav_msgs/Odometry of the samples' ego poses (frame `odom_frame` <- base_link), published
+    # just before each camera set with its stamp; "" = none. Reliable, keep last 10. Relative,
+    # like the camera topics, so the player node's namespace moves it.
+    odom_topic: str = "odom"
+    odom_frame: str = ODOM_FRAME
 
     def __post_init__(self):
         if self.reliability not in ("reliable", "best_effort"):
@@ -97,6 +107,10 @@ class CameraPlayback:
                 node.create_publisher(self._image_type, topics["image"], qos),
                 node.create_publisher(CameraInfo, topics["camera_info"], qos),
             )
+        self._odom = None
+        if c.odom_topic:
+            self._odom = node.create_publisher(Odometry, c.odom_topic, 10)
+        self._prev_pose = None  # (ego pose, sample timestamp) of the last set: the twist
         self._rng = np.random.default_rng(c.noise_seed)
         self._ack_timeout = None
         if c.reliability == "reliable" and c.ack_timeout_s > 0:
@@ -104,7 +118,24 @@ class CameraPlayback:
         self.frames_published = 0
 
     def topics(self) -> list[str]:
+        """The camera topics (image and camera_info per camera): what the node subscribes
+        whatever its settings; /odom is `odom_publisher` (subscribed only by a mapping node)."""
         return [p.topic_name for pair in self._pubs.values() for p in pair]
+
+    @property
+    def odom_publisher(self):
+        """The nav_msgs/Odometry publisher, or None (`odom_topic` "")."""
+        return self._odom
+
+    def _publish_odometry(self, sample: dict, stamp_us: int) -> None:
+        pose = sample.get("ego_to_world")
+        if self._odom is None or pose is None:
+            return
+        ts = int(sample["timestamp"])
+        twist = ego_twist(*(self._prev_pose or (None, 0)), pose, ts)
+        self._prev_pose = (pose, ts)
+        fields = odometry_fields(pose, stamp_us, twist, frame_id=self.config.odom_frame)
+        self._odom.publish(_fill(Odometry(), fields))
 
     def publish_sample(self, sample: dict, stamp_us: int | None = None) -> int:
         """Publish one camera set with one stamp (plus jitter); returns the stamp in us."""
@@ -114,6 +145,7 @@ class CameraPlayback:
                 stamp_us = self.node.get_clock().now().nanoseconds // 1000
             else:
                 stamp_us = int(sample["timestamp"])
+        self._publish_odometry(sample, stamp_us)
         names = sample.get("camera_names", self.camera_names)
         _, H, W, _ = sample["images"].shape
         for i, cam in enumerate(names):

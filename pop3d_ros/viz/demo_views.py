@@ -125,3 +125,32 @@ def mosaic_with_points(
 
 def save_png(image: np.ndarray, path) -> None:
     Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path)
+
+
+def _mark(image: np.ndarray, grid: VoxelGrid, points, color, scale: int, r: int = 1) -> None:
+    """Draw (N, 3) grid-frame points as squares on a BEV image of `grid` (in place), with
+    the mapping of `bev_image`'s LiDAR dots: x up, y to the left."""
+    pts = np.asarray(points, np.float64).reshape(-1, 3)
+    X, Y = grid.shape[:2]
+    for p in pts:
+        u, v = (p[:2] - grid.lower[:2]) / grid.voxel_size[:2] * scale
+        row, col = int(X * scale - 1 - u), int(Y * scale - 1 - v)
+        if 0 <= row < image.shape[0] and 0 <= col < image.shape[1]:
+            image[max(row - r, 0) : row + r + 1, max(col - r, 0) : col + r + 1] = color
+
+
+def map_bev(grid: VoxelGrid, centres, labels, trajectory, title: str, scale: int = 3):
+    """Bird's-eye view of a map's occupied voxels on a world-frame `grid`, coloured by
+    zero-shot class (labels >= NUM_CLASSES: grey), with the ego trajectory in black."""
+    image = bev_image(labels_grid(grid, np.asarray(centres), labels), grid=grid, scale=scale)
+    _mark(image, grid, trajectory, (0, 0, 0), scale)
+    return _titled(image, title)
+
+
+def map_query_view(grid: VoxelGrid, centres, scores, truth, title: str, scale: int = 3):
+    """A map query's heatmap (max over height) on a world-frame `grid`, the ground-truth
+    instance centres of what it asks for in red and the ego's last position in white."""
+    image = heatmap_bev(scores_grid(grid, centres, scores), scale=scale)
+    _mark(image, grid, truth["instances"], (230, 0, 0), scale, r=2)
+    _mark(image, grid, truth["ego"], (255, 255, 255), scale, r=2)
+    return _titled(image, title)

@@ -33,14 +33,20 @@ def semantic_occupancy(
 
 
 def concept_occupancy(
-    scene: Scene, prims: Primitives, ego_to_world: np.ndarray, grid: VoxelGrid, tol: float = 1e-3
+    scene: Scene,
+    prims: Primitives,
+    ego_to_world: np.ndarray,
+    grid: VoxelGrid,
+    tol: float = 1e-3,
+    ground: bool = True,
 ) -> np.ndarray:
-    """uint8 (X, Y, Z): concept id / EMPTY / IGNORE for primitives given in the ego frame."""
+    """uint8 (X, Y, Z): concept id / EMPTY / IGNORE for primitives given in the ego frame
+    (`ground=False`: the primitives alone, no ground layer and no IGNORE below it)."""
     X, Y, Z = grid.shape
     occ = np.full(grid.shape, EMPTY, dtype=np.uint8)
     lower, size = grid.lower, grid.voxel_size
     k_ground = int(np.floor((0.0 - lower[2]) / size[2]))
-    if k_ground >= 0:
+    if ground and k_ground >= 0:
         centers = grid.centers()[:, :, 0, :2].astype(np.float64)
         world = centers @ ego_to_world[:2, :2].T + ego_to_world[:2, 3]
         occ[:, :, : min(k_ground, Z)] = IGNORE

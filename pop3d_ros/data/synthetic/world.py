@@ -101,6 +101,19 @@ class SyntheticWorld:
         )
         return prims, pose
 
+    def world_primitives(self, index: int, moving: bool | None = None) -> Primitives:
+        """Every primitive in the world frame at frame `index`; `moving=False` keeps only the
+        static ones (zero velocity), `moving=True` only the moving ones."""
+        index = self._check(index)
+        s = self.scene
+        keep = np.ones(len(s.kind), bool)
+        if moving is not None:
+            keep = np.any(s.velocity != 0, axis=1) == bool(moving)
+        centers = s.positions_at(index * self.config.frame_interval)[keep]
+        return Primitives(kind=s.kind[keep], center=centers, half=s.half[keep], yaw=s.yaw[keep],
+                          cls=s.cls[keep], index=np.nonzero(keep)[0], concept=s.concept[keep],
+                          instance=s.instance[keep])  # fmt: skip
+
     # -- sensors ---------------------------------------------------------------------------
     def _ground_concept_ego(self, points, pose):
         """(concept ids, instance ids, world xy) of ground points given in the ego frame."""
@@ -173,9 +186,10 @@ class SyntheticWorld:
         instances[~ground] = prims.instance[pid[~ground]]
         return points.astype(np.float32), concept_to_class(concepts), concepts, instances
 
-    def instances(self, prims: Primitives, pose: np.ndarray) -> dict:
+    def instances(self, prims: Primitives, pose: np.ndarray, reach: float | None = None) -> dict:
         """The objects in reach, in the ego frame: ids, concepts, axis-aligned box centres
-        and sizes (primitive objects; crosswalks and manhole covers flat at z = 0)."""
+        and sizes (primitive objects; crosswalks and manhole covers flat at z = 0). `reach`:
+        metres from the ego for the flat objects (default: the sensors' reach)."""
         ids, concepts, centres, sizes = [], [], [], []
         if len(prims):
             corners = prims.corners()
@@ -193,7 +207,8 @@ class SyntheticWorld:
         flat = [((x0 + x1) / 2, 0.0, x1 - x0, 2 * s.road_half, "crosswalk")
                 for x0, x1 in s.crosswalks]  # fmt: skip
         flat += [(mx, my, 2 * r, 2 * r, "manhole") for mx, my, r in s.manholes]
-        reach = max(self.config.camera_range, self.config.lidar_range, 80.0)
+        if reach is None:
+            reach = max(self.config.camera_range, self.config.lidar_range, 80.0)
         for k, (x, y, sx, sy, name) in enumerate(flat):
             c = inv[:3, :3] @ np.array([x, y, 0.0]) + inv[:3, 3]
             if np.hypot(c[0], c[1]) > reach + max(sx, sy) / 2:
