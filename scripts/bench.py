@@ -285,6 +285,8 @@ def print_table(results: dict) -> None:
          f"{results['node_hz_model_res']:.2f}"),
         ("node rate, the same with mapping:=true (Hz)",
          f"{results['node_hz_model_res_mapping']:.2f}"),
+        ("node rate, the same with executor:=multi_threaded (Hz)",
+         f"{results['node_hz_model_res_multi_threaded']:.2f}"),
         ("node rate, six 12 Hz streams at 900x1600 (Hz)", f"{results['node_hz_full_res']:.2f}"),
         ("ONNX Runtime int8 vs fp32 (encoder)", f"{results['ort_int8_vs_fp32_speedup']:.2f}x"),
         ("int8 IoU drop (points, held-out frames)", f"{results['int8_iou_drop']:.2f}"),
@@ -386,6 +388,10 @@ def main(argv=None) -> int:
                 node["model_res_mapping"] = node_rate(
                     checkpoint, tmp / "cache", hw, args.node_seconds, mapping=True
                 )
+                print("[bench] node rate with executor:=multi_threaded", flush=True)
+                node["model_res_multi_threaded"] = node_rate(
+                    checkpoint, tmp / "cache", hw, args.node_seconds, executor="multi_threaded"
+                )
         lazy = bench_lazy_conversion(node["full_res"]["hz"], args.repeat, model_hw=model_hw)
         print("[bench] idle query and shutdown of the installed node", flush=True)
         idle = query_ms_idle(checkpoint, tmp / "cache", model_hw)
@@ -398,6 +404,7 @@ def main(argv=None) -> int:
         "ort_vs_torch_speedup": backends["ort_vs_torch_speedup"],
         "node_hz_model_res": node["model_res"]["hz"],
         "node_hz_model_res_mapping": node["model_res_mapping"]["hz"],
+        "node_hz_model_res_multi_threaded": node["model_res_multi_threaded"]["hz"],
         "node_hz_full_res": node["full_res"]["hz"],
         "ort_int8_vs_fp32_speedup": int8["ort_int8_vs_fp32_speedup"],
         "int8_iou_drop": int8["int8_iou_drop"],

@@ -88,6 +88,7 @@ def node_rate(
     say=print,
     executable: Path | None = None,
     mapping: bool = False,
+    executor: str = "events",
 ) -> dict:
     """Occupancy messages per second over `seconds`, six `hw` rgb8 streams at `rate_hz`.
     `mapping`: the node maps every set (`mapping:=true`, poses from the player's /odom, so
@@ -115,6 +116,7 @@ def node_rate(
             "-p", f"cache_dir:={cache_dir}",
             "-p", f"threads:={threads}",
             "-p", f"precision:={precision}",
+            "-p", f"executor:={executor}",
         ]  # fmt: skip
         if mapping:
             cmd += ["-p", "mapping:=true", "-p", "map_frame:=odom"]

@@ -109,6 +109,33 @@ def test_occluded_voxels_keep_their_state():
     assert log_odds(naive, (6, 1, 1)) == pytest.approx([LN9 - 1.99243], abs=1e-5)
 
 
+def test_occluded_voxels_take_occupied_evidence_only_when_asked():
+    """occluded_evidence "occupied": a hidden voxel predicted occupied gains its evidence, a
+    hidden voxel predicted free keeps its state (nothing out of sight is cleared)."""
+    grid = wall_grid()
+    cam = camera((0.5, 1.5, 1.5))
+    cfg = dict(visibility="rays", ray_spacing_deg=2.0, occlusion="first", occlusion_limit=1)
+    first = np.full(grid.shape, 0.2, np.float32)
+    first[6, 1, 1] = 0.9  # a car, seen
+    hidden = np.full(grid.shape, 0.1, np.float32)  # the next frame thinks the car is gone...
+    hidden[3] = 0.9  # ...but a truck in front hides it...
+    hidden[7, 1, 1] = 0.8  # ...and it guesses a post behind the truck (and behind the car)
+    got = {}
+    for mode in ("none", "occupied"):
+        m = OnlineMap(unit_config(occluded_evidence=mode, **cfg))
+        m.integrate(frame(grid, first, [cam]), np.eye(4), 1.0)
+        m.integrate(frame(grid, hidden, [cam]), np.eye(4), 2.0)
+        got[mode] = log_odds(m, (6, 1, 1), (7, 1, 1), (7, 1, 0))
+    assert got["none"][0] == pytest.approx(LN9, abs=1e-5)  # kept
+    assert got["none"][1] is None  # never seen
+    assert got["none"][2] == pytest.approx(-LN4, abs=1e-5)  # seen free at first, then hidden
+    assert got["occupied"][0] == pytest.approx(LN9, abs=1e-5)  # hidden, predicted free: kept
+    assert got["occupied"][1] == pytest.approx(np.log(4.0), abs=1e-5)  # hidden post: logit 0.8
+    assert got["occupied"][2] == pytest.approx(-LN4, abs=1e-5)  # hidden, predicted free: as was
+    with pytest.raises(ValueError, match="occluded_evidence"):
+        unit_config(occluded_evidence="free")
+
+
 def test_a_wall_on_a_voxel_face_stops_the_ray_that_runs_along_it():
     # The camera sits on the plane z = 2, the face between layers 1 and 2. A ray along
     # that face belongs to the layer above it (floor), so a wall in the layer below is

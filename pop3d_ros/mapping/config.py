@@ -56,6 +56,9 @@ class MapConfig:
     # several such voxels before it meets the road), crossing at most `occlusion_limit`.
     occlusion: str = "surface"
     occlusion_limit: int = 8
+    # Voxels the rule hides: "none" = untouched; "occupied" = they take occupied evidence
+    # (P > 0.5) but never free evidence, so what is out of sight is never cleared.
+    occluded_evidence: str = "none"
     # Language layer.
     language_every: int = 1  # fuse language features on every k-th integrated frame
     feature_weight_max: float = 20.0  # the running mean's weight stops growing here (memory)
@@ -74,6 +77,10 @@ class MapConfig:
         if self.visibility not in VISIBILITY_MODES:
             raise ValueError(
                 f"visibility must be one of {VISIBILITY_MODES}, got {self.visibility!r}"
+            )
+        if self.occluded_evidence not in ("none", "occupied"):
+            raise ValueError(
+                f"occluded_evidence must be none or occupied, got {self.occluded_evidence!r}"
             )
         if not self.log_odds_min < self.occupied_log_odds < self.log_odds_max:
             raise ValueError("need log_odds_min < occupied_log_odds < log_odds_max")

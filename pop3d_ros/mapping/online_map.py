@@ -224,11 +224,15 @@ class OnlineMap:
         c, s = self.config, self.store
         seen = self._seen(frame) if seen is None else np.asarray(seen, bool).reshape(-1)
         index, flat = self._pull(frame.grid, pose)
-        keep = seen[flat]
-        index, flat = index[keep], flat[keep]
-        addr = s.ensure(index)
         p = np.clip(np.asarray(frame.probability, np.float32).reshape(-1)[flat],
                     c.observation_p_min, c.observation_p_max)  # fmt: skip
+        keep = seen[flat]
+        if c.occluded_evidence == "occupied":
+            # What the rule hides may still be predicted occupied (a car's far side, a wall
+            # behind a pole): that evidence is kept; only free evidence needs a clear view.
+            keep |= p > 0.5
+        index, flat, p = index[keep], flat[keep], p[keep]
+        addr = s.ensure(index)
         evidence = c.observation_weight * _logit(p)
         weight = None
         if c.range_scale_m > 0:

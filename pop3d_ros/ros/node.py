@@ -63,8 +63,9 @@ def _arguments(args) -> argparse.Namespace:
     return parser.parse_args(remove_ros_args(args=args if args is not None else sys.argv)[1:])
 
 
-def make_executor(threads: int):
-    """rclpy's EventsExecutor where this rclpy has it (Jazzy 7.1+), else a MultiThreadedExecutor.
+def make_executor(threads: int, kind: str = "events"):
+    """rclpy's EventsExecutor (`kind` events, where this rclpy has it: Jazzy 7.1+), else a
+    MultiThreadedExecutor of `threads` threads.
 
     Six camera streams bring the node over a hundred messages a second, each cheap for the
     node itself (a size check; decoding waits for the worker). The MultiThreadedExecutor's
@@ -74,11 +75,15 @@ def make_executor(threads: int):
     memory transport). Inference runs on the node's worker thread either way, so a single
     callback thread suffices: a query's inference delays image callbacks, which DDS queues.
     """
-    try:
-        from rclpy.experimental import EventsExecutor
-    except ImportError:
-        return MultiThreadedExecutor(num_threads=threads)
-    return EventsExecutor()
+    if kind == "events":
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError:
+            return MultiThreadedExecutor(num_threads=threads)
+        return EventsExecutor()
+    if kind != "multi_threaded":
+        raise ValueError(f"parameter executor={kind!r}: use one of ('events', 'multi_threaded')")
+    return MultiThreadedExecutor(num_threads=threads)
 
 
 def main(args=None) -> int:
@@ -105,7 +110,7 @@ def main(args=None) -> int:
         else:
             node = OccupancyNode()
         threads = NodeParams(threads=int(node.get_parameter("threads").value)).thread_plan[1]
-        executor = make_executor(threads)
+        executor = make_executor(threads, str(node.get_parameter("executor").value))
         executor.add_node(node)
         while rclpy.ok():
             executor.spin_once(timeout_sec=SPIN_PERIOD_S)

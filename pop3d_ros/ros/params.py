@@ -29,6 +29,9 @@ class NodeParams:
     precision: str = "fp32"  # fp32 | fp16 | int8: graph precision (int8: `pop3d export
     #   --precision int8` first; fp16 runs as fp32 on the CPU-only ONNX Runtime and torch)
     threads: int = 0  # inference threads (ORT intra-op / torch) and executor size; 0 = all cores
+    # Callback executor, read at process start: events (rclpy's EventsExecutor; a
+    # MultiThreadedExecutor where rclpy lacks it) | multi_threaded
+    executor: str = "events"
     occupancy_threshold: float = 0.5  # P(occupied) at or above which a voxel is shown
     # Class prompts -> colour by zero-shot class; [""] = none. A list with one empty string,
     # not []: ROS has no typed empty array, so [] would leave the parameter without a value
@@ -71,6 +74,7 @@ class NodeParams:
             "backend": ("auto", "tensorrt", "onnxruntime", "torch"),
             "precision": ("fp32", "fp16", "int8"),
             "pose_source": ("odom", "tf"),
+            "executor": ("events", "multi_threaded"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
