@@ -58,14 +58,15 @@ class EvalMapCommand:
 
 def ablation_configs(config: MapConfig) -> dict[str, MapConfig]:
     """The maps scored beside the map and its naive twin: plain log-odds (no range weight)
-    with and without the visibility rule, the literal first-voxel rule, the rule with occupied
-    evidence kept behind occluders, and language fused every 2nd / 4th camera set."""
+    with and without the visibility rule, the literal first-voxel rule, the rule with nothing
+    updated behind occluders (occluded_evidence none), and language fused every 2nd / 4th
+    camera set."""
     plain = dataclasses.replace(config, range_scale_m=0.0)
     return {
         "plain": plain,
         "naive_plain": dataclasses.replace(plain, visibility="all"),
         "first_voxel": dataclasses.replace(config, occlusion="first", occlusion_limit=1),
-        "occluded_occupied": dataclasses.replace(config, occluded_evidence="occupied"),
+        "occluded_none": dataclasses.replace(config, occluded_evidence="none"),
         "language_every_2": dataclasses.replace(config, language_every=2),
         "language_every_4": dataclasses.replace(config, language_every=4),
     }

@@ -56,9 +56,10 @@ class MapConfig:
     # several such voxels before it meets the road), crossing at most `occlusion_limit`.
     occlusion: str = "surface"
     occlusion_limit: int = 8
-    # Voxels the rule hides: "none" = untouched; "occupied" = they take occupied evidence
-    # (P > 0.5) but never free evidence, so what is out of sight is never cleared.
-    occluded_evidence: str = "none"
+    # Voxels the rule hides: "occupied" = they take occupied evidence (P > 0.5) but never
+    # free evidence, so what is out of sight is never cleared while the model's guesses
+    # behind occluders (mostly right) still count; "none" = untouched (docs/experiments/map.md)
+    occluded_evidence: str = "occupied"
     # Language layer.
     language_every: int = 1  # fuse language features on every k-th integrated frame
     feature_weight_max: float = 20.0  # the running mean's weight stops growing here (memory)
