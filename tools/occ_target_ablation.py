@@ -9,13 +9,16 @@ No training involved: it measures what each rule teaches before a network sees i
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
 
+from pop3d_ros.cli_config import run_command
+from pop3d_ros.data.sources import DataConfig, parse_seeds
 from pop3d_ros.training.lidar_occupancy import (
     LidarOccupancyConfig,
     lidar_occupancy_target,
@@ -87,16 +90,32 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    from pop3d_ros.data.sources import parse_seeds
+def _held_out() -> DataConfig:
+    return DataConfig(seeds="100-103", frames_per_seed=10)
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", default="100-103", help="held-out synthetic seeds")
-    p.add_argument("--frames-per-seed", type=int, default=10)
-    p.add_argument("--every", type=int, default=1, help="score every n-th frame")
-    p.add_argument("--out", help="JSON file for the full result")
-    args = p.parse_args(argv)
-    result = run_ablation(parse_seeds(args.seeds), args.frames_per_seed, args.every)
+
+def _synthetic_seeds(data: DataConfig) -> list[int]:
+    if data.data != "synthetic":
+        raise ValueError("this tool reads the synthetic world only (--data synthetic)")
+    return parse_seeds(data.seeds)
+
+
+@dataclass
+class OccTargetAblationCommand:
+    """Occupancy targets against dense ground truth (module doc)."""
+
+    every: int = 1  # score every n-th frame
+    out: str = ""  # JSON file for the full result ("" = none)
+    data: DataConfig = field(default_factory=_held_out)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return run_command(OccTargetAblationCommand, argv, "python -m tools.occ_target_ablation", _run)
+
+
+def _run(args: OccTargetAblationCommand) -> int:
+    result = run_ablation(_synthetic_seeds(args.data), args.data.frames_per_seed, args.every)
     print(markdown(result))
     if args.out:
         with open(args.out, "w") as f:

@@ -11,9 +11,13 @@ diagnosis is this output.
 
 from __future__ import annotations
 
-import argparse
+import sys
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from pop3d_ros.cli_config import run_command
+from pop3d_ros.data.sources import DataConfig, parse_seeds
 
 
 def layer_counts(predicted: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -34,23 +38,41 @@ def iou(counts: np.ndarray) -> float:
     return float(tp / max(tp + fp + fn, 1))
 
 
+def _held_out() -> DataConfig:
+    return DataConfig(seeds="100-103", frames_per_seed=10)
+
+
+def _synthetic_seeds(data: DataConfig) -> list[int]:
+    if data.data != "synthetic":
+        raise ValueError("this tool reads the synthetic world only (--data synthetic)")
+    return parse_seeds(data.seeds)
+
+
+@dataclass
+class ProtocolBreakdownCommand:
+    """Where a model's POP-3D-protocol IoU is won and lost, per z layer (module doc)."""
+
+    checkpoint: str  # the model to break down
+    every: int = 1  # use every n-th frame
+    data: DataConfig = field(default_factory=_held_out)
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return run_command(ProtocolBreakdownCommand, argv, "python -m tools.protocol_breakdown", _run)
+
+
+def _run(args: ProtocolBreakdownCommand) -> int:
     import torch
 
     from pop3d_ros.data.classes import EMPTY
-    from pop3d_ros.data.sources import parse_seeds, synthetic_source
+    from pop3d_ros.data.sources import synthetic_source
     from pop3d_ros.evaluation.labels import evaluation_labels
     from pop3d_ros.model.checkpoint import load_model
     from pop3d_ros.model.inputs import SamplingCache, model_inputs
     from pop3d_ros.model.pop3d import density_from_logits
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--seeds", default="100-103")
-    p.add_argument("--frames-per-seed", type=int, default=10)
-    p.add_argument("--every", type=int, default=1, help="use every n-th frame")
-    args = p.parse_args(argv)
-
+    seeds = _synthetic_seeds(args.data)
     model, ckpt = load_model(args.checkpoint)
     model.eval()
     cfg = model.cfg
@@ -58,7 +80,7 @@ def main(argv=None) -> int:
     density = cfg.heads.occupancy_output == "density"
     prior = ckpt.get("occupancy_prior")
     prior = None if prior is None else np.asarray(prior) >= ckpt.get("prior_threshold", 0.5)
-    keys, make = synthetic_source(parse_seeds(args.seeds), args.frames_per_seed, grid=grid)
+    keys, make = synthetic_source(seeds, args.data.frames_per_seed, grid=grid)
     keys = keys[:: max(1, args.every)]
     sweep = np.geomspace(0.02, 20.0, 25)
     mixed_name = "truth, prior's ground layer"

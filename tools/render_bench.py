@@ -1,33 +1,38 @@
 """Seconds per training step of the rendering variants, timed side by side in one process.
 
 `python -m tools.render_bench --prepared DIR [--steps 6]` loads frames prepared
-for `--strategy render` (with adjacent frames), and times full training steps (forward,
+by a render recipe (with adjacent frames), and times full training steps (forward,
 rendering, losses, backward, AdamW) of the cpu-small density model, alternating between
 the variants so machine load hits them alike: current frame only, + auxiliary rays (every
 candidate ray), + auxiliary rays with weighted ray sampling (`--num-rays` per frame).
-`--renderocc-prepared DIR2` (frames prepared with `--ray-sampling renderocc`) adds the
+`--renderocc_prepared DIR2` (frames prepared with `render.ray_sampling renderocc`) adds the
 published sampling (every ray of the frame and its +-3 neighbours, re-drawn per step) and
-`--variants` picks which run; the recipe options (`--density-sampling`, `--termination`,
-`--sparsity`, `--sparsity-scope`, `--distortion`) apply to all. Each step is timed with its
+`--variants` picks which run; the recipe options (`--render.*`: density_sampling,
+termination_weight, sparsity_weight, sparsity_scope, distortion_weight, num_rays) apply to
+all. Each step is timed with its
 `collate` (where the rays are chosen) and without. Prints one JSON line per variant:
 median / min seconds per step and rays per step.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
+import sys
 import time
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
+from pop3d_ros.cli_config import run_command
 from pop3d_ros.model.config import get_preset
 from pop3d_ros.model.inputs import SamplingCache
 from pop3d_ros.model.pop3d import build_model
 from pop3d_ros.training.frames import PreparedFrames
 from pop3d_ros.training.loop import TrainWrapper
 from pop3d_ros.training.strategies.render import RenderStrategy
+from pop3d_ros.training.strategies.render_config import RenderConfig
 
 VARIANTS = {
     "current": dict(aux=False, weighted=False),
@@ -37,39 +42,48 @@ VARIANTS = {
 }
 
 
+@dataclass
+class RenderBenchCommand:
+    """Seconds per training step of the rendering variants, timed side by side in one
+    process (module doc); `--render.*` (RenderConfig) applies to every variant."""
+
+    prepared: str  # frames prepared by a render recipe (with adjacent frames)
+    steps: int = 6  # timed steps per variant
+    threads: int = 1  # torch threads
+    # frames prepared with render.ray_sampling renderocc (needed for the renderocc variant)
+    renderocc_prepared: str = ""
+    variants: tuple[Literal["current", "aux", "aux_wrs", "renderocc"], ...] = tuple(VARIANTS)
+    render: RenderConfig = field(default_factory=RenderConfig)
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--prepared", required=True, help="frames prepared by --strategy render")
-    p.add_argument("--steps", type=int, default=6, help="timed steps per variant")
-    p.add_argument("--num-rays", type=int, default=2048)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--renderocc-prepared", help="frames prepared with --ray-sampling renderocc")
-    p.add_argument("--variants", default="current,aux,aux_wrs,renderocc")
-    p.add_argument("--density-sampling", default="trilinear", choices=["trilinear", "nearest"])
-    p.add_argument("--termination", type=float, default=0.0)
-    p.add_argument("--sparsity", type=float, default=0.0)
-    p.add_argument("--sparsity-scope", default="grid", choices=["grid", "unseen"])
-    p.add_argument("--distortion", type=float, default=0.01)
-    args = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    return run_command(RenderBenchCommand, argv, "python -m tools.render_bench", _run)
+
+
+def _run(args: RenderBenchCommand) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = get_preset("cpu-small")
     cfg.heads.occupancy_output = "density"
     model = build_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    chosen = [v for v in args.variants.split(",") if v != "renderocc" or args.renderocc_prepared]
+    chosen = [
+        v for v in dict.fromkeys(args.variants) if v != "renderocc" or args.renderocc_prepared
+    ]
     data = {"pool": PreparedFrames(args.prepared)}
     if "renderocc" in chosen:
         data["renderocc"] = PreparedFrames(args.renderocc_prepared)
     sampling = SamplingCache(cfg)
+    r = args.render
     recipe = dict(
-        num_rays=args.num_rays,
+        num_rays=r.num_rays,
         feature_weight=256.0,
-        density_sampling=args.density_sampling,
-        termination_weight=args.termination,
-        sparsity_weight=args.sparsity,
-        sparsity_scope=args.sparsity_scope,
-        distortion_weight=args.distortion,
+        density_sampling=r.density_sampling,
+        termination_weight=r.termination_weight,
+        sparsity_weight=r.sparsity_weight,
+        sparsity_scope=r.sparsity_scope,
+        distortion_weight=r.distortion_weight,
         grid=cfg.voxel_grid,
     )
     strategies = {}

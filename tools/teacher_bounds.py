@@ -14,14 +14,16 @@ teacher. `python -m tools.teacher_bounds --profile maskclip-like --seeds 100-103
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
 
+from pop3d_ros.cli_config import run_command
 from pop3d_ros.data.classes import CLASS_NAMES, NUM_CLASSES
+from pop3d_ros.data.sources import DataConfig, parse_seeds
 from pop3d_ros.evaluation.metrics import ConfusionMatrix
 from pop3d_ros.teachers.features import point_feature_pairs, sum_by
 
@@ -67,41 +69,57 @@ class TeacherBounds:
         return out
 
 
+def _held_out() -> DataConfig:
+    return DataConfig(seeds="100-103", frames_per_seed=10)
+
+
+def _synthetic_seeds(data: DataConfig) -> list[int]:
+    if data.data != "synthetic":
+        raise ValueError("this tool reads the synthetic world only (--data synthetic)")
+    return parse_seeds(data.seeds)
+
+
+@dataclass
+class TeacherBoundsCommand:
+    """How well a student of a synthetic teacher profile could do at best (module doc)."""
+
+    profile: str = "near-gt"  # synthetic teacher profile (data/synthetic_teacher.py)
+    confusion_prob: float | None = None  # override the profile's confusion_prob
+    preset: str = "cpu-small"  # model preset whose grid is used
+    text_seed: int = 0  # seed of the synthetic text space
+    out: str = ""  # also write the result as JSON here ("" = no)
+    data: DataConfig = field(default_factory=_held_out)
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return run_command(TeacherBoundsCommand, argv, "python -m tools.teacher_bounds", _run)
+
+
+def _run(args: TeacherBoundsCommand) -> int:
     from dataclasses import replace
 
-    from pop3d_ros.data.sources import parse_seeds, synthetic_source
+    from pop3d_ros.data.sources import synthetic_source
     from pop3d_ros.data.synthetic_teacher import TEACHER_PROFILES, SyntheticTeacher
     from pop3d_ros.evaluation.zeroshot import ZeroShotClassifier, class_phrase_embeddings
     from pop3d_ros.model.config import get_preset
     from pop3d_ros.text.synthetic_text import SyntheticTextSpace
 
-    p = argparse.ArgumentParser(prog="python -m tools.teacher_bounds")
-    p.add_argument("--profile", choices=sorted(TEACHER_PROFILES), default="near-gt")
-    p.add_argument("--confusion-prob", type=float, help="override the profile's confusion_prob")
-    p.add_argument("--seeds", default="100-103", help="synthetic seeds (default: %(default)s)")
-    p.add_argument("--frames-per-seed", type=int, default=10)
-    p.add_argument("--preset", default="cpu-small", help="model preset whose grid is used")
-    p.add_argument("--text-seed", type=int, default=0)
-    p.add_argument("--out", help="also write the result as JSON here")
-    args = p.parse_args(argv)
-    try:
-        cfg = TEACHER_PROFILES[args.profile]
-        if args.confusion_prob is not None:
-            cfg = replace(cfg, confusion_prob=args.confusion_prob)
-        model_cfg = get_preset(args.preset)
-        space = SyntheticTextSpace(seed=args.text_seed, dim=model_cfg.heads.clip_dim)
-        bounds = TeacherBounds(
-            SyntheticTeacher(space, cfg),
-            model_cfg.voxel_grid,
-            ZeroShotClassifier(class_phrase_embeddings(space)),
-        )
-        keys, make = synthetic_source(
-            parse_seeds(args.seeds), args.frames_per_seed, grid=model_cfg.voxel_grid
-        )
-    except ValueError as exc:
-        print(f"teacher_bounds: error: {exc}", file=sys.stderr)
-        return 2
+    if args.profile not in TEACHER_PROFILES:
+        raise ValueError(f"--profile {args.profile!r}: use one of {sorted(TEACHER_PROFILES)}")
+    cfg = TEACHER_PROFILES[args.profile]
+    if args.confusion_prob is not None:
+        cfg = replace(cfg, confusion_prob=args.confusion_prob)
+    model_cfg = get_preset(args.preset)
+    space = SyntheticTextSpace(seed=args.text_seed, dim=model_cfg.heads.clip_dim)
+    bounds = TeacherBounds(
+        SyntheticTeacher(space, cfg),
+        model_cfg.voxel_grid,
+        ZeroShotClassifier(class_phrase_embeddings(space)),
+    )
+    keys, make = synthetic_source(
+        _synthetic_seeds(args.data), args.data.frames_per_seed, grid=model_cfg.voxel_grid
+    )
     for key in tqdm(keys, desc="teacher bounds", unit="frame"):
         bounds.add(make(key))
     result = bounds.result()
@@ -114,7 +132,7 @@ def main(argv=None) -> int:
     print(f"{'mIoU':<22}" + "".join(f"{100 * result[k]:15.1f}" for k in KINDS))
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"profile": args.profile, "seeds": args.seeds, **result}, f, indent=1)
+            json.dump({"profile": args.profile, "seeds": args.data.seeds, **result}, f, indent=1)
     return 0
 
 
