@@ -111,7 +111,7 @@ def _bag_world() -> WorldConfig:
 @dataclass
 class ExportBagCommand:
     """Writes a synthetic drive (rendered dir --data, or rendered on the fly from --world.*)
-    as a rosbag2 MCAP directory of the six camera topics."""
+    as a rosbag2 MCAP directory of the six camera topics and /odom."""
 
     out: str  # bag directory to create (must not exist or be empty)
     data: str = ""  # rendered dir (pop3d render); "" = render on the fly
