@@ -27,29 +27,12 @@ import math
 
 import numpy as np
 
+from pop3d_ros.data.classes import CLASS_NAMES
 from pop3d_ros.geometry.grid import VoxelGrid
 
 THRESHOLDS_M = (1.0, 2.0, 4.0)
-OCC3D_NAMES = (
-    "others",
-    "barrier",
-    "bicycle",
-    "bus",
-    "car",
-    "construction_vehicle",
-    "motorcycle",
-    "pedestrian",
-    "traffic_cone",
-    "trailer",
-    "truck",
-    "driveable_surface",
-    "other_flat",
-    "sidewalk",
-    "terrain",
-    "manmade",
-    "vegetation",
-    "free",
-)
+# Occ3D's ids: 0 "others", then the project's 16 classes in the same order, 17 "free".
+OCC3D_NAMES = ("others", *CLASS_NAMES, "free")
 FREE = 17
 MAX_ORIGINS = 8
 ORIGIN_MARGIN_M = 1.0  # SparseOcc keeps origins with |x|, |y| < 39 on its 40 m grid
