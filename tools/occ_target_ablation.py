@@ -18,13 +18,14 @@ import numpy as np
 from tqdm import tqdm
 
 from pop3d_ros.cli_config import run_command
-from pop3d_ros.data.sources import DataConfig, parse_seeds
+from pop3d_ros.data.sources import DataConfig
 from pop3d_ros.training.lidar_occupancy import (
     LidarOccupancyConfig,
     lidar_occupancy_target,
     target_quality,
 )
 from pop3d_ros.training.recipe import load_recipe
+from tools.held_out import held_out_data, synthetic_seeds
 
 SWEEPS = (-2, -1, 1, 2)
 VARIANTS = {
@@ -90,23 +91,13 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _held_out() -> DataConfig:
-    return DataConfig(seeds="100-103", frames_per_seed=10)
-
-
-def _synthetic_seeds(data: DataConfig) -> list[int]:
-    if data.data != "synthetic":
-        raise ValueError("this tool reads the synthetic world only (--data synthetic)")
-    return parse_seeds(data.seeds)
-
-
 @dataclass
 class OccTargetAblationCommand:
     """Occupancy targets against dense ground truth (module doc)."""
 
     every: int = 1  # score every n-th frame
     out: str = ""  # JSON file for the full result ("" = none)
-    data: DataConfig = field(default_factory=_held_out)
+    data: DataConfig = field(default_factory=held_out_data)
 
 
 def main(argv=None) -> int:
@@ -115,7 +106,7 @@ def main(argv=None) -> int:
 
 
 def _run(args: OccTargetAblationCommand) -> int:
-    result = run_ablation(_synthetic_seeds(args.data), args.data.frames_per_seed, args.every)
+    result = run_ablation(synthetic_seeds(args.data), args.data.frames_per_seed, args.every)
     print(markdown(result))
     if args.out:
         with open(args.out, "w") as f:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pop3d_ros.cli_config import run_command
-from pop3d_ros.data.sources import DataConfig, parse_seeds
+from pop3d_ros.data.sources import DataConfig
+from tools.held_out import held_out_data, synthetic_seeds
 
 
 def layer_counts(predicted: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -38,23 +39,13 @@ def iou(counts: np.ndarray) -> float:
     return float(tp / max(tp + fp + fn, 1))
 
 
-def _held_out() -> DataConfig:
-    return DataConfig(seeds="100-103", frames_per_seed=10)
-
-
-def _synthetic_seeds(data: DataConfig) -> list[int]:
-    if data.data != "synthetic":
-        raise ValueError("this tool reads the synthetic world only (--data synthetic)")
-    return parse_seeds(data.seeds)
-
-
 @dataclass
 class ProtocolBreakdownCommand:
     """Where a model's POP-3D-protocol IoU is won and lost, per z layer (module doc)."""
 
     checkpoint: str  # the model to break down
     every: int = 1  # use every n-th frame
-    data: DataConfig = field(default_factory=_held_out)
+    data: DataConfig = field(default_factory=held_out_data)
 
 
 def main(argv=None) -> int:
@@ -72,7 +63,7 @@ def _run(args: ProtocolBreakdownCommand) -> int:
     from pop3d_ros.model.inputs import SamplingCache, model_inputs
     from pop3d_ros.model.pop3d import density_from_logits
 
-    seeds = _synthetic_seeds(args.data)
+    seeds = synthetic_seeds(args.data)
     model, ckpt = load_model(args.checkpoint)
     model.eval()
     cfg = model.cfg

@@ -23,9 +23,10 @@ from tqdm import tqdm
 
 from pop3d_ros.cli_config import run_command
 from pop3d_ros.data.classes import CLASS_NAMES, NUM_CLASSES
-from pop3d_ros.data.sources import DataConfig, parse_seeds
+from pop3d_ros.data.sources import DataConfig
 from pop3d_ros.evaluation.metrics import ConfusionMatrix
 from pop3d_ros.teachers.features import point_feature_pairs, sum_by
+from tools.held_out import held_out_data, synthetic_seeds
 
 KINDS = ("teacher", "teacher_voxel", "expected")
 
@@ -69,16 +70,6 @@ class TeacherBounds:
         return out
 
 
-def _held_out() -> DataConfig:
-    return DataConfig(seeds="100-103", frames_per_seed=10)
-
-
-def _synthetic_seeds(data: DataConfig) -> list[int]:
-    if data.data != "synthetic":
-        raise ValueError("this tool reads the synthetic world only (--data synthetic)")
-    return parse_seeds(data.seeds)
-
-
 @dataclass
 class TeacherBoundsCommand:
     """How well a student of a synthetic teacher profile could do at best (module doc)."""
@@ -88,7 +79,7 @@ class TeacherBoundsCommand:
     preset: str = "cpu-small"  # model preset whose grid is used
     text_seed: int = 0  # seed of the synthetic text space
     out: str = ""  # also write the result as JSON here ("" = no)
-    data: DataConfig = field(default_factory=_held_out)
+    data: DataConfig = field(default_factory=held_out_data)
 
 
 def main(argv=None) -> int:
@@ -118,7 +109,7 @@ def _run(args: TeacherBoundsCommand) -> int:
         ZeroShotClassifier(class_phrase_embeddings(space)),
     )
     keys, make = synthetic_source(
-        _synthetic_seeds(args.data), args.data.frames_per_seed, grid=model_cfg.voxel_grid
+        synthetic_seeds(args.data), args.data.frames_per_seed, grid=model_cfg.voxel_grid
     )
     for key in tqdm(keys, desc="teacher bounds", unit="frame"):
         bounds.add(make(key))
